@@ -1,0 +1,95 @@
+//! One type for "whichever backend the configuration names".
+
+use std::path::Path;
+
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::error::StoreError;
+use crate::event::{AppendRequest, AppendResult, RecordedEvent};
+use crate::postgres::{PgOptions, PgStore};
+use crate::sqlite::SqliteStore;
+use crate::store::EventStore;
+
+/// The configured backend.
+#[derive(Debug, Clone)]
+pub enum AnyStore {
+    /// PostgreSQL (production).
+    Postgres(PgStore),
+    /// SQLite (the embedded default).
+    Sqlite(SqliteStore),
+}
+
+impl AnyStore {
+    /// Opens PostgreSQL when `database_url` is a `postgres://` URL, a SQLite
+    /// URL when it is `sqlite:`, and otherwise the embedded default
+    /// `events.sqlite` under `data_dir`.
+    pub async fn open(database_url: Option<&str>, data_dir: &Path) -> Result<Self, StoreError> {
+        match database_url {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Ok(
+                Self::Postgres(PgStore::connect(url, PgOptions::default()).await?),
+            ),
+            Some(url) if url.starts_with("sqlite:") => {
+                Ok(Self::Sqlite(SqliteStore::open_url(url).await?))
+            }
+            Some(_) => Err(StoreError::Database(sqlx::Error::Configuration(
+                "DATABASE_URL must start with postgres://, postgresql:// or sqlite:".into(),
+            ))),
+            None => {
+                std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Database(e.into()))?;
+                Ok(Self::Sqlite(
+                    SqliteStore::open(&data_dir.join("events.sqlite")).await?,
+                ))
+            }
+        }
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            AnyStore::Postgres($store) => $call,
+            AnyStore::Sqlite($store) => $call,
+        }
+    };
+}
+
+impl EventStore for AnyStore {
+    async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
+        delegate!(self, s => s.append(request).await)
+    }
+
+    async fn read_stream(
+        &self,
+        stream_id: Uuid,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        delegate!(self, s => s.read_stream(stream_id, from_version, limit).await)
+    }
+
+    async fn read_all(
+        &self,
+        after_position: i64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        delegate!(self, s => s.read_all(after_position, limit).await)
+    }
+
+    async fn read_tenant(
+        &self,
+        tenant_id: Uuid,
+        after_position: i64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        delegate!(self, s => s.read_tenant(tenant_id, after_position, limit).await)
+    }
+
+    async fn stream_version(&self, stream_id: Uuid) -> Result<u64, StoreError> {
+        delegate!(self, s => s.stream_version(stream_id).await)
+    }
+
+    fn appended(&self) -> watch::Receiver<i64> {
+        delegate!(self, s => s.appended())
+    }
+}

@@ -1,0 +1,241 @@
+//! The per-stream hash chain that makes tampering detectable.
+//!
+//! `digest = SHA-256(canonical JSON of [event_id, stream_id, stream_type,
+//! event_type, routing_key, schema_version, tenant_id, recorded_at, payload,
+//! metadata])`, where canonical JSON sorts object keys, has no white space, and
+//! writes `recorded_at` as RFC 3339 with microseconds and `Z`.
+//! `hash = SHA-256(prev_hash || be64(stream_version) || digest)`, with 32 zero
+//! bytes as the `prev_hash` of a stream's first event. PostgreSQL computes the
+//! chain in its append statement (`postgres::APPEND_SQL`), SQLite's store in Rust; both use this formula.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::event::RecordedEvent;
+
+/// The `prev_hash` of the first event of every stream.
+pub const GENESIS: [u8; 32] = [0; 32];
+
+/// The fields of an event that its digest covers.
+#[derive(Debug, Clone, Copy)]
+pub struct DigestInput<'a> {
+    /// The event's id.
+    pub event_id: Uuid,
+    /// Its stream.
+    pub stream_id: Uuid,
+    /// Its stream type.
+    pub stream_type: &'a str,
+    /// Its event type.
+    pub event_type: &'a str,
+    /// Its routing key.
+    pub routing_key: &'a str,
+    /// Its schema version.
+    pub schema_version: u32,
+    /// Its tenant.
+    pub tenant_id: Option<Uuid>,
+    /// When it was recorded (microsecond precision).
+    pub recorded_at: DateTime<Utc>,
+    /// Its payload.
+    pub payload: &'a Value,
+    /// Its metadata.
+    pub metadata: &'a Value,
+}
+
+impl<'a> DigestInput<'a> {
+    /// The digest input of a stored event.
+    pub fn of(event: &'a RecordedEvent) -> Self {
+        Self {
+            event_id: event.event_id,
+            stream_id: event.stream_id,
+            stream_type: &event.stream_type,
+            event_type: &event.event_type,
+            routing_key: &event.routing_key,
+            schema_version: event.schema_version,
+            tenant_id: event.tenant_id,
+            recorded_at: event.recorded_at,
+            payload: &event.payload,
+            metadata: &event.metadata,
+        }
+    }
+
+    /// SHA-256 of the canonical encoding.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut out = String::with_capacity(256);
+        out.push('[');
+        let strings = [
+            self.event_id.to_string(),
+            self.stream_id.to_string(),
+            self.stream_type.to_string(),
+            self.event_type.to_string(),
+            self.routing_key.to_string(),
+        ];
+        for s in &strings {
+            write_canonical(&mut out, &Value::String(s.clone()));
+            out.push(',');
+        }
+        out.push_str(&self.schema_version.to_string());
+        out.push(',');
+        match self.tenant_id {
+            Some(t) => write_canonical(&mut out, &Value::String(t.to_string())),
+            None => out.push_str("null"),
+        }
+        out.push(',');
+        write_canonical(&mut out, &Value::String(format_time(self.recorded_at)));
+        out.push(',');
+        write_canonical(&mut out, self.payload);
+        out.push(',');
+        write_canonical(&mut out, self.metadata);
+        out.push(']');
+        Sha256::digest(out.as_bytes()).into()
+    }
+}
+
+/// The chain link: `SHA-256(prev_hash || be64(stream_version) || digest)`.
+pub fn chain(prev_hash: &[u8; 32], stream_version: u64, digest: &[u8; 32]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(prev_hash);
+    h.update(stream_version.to_be_bytes());
+    h.update(digest);
+    h.finalize().into()
+}
+
+/// Canonical time text: RFC 3339, microseconds, `Z`.
+pub fn format_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// Truncates a time to the microsecond precision both backends store.
+pub fn truncate_to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+/// Writes JSON with object keys sorted and no white space, whatever the
+/// `serde_json` map order in use.
+pub fn write_canonical(out: &mut String, value: &Value) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, key) in keys.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(out, &Value::String((*key).clone()));
+                out.push(':');
+                write_canonical(out, &map[key.as_str()]);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(out, item);
+            }
+            out.push(']');
+        }
+        leaf => out.push_str(&leaf.to_string()),
+    }
+}
+
+/// What is wrong with a stream's stored history.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    /// Versions are not 1, 2, 3, ... without gaps.
+    #[error("stream {stream_id}: expected version {expected}, found {found}")]
+    VersionGap {
+        /// The stream.
+        stream_id: Uuid,
+        /// The version that should come next.
+        expected: u64,
+        /// The version found.
+        found: u64,
+    },
+    /// An event's `prev_hash` is not the previous event's hash.
+    #[error("stream {stream_id} version {version}: prev_hash does not link to the previous event")]
+    BrokenLink {
+        /// The stream.
+        stream_id: Uuid,
+        /// The event's version.
+        version: u64,
+    },
+    /// An event's content does not match its hash: it was changed after it was written.
+    #[error("stream {stream_id} version {version}: content does not match its hash")]
+    Tampered {
+        /// The stream.
+        stream_id: Uuid,
+        /// The event's version.
+        version: u64,
+    },
+}
+
+/// Checks one stream's events, in version order from version 1: no version
+/// gaps, every link, every hash.
+pub fn verify_stream<'a>(
+    events: impl IntoIterator<Item = &'a RecordedEvent>,
+) -> Result<u64, ChainError> {
+    let mut prev = GENESIS;
+    let mut expected = 1;
+    for event in events {
+        let stream_id = event.stream_id;
+        if event.stream_version != expected {
+            return Err(ChainError::VersionGap {
+                stream_id,
+                expected,
+                found: event.stream_version,
+            });
+        }
+        if event.prev_hash != prev {
+            return Err(ChainError::BrokenLink {
+                stream_id,
+                version: expected,
+            });
+        }
+        let digest = DigestInput::of(event).digest();
+        if chain(&prev, event.stream_version, &digest) != event.hash {
+            return Err(ChainError::Tampered {
+                stream_id,
+                version: expected,
+            });
+        }
+        prev = event.hash;
+        expected += 1;
+    }
+    Ok(expected - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_depth() {
+        let mut out = String::new();
+        write_canonical(
+            &mut out,
+            &json!({"b": 1, "a": {"d": [true, null], "c": "x\"y"}}),
+        );
+        assert_eq!(out, r#"{"a":{"c":"x\"y","d":[true,null]},"b":1}"#);
+    }
+
+    #[test]
+    fn chain_depends_on_every_input() {
+        let d = [7u8; 32];
+        let base = chain(&GENESIS, 1, &d);
+        assert_ne!(base, chain(&GENESIS, 2, &d));
+        assert_ne!(base, chain(&[1; 32], 1, &d));
+        assert_ne!(base, chain(&GENESIS, 1, &[8; 32]));
+    }
+
+    #[test]
+    fn time_is_written_with_microseconds_and_z() {
+        let t = DateTime::from_timestamp_micros(1_780_000_000_123_456).unwrap();
+        assert_eq!(format_time(t), "2026-05-28T20:26:40.123456Z");
+    }
+}

@@ -1,0 +1,25 @@
+#![doc = include_str!("../README.md")]
+
+pub mod any;
+pub mod clock;
+pub mod error;
+pub mod event;
+pub mod hashing;
+pub mod postgres;
+pub mod sqlite;
+pub mod store;
+pub mod subscription;
+pub mod task;
+
+pub use any::AnyStore;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::StoreError;
+pub use event::{
+    Actor, AppendRequest, AppendResult, AsOf, EventMetadata, ExpectedVersion, NewEvent,
+    RecordedEvent,
+};
+pub use hashing::{ChainError, verify_stream};
+pub use postgres::{PgOptions, PgStore};
+pub use sqlite::SqliteStore;
+pub use store::EventStore;
+pub use subscription::Subscription;

@@ -1,0 +1,418 @@
+//! The PostgreSQL backend (production).
+//!
+//! Appends are one statement ([`APPEND_SQL`]), so an append is one round
+//! trip and one transaction. Reads after a global position are
+//! gap-safe: positions are ordered like transaction ids, and only positions
+//! below the snapshot's xmin are read (see the migration).
+//! `LISTEN/NOTIFY` carries wake-ups between instances: a background task
+//! sends at most one coalesced `NOTIFY` per few milliseconds, off the append
+//! path, because a `NOTIFY` inside the append would serialise every commit.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use sqlx::Row;
+use std::str::FromStr;
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use tokio::sync::{Notify, watch};
+use uuid::Uuid;
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::StoreError;
+use crate::event::{AppendRequest, AppendResult, RecordedEvent};
+use crate::store::{self, EventStore};
+use crate::task::{AbortOnDrop, spawn_named};
+
+/// The `LISTEN/NOTIFY` channel of append wake-ups.
+pub const CHANNEL: &str = "flatrender_events";
+
+/// One append as one statement (no server-side function, so one round trip
+/// and one plan): read the stream head, check the expectation and the
+/// stream's owner, chain the hashes, insert. Inserts nothing when the
+/// expectation or the owner check fails; the caller then asks why. Positions
+/// are `xid * 65536 + index` (see the migration's "Gap safety").
+///
+/// Binds: $1 stream_id, $2 stream_type, $3 tenant_id, $4 expected (NULL any,
+/// 0 no stream), $5 event ids, $6 event types, $7 routing keys, $8 schema
+/// versions, $9 payloads, $10 metadata, $11 recorded_at, $12 digests.
+pub const APPEND_SQL: &str = r"
+WITH RECURSIVE head AS (
+    SELECT e.stream_version AS v, e.hash, e.stream_type, e.tenant_id
+      FROM events e
+     WHERE e.stream_id = $1
+     ORDER BY e.stream_version DESC
+     LIMIT 1
+), base AS (
+    SELECT coalesce((SELECT v FROM head), 0) AS v,
+           coalesce((SELECT hash FROM head), '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea) AS prev
+     WHERE NOT EXISTS (SELECT 1 FROM head WHERE stream_type <> $2 OR tenant_id IS DISTINCT FROM $3)
+       AND ($4::bigint IS NULL OR $4 = coalesce((SELECT v FROM head), 0))
+), chain (i, prev, hash) AS (
+    SELECT 1, b.prev, sha256(b.prev || int8send(b.v + 1) || ($12::bytea[])[1])
+      FROM base b
+    UNION ALL
+    SELECT c.i + 1, c.hash, sha256(c.hash || int8send(b.v + c.i + 1) || ($12::bytea[])[c.i + 1])
+      FROM chain c, base b
+     WHERE c.i < cardinality($5::uuid[])
+)
+INSERT INTO events (global_position, event_id, stream_id, stream_type, stream_version,
+                    event_type, routing_key, schema_version, tenant_id, payload, metadata,
+                    recorded_at, prev_hash, hash)
+SELECT pg_current_xact_id()::text::bigint * 65536 + c.i - 1, ($5::uuid[])[c.i], $1, $2, b.v + c.i,
+       ($6::text[])[c.i], ($7::text[])[c.i], ($8::int[])[c.i], $3, ($9::jsonb[])[c.i], ($10::jsonb[])[c.i],
+       $11, c.prev, c.hash
+  FROM chain c, base b
+RETURNING stream_version, global_position";
+
+const COLUMNS: &str = "global_position, event_id, stream_id, stream_type, stream_version, \
+     event_type, routing_key, schema_version, tenant_id, payload, metadata, recorded_at, \
+     prev_hash, hash";
+
+/// The session settings the store's connections should have: its statements
+/// are the same on every call, so plan them once per connection (the append
+/// statement otherwise gets re-planned on every call).
+pub fn tuned(options: PgConnectOptions) -> PgConnectOptions {
+    options.options([("plan_cache_mode", "force_generic_plan")])
+}
+
+/// Settings of a PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// Most connections the pool opens.
+    pub max_connections: u32,
+    /// Whether to listen for other instances' appends (off for one-shot tools).
+    pub listen: bool,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            listen: true,
+        }
+    }
+}
+
+/// An event store on PostgreSQL. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: PgPool,
+    clock: Arc<dyn Clock>,
+    appended: watch::Sender<i64>,
+    local_max: Arc<AtomicI64>,
+    publish: Arc<Notify>,
+    _tasks: AbortOnDrop,
+}
+
+impl PgStore {
+    /// Connects, applies the migrations and starts the wake-up tasks.
+    pub async fn connect(url: &str, options: PgOptions) -> Result<Self, StoreError> {
+        let connect = tuned(PgConnectOptions::from_str(url)?);
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .connect_with(connect)
+            .await?;
+        Self::from_pool(pool, options, Arc::new(SystemClock)).await
+    }
+
+    /// Uses an existing pool and clock; applies the migrations. The pool's
+    /// connect options should be [`tuned`].
+    pub async fn from_pool(
+        pool: PgPool,
+        options: PgOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StoreError> {
+        sqlx::migrate!("../migrations/postgres").run(&pool).await?;
+        let (appended, _) = watch::channel(0);
+        let local_max = Arc::new(AtomicI64::new(0));
+        let publish = Arc::new(Notify::new());
+        let mut tasks = AbortOnDrop::default();
+        if options.listen {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(CHANNEL).await?;
+            tasks.push(spawn_named(
+                "eventstore.pg.listen",
+                listen(listener, appended.clone()),
+            ));
+            tasks.push(spawn_named(
+                "eventstore.pg.notify",
+                publish_wakeups(pool.clone(), local_max.clone(), publish.clone()),
+            ));
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                clock,
+                appended,
+                local_max,
+                publish,
+                _tasks: tasks,
+            }),
+        })
+    }
+
+    /// The connection pool (for tests and tools that share the database).
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    async fn fetch_by_ids(&self, ids: Vec<Uuid>) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM events WHERE event_id = ANY($1)");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(ids)
+            .fetch_all(&self.inner.pool)
+            .await?;
+        rows.into_iter().map(decode).collect()
+    }
+
+    /// Why an append inserted nothing: the expectation or the stream's owner.
+    async fn why_refused(&self, request: &AppendRequest) -> Result<StoreError, StoreError> {
+        let head: Option<(i64, String, Option<Uuid>)> = sqlx::query_as(
+            "SELECT stream_version, stream_type, tenant_id FROM events WHERE stream_id = $1 \
+             ORDER BY stream_version DESC LIMIT 1",
+        )
+        .bind(request.stream_id)
+        .fetch_optional(&self.inner.pool)
+        .await?;
+        Ok(match head {
+            Some((_, stream_type, tenant))
+                if stream_type != request.stream_type || tenant != request.tenant_id =>
+            {
+                StoreError::StreamMismatch {
+                    stream_id: request.stream_id,
+                }
+            }
+            Some((version, _, _)) => store::wrong_version(request, version as u64),
+            None => store::wrong_version(request, 0),
+        })
+    }
+
+    /// After a refused append: a retry of a stored append, or the error.
+    async fn settle_refusal(
+        &self,
+        request: &AppendRequest,
+        prepared: &store::Prepared,
+        refusal: StoreError,
+    ) -> Result<AppendResult, StoreError> {
+        let ids = request.events.iter().map(|e| e.event_id).collect();
+        let stored = self.fetch_by_ids(ids).await?;
+        match store::match_stored(request, prepared, &stored)? {
+            Some(result) => Ok(result),
+            None => Err(refusal),
+        }
+    }
+}
+
+/// Forwards other instances' wake-ups to this process's subscribers.
+async fn listen(mut listener: PgListener, appended: watch::Sender<i64>) {
+    loop {
+        match listener.recv().await {
+            Ok(note) => {
+                let position = note.payload().parse().unwrap_or(0);
+                appended.send_modify(|p| *p = (*p).max(position));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "event wake-up listener failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// Sends coalesced `NOTIFY`s for this process's appends.
+async fn publish_wakeups(pool: PgPool, local_max: Arc<AtomicI64>, publish: Arc<Notify>) {
+    let mut sent = 0;
+    loop {
+        publish.notified().await;
+        let position = local_max.load(Ordering::Acquire);
+        if position <= sent {
+            continue;
+        }
+        let result = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(position.to_string())
+            .execute(&pool)
+            .await;
+        match result {
+            Ok(_) => sent = position,
+            Err(e) => tracing::warn!(error = %e, "could not publish an event wake-up"),
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn decode(row: PgRow) -> Result<RecordedEvent, StoreError> {
+    Ok(RecordedEvent {
+        global_position: row.try_get("global_position")?,
+        event_id: row.try_get("event_id")?,
+        stream_id: row.try_get("stream_id")?,
+        stream_type: row.try_get("stream_type")?,
+        stream_version: row.try_get::<i64, _>("stream_version")? as u64,
+        event_type: row.try_get("event_type")?,
+        routing_key: row.try_get("routing_key")?,
+        schema_version: row.try_get::<i32, _>("schema_version")? as u32,
+        tenant_id: row.try_get("tenant_id")?,
+        payload: row.try_get("payload")?,
+        metadata: row.try_get("metadata")?,
+        recorded_at: row.try_get("recorded_at")?,
+        prev_hash: store::hash32(row.try_get("prev_hash")?, "prev_hash")?,
+        hash: store::hash32(row.try_get("hash")?, "hash")?,
+    })
+}
+
+impl EventStore for PgStore {
+    #[tracing::instrument(skip_all, fields(stream_id = %request.stream_id, events = request.events.len()))]
+    async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
+        let prepared = store::prepare(&request, self.inner.clock.now())?;
+        let n = request.events.len();
+        let events = &request.events;
+        let result = sqlx::query(APPEND_SQL)
+            .bind(request.stream_id)
+            .bind(&request.stream_type)
+            .bind(request.tenant_id)
+            .bind(request.expected.as_db())
+            .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.event_type.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(&prepared.routing_keys)
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.schema_version as i32)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(events.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
+            .bind(&prepared.metadata)
+            .bind(prepared.recorded_at)
+            .bind(
+                prepared
+                    .digests
+                    .iter()
+                    .map(|d| d.to_vec())
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_all(&self.inner.pool)
+            .await;
+        let refusal = match result {
+            Ok(rows) if rows.len() == n => {
+                let mut first_version = i64::MAX;
+                let mut first_position = i64::MAX;
+                for row in &rows {
+                    first_version = first_version.min(row.try_get(0)?);
+                    first_position = first_position.min(row.try_get(1)?);
+                }
+                let last_position = first_position + n as i64 - 1;
+                self.inner
+                    .local_max
+                    .fetch_max(last_position, Ordering::AcqRel);
+                self.inner
+                    .appended
+                    .send_modify(|p| *p = (*p).max(last_position));
+                self.inner.publish.notify_one();
+                return Ok(AppendResult {
+                    first_version: first_version as u64,
+                    last_version: (first_version as u64) + n as u64 - 1,
+                    first_position,
+                    last_position,
+                    already_stored: false,
+                });
+            }
+            Ok(_) => self.why_refused(&request).await?,
+            Err(e) => match e.as_database_error() {
+                Some(db) if db.is_unique_violation() => {
+                    if db.constraint() == Some("events_stream_version_key") {
+                        // Another writer took the version between our read and insert.
+                        let actual = self.stream_version(request.stream_id).await?;
+                        store::wrong_version(&request, actual)
+                    } else {
+                        // events_event_id_key: a retry, or the id reused (settled below).
+                        StoreError::Database(e)
+                    }
+                }
+                _ => return Err(StoreError::Database(e)),
+            },
+        };
+        self.settle_refusal(&request, &prepared, refusal).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream_id: Uuid,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM events WHERE stream_id = $1 AND stream_version >= $2 \
+             ORDER BY stream_version LIMIT $3"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(stream_id)
+            .bind(from_version as i64)
+            .bind(limit as i64)
+            .fetch_all(&self.inner.pool)
+            .await?;
+        rows.into_iter().map(decode).collect()
+    }
+
+    async fn read_all(
+        &self,
+        after_position: i64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM events WHERE global_position > $1 \
+             AND global_position < (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint * 65536) \
+             ORDER BY global_position LIMIT $2"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(after_position)
+            .bind(limit as i64)
+            .fetch_all(&self.inner.pool)
+            .await?;
+        rows.into_iter().map(decode).collect()
+    }
+
+    async fn read_tenant(
+        &self,
+        tenant_id: Uuid,
+        after_position: i64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM events WHERE tenant_id = $1 AND global_position > $2 \
+             AND global_position < (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint * 65536) \
+             ORDER BY global_position LIMIT $3"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant_id)
+            .bind(after_position)
+            .bind(limit as i64)
+            .fetch_all(&self.inner.pool)
+            .await?;
+        rows.into_iter().map(decode).collect()
+    }
+
+    async fn stream_version(&self, stream_id: Uuid) -> Result<u64, StoreError> {
+        let version: Option<i64> =
+            sqlx::query_scalar("SELECT max(stream_version) FROM events WHERE stream_id = $1")
+                .bind(stream_id)
+                .fetch_one(&self.inner.pool)
+                .await?;
+        Ok(version.unwrap_or(0) as u64)
+    }
+
+    fn appended(&self) -> watch::Receiver<i64> {
+        self.inner.appended.subscribe()
+    }
+}

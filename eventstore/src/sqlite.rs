@@ -1,0 +1,329 @@
+//! The SQLite backend (the embedded default): one file, WAL mode.
+//!
+//! Writes go through one connection behind a mutex, in `BEGIN IMMEDIATE`
+//! transactions, so positions are assigned and committed in the same order
+//! and `read_all` is gap-safe without further work. Reads use a small pool.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Connection, Row};
+use tokio::sync::{Mutex, watch};
+use uuid::Uuid;
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::StoreError;
+use crate::event::{AppendRequest, AppendResult, RecordedEvent};
+use crate::hashing::{GENESIS, chain, format_time};
+use crate::store::{self, EventStore};
+
+const COLUMNS: &str = "global_position, event_id, stream_id, stream_type, stream_version, \
+     event_type, routing_key, schema_version, tenant_id, payload, metadata, recorded_at, \
+     prev_hash, hash";
+
+/// An event store in one SQLite file. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    writer: Mutex<SqliteConnection>,
+    readers: SqlitePool,
+    clock: Arc<dyn Clock>,
+    appended: watch::Sender<i64>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `path` and applies the migrations.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with_clock(path, Arc::new(SystemClock)).await
+    }
+
+    /// Opens a `sqlite:` URL (e.g. `sqlite://data/events.sqlite`).
+    pub async fn open_url(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?;
+        Self::open_options(options, Arc::new(SystemClock)).await
+    }
+
+    /// Like [`SqliteStore::open`], with an injected clock.
+    pub async fn open_with_clock(path: &Path, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        Self::open_options(SqliteConnectOptions::new().filename(path), clock).await
+    }
+
+    async fn open_options(
+        options: SqliteConnectOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StoreError> {
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10));
+        let mut writer = SqliteConnection::connect_with(&options).await?;
+        sqlx::migrate!("../migrations/sqlite")
+            .run(&mut writer)
+            .await?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
+        let (appended, _) = watch::channel(0);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                writer: Mutex::new(writer),
+                readers,
+                clock,
+                appended,
+            }),
+        })
+    }
+
+    /// The read pool (for tests and tools).
+    pub fn readers(&self) -> &SqlitePool {
+        &self.inner.readers
+    }
+
+    /// Runs `f` with the writer connection (for tests that sabotage the store).
+    pub async fn with_writer<T>(&self, f: impl AsyncFnOnce(&mut SqliteConnection) -> T) -> T {
+        let mut conn = self.inner.writer.lock().await;
+        f(&mut conn).await
+    }
+
+    async fn write(
+        conn: &mut SqliteConnection,
+        request: &AppendRequest,
+        prepared: &store::Prepared,
+    ) -> Result<Result<AppendResult, StoreError>, sqlx::Error> {
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let head = sqlx::query(
+            "SELECT stream_version, hash, stream_type, tenant_id FROM events \
+             WHERE stream_id = ? ORDER BY stream_version DESC LIMIT 1",
+        )
+        .bind(request.stream_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (head, mut prev) = match head {
+            None => (0u64, GENESIS),
+            Some(row) => {
+                let stream_type: String = row.try_get(2)?;
+                let tenant: Option<Uuid> = row.try_get(3)?;
+                if stream_type != request.stream_type || tenant != request.tenant_id {
+                    return Ok(Err(StoreError::StreamMismatch {
+                        stream_id: request.stream_id,
+                    }));
+                }
+                let hash = match store::hash32(row.try_get(1)?, "hash") {
+                    Ok(h) => h,
+                    Err(e) => return Ok(Err(e)),
+                };
+                (row.try_get::<i64, _>(0)? as u64, hash)
+            }
+        };
+        if !store::expectation_holds(request.expected, head) {
+            return Ok(Err(store::wrong_version(request, head)));
+        }
+        let recorded_at = format_time(prepared.recorded_at);
+        let mut positions = Vec::with_capacity(request.events.len());
+        for (i, event) in request.events.iter().enumerate() {
+            let version = head + 1 + i as u64;
+            let hash = chain(&prev, version, &prepared.digests[i]);
+            let position: i64 = sqlx::query_scalar(
+                "INSERT INTO events (event_id, stream_id, stream_type, stream_version, event_type, \
+                 routing_key, schema_version, tenant_id, payload, metadata, recorded_at, prev_hash, hash) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING global_position",
+            )
+            .bind(event.event_id)
+            .bind(request.stream_id)
+            .bind(&request.stream_type)
+            .bind(version as i64)
+            .bind(&event.event_type)
+            .bind(&prepared.routing_keys[i])
+            .bind(event.schema_version as i64)
+            .bind(request.tenant_id)
+            .bind(event.payload.to_string())
+            .bind(prepared.metadata[i].to_string())
+            .bind(&recorded_at)
+            .bind(prev.to_vec())
+            .bind(hash.to_vec())
+            .fetch_one(&mut *tx)
+            .await?;
+            positions.push(position);
+            prev = hash;
+        }
+        tx.commit().await?;
+        let n = request.events.len() as u64;
+        Ok(Ok(AppendResult {
+            first_version: head + 1,
+            last_version: head + n,
+            first_position: positions[0],
+            last_position: positions[positions.len() - 1],
+            already_stored: false,
+        }))
+    }
+
+    async fn fetch(&self, sql: String, binds: Binds) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for uuid in binds.uuids {
+            query = query.bind(uuid);
+        }
+        for int in binds.ints {
+            query = query.bind(int);
+        }
+        let rows = query.fetch_all(&self.inner.readers).await?;
+        rows.into_iter().map(decode).collect()
+    }
+}
+
+/// Bind values of a read: uuids first, then integers.
+#[derive(Debug, Default)]
+struct Binds {
+    uuids: Vec<Uuid>,
+    ints: Vec<i64>,
+}
+
+fn decode(row: SqliteRow) -> Result<RecordedEvent, StoreError> {
+    let json = |column: &str| -> Result<serde_json::Value, StoreError> {
+        let text: String = row.try_get(column)?;
+        serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+    };
+    let recorded_at: String = row.try_get("recorded_at")?;
+    let recorded_at = DateTime::parse_from_rfc3339(&recorded_at)
+        .map_err(|e| StoreError::Corrupt(format!("recorded_at: {e}")))?
+        .with_timezone(&Utc);
+    Ok(RecordedEvent {
+        global_position: row.try_get("global_position")?,
+        event_id: row.try_get("event_id")?,
+        stream_id: row.try_get("stream_id")?,
+        stream_type: row.try_get("stream_type")?,
+        stream_version: row.try_get::<i64, _>("stream_version")? as u64,
+        event_type: row.try_get("event_type")?,
+        routing_key: row.try_get("routing_key")?,
+        schema_version: row.try_get::<i64, _>("schema_version")? as u32,
+        tenant_id: row.try_get("tenant_id")?,
+        payload: json("payload")?,
+        metadata: json("metadata")?,
+        recorded_at,
+        prev_hash: store::hash32(row.try_get("prev_hash")?, "prev_hash")?,
+        hash: store::hash32(row.try_get("hash")?, "hash")?,
+    })
+}
+
+impl EventStore for SqliteStore {
+    #[tracing::instrument(skip_all, fields(stream_id = %request.stream_id, events = request.events.len()))]
+    async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
+        let prepared = store::prepare(&request, self.inner.clock.now())?;
+        let outcome = {
+            let mut conn = self.inner.writer.lock().await;
+            Self::write(&mut conn, &request, &prepared).await
+        };
+        let refusal = match outcome {
+            Ok(Ok(result)) => {
+                self.inner
+                    .appended
+                    .send_modify(|p| *p = (*p).max(result.last_position));
+                return Ok(result);
+            }
+            Ok(Err(refusal)) => refusal,
+            Err(e) => {
+                let unique_id = e.as_database_error().is_some_and(|d| {
+                    d.is_unique_violation() && d.message().contains("events.event_id")
+                });
+                if !unique_id {
+                    return Err(StoreError::Database(e));
+                }
+                StoreError::Database(e)
+            }
+        };
+        let placeholders = vec!["?"; request.events.len()].join(", ");
+        let sql = format!("SELECT {COLUMNS} FROM events WHERE event_id IN ({placeholders})");
+        let binds = Binds {
+            uuids: request.events.iter().map(|e| e.event_id).collect(),
+            ints: vec![],
+        };
+        let stored = self.fetch(sql, binds).await?;
+        match store::match_stored(&request, &prepared, &stored)? {
+            Some(result) => Ok(result),
+            None => Err(refusal),
+        }
+    }
+
+    async fn read_stream(
+        &self,
+        stream_id: Uuid,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM events WHERE stream_id = ? AND stream_version >= ? \
+             ORDER BY stream_version LIMIT ?"
+        );
+        self.fetch(
+            sql,
+            Binds {
+                uuids: vec![stream_id],
+                ints: vec![from_version as i64, limit as i64],
+            },
+        )
+        .await
+    }
+
+    async fn read_all(
+        &self,
+        after_position: i64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM events WHERE global_position > ? ORDER BY global_position LIMIT ?"
+        );
+        self.fetch(
+            sql,
+            Binds {
+                uuids: vec![],
+                ints: vec![after_position, limit as i64],
+            },
+        )
+        .await
+    }
+
+    async fn read_tenant(
+        &self,
+        tenant_id: Uuid,
+        after_position: i64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM events WHERE tenant_id = ? AND global_position > ? \
+             ORDER BY global_position LIMIT ?"
+        );
+        self.fetch(
+            sql,
+            Binds {
+                uuids: vec![tenant_id],
+                ints: vec![after_position, limit as i64],
+            },
+        )
+        .await
+    }
+
+    async fn stream_version(&self, stream_id: Uuid) -> Result<u64, StoreError> {
+        let version: Option<i64> =
+            sqlx::query_scalar("SELECT max(stream_version) FROM events WHERE stream_id = ?")
+                .bind(stream_id)
+                .fetch_one(&self.inner.readers)
+                .await?;
+        Ok(version.unwrap_or(0) as u64)
+    }
+
+    fn appended(&self) -> watch::Receiver<i64> {
+        self.inner.appended.subscribe()
+    }
+}

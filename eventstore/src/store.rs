@@ -1,0 +1,226 @@
+//! The storage trait every backend implements, and what all backends share.
+
+use std::future::Future;
+
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::error::StoreError;
+use crate::event::{AppendRequest, AppendResult, AsOf, ExpectedVersion, RecordedEvent};
+use crate::hashing::{DigestInput, truncate_to_micros};
+
+/// How many events a stream or audit read fetches per round trip.
+pub const READ_BATCH: usize = 1000;
+
+/// The most events one append may carry (positions leave room for 65536 per
+/// transaction on PostgreSQL).
+pub const MAX_APPEND: usize = 65536;
+
+/// An append-only event store. Every backend passes the same conformance
+/// suite (`eventstore/tests/store/`).
+pub trait EventStore: Send + Sync {
+    /// Appends a batch of events to one stream, all or nothing, after checking
+    /// the expected version and the catalog. Appending events whose ids are
+    /// already stored with the same content returns their original place and
+    /// writes nothing.
+    fn append(
+        &self,
+        request: AppendRequest,
+    ) -> impl Future<Output = Result<AppendResult, StoreError>> + Send;
+
+    /// Up to `limit` events of a stream, from `from_version` on, in version order.
+    fn read_stream(
+        &self,
+        stream_id: Uuid,
+        from_version: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+
+    /// Up to `limit` events of the whole store after `after_position`, in
+    /// position order. Gap-safe: an event is returned only once no event at a
+    /// lower position can still become visible, so a reader that continues
+    /// from the last position it saw never misses one.
+    fn read_all(
+        &self,
+        after_position: i64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+
+    /// Like [`EventStore::read_all`], restricted to one tenant's events.
+    fn read_tenant(
+        &self,
+        tenant_id: Uuid,
+        after_position: i64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+
+    /// The stream's current version; 0 if it does not exist.
+    fn stream_version(
+        &self,
+        stream_id: Uuid,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// A wake-up signal that changes whenever events may have been appended
+    /// (by this process, or by another one sharing the database). It carries
+    /// the highest position known to be appended; it is a hint, never data.
+    fn appended(&self) -> watch::Receiver<i64>;
+
+    /// A stream's events up to a point in its history, for audits and for
+    /// reconstructing an aggregate as it was.
+    fn read_stream_as_of(
+        &self,
+        stream_id: Uuid,
+        as_of: AsOf,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
+        async move {
+            let mut out = Vec::new();
+            let mut from = 1;
+            loop {
+                let batch = self.read_stream(stream_id, from, READ_BATCH).await?;
+                let full = batch.len() == READ_BATCH;
+                for event in batch {
+                    if !as_of.includes(&event) {
+                        return Ok(out);
+                    }
+                    from = event.stream_version + 1;
+                    out.push(event);
+                }
+                if !full {
+                    return Ok(out);
+                }
+            }
+        }
+    }
+}
+
+/// Checks an append against the catalog and builds the digest of each event.
+pub(crate) fn prepare(
+    request: &AppendRequest,
+    recorded_at: chrono::DateTime<chrono::Utc>,
+) -> Result<Prepared, StoreError> {
+    if request.events.is_empty() {
+        return Err(StoreError::EmptyAppend);
+    }
+    if request.events.len() > MAX_APPEND {
+        return Err(StoreError::TooManyEvents(request.events.len()));
+    }
+    let recorded_at = truncate_to_micros(recorded_at);
+    let catalog = contracts::catalog();
+    let mut routing_keys = Vec::with_capacity(request.events.len());
+    let mut metadata = Vec::with_capacity(request.events.len());
+    let mut digests = Vec::with_capacity(request.events.len());
+    for event in &request.events {
+        let routing_key = event.routing_key();
+        match catalog.entry(&routing_key) {
+            Some(row) if row.stream_type == request.stream_type => {}
+            _ => {
+                return Err(StoreError::NotInCatalog {
+                    routing_key,
+                    stream_type: request.stream_type.clone(),
+                });
+            }
+        }
+        let meta = serde_json::to_value(&event.metadata)
+            .map_err(|e| StoreError::Corrupt(format!("metadata does not serialise: {e}")))?;
+        let digest = DigestInput {
+            event_id: event.event_id,
+            stream_id: request.stream_id,
+            stream_type: &request.stream_type,
+            event_type: &event.event_type,
+            routing_key: &routing_key,
+            schema_version: event.schema_version,
+            tenant_id: request.tenant_id,
+            recorded_at,
+            payload: &event.payload,
+            metadata: &meta,
+        }
+        .digest();
+        routing_keys.push(routing_key);
+        metadata.push(meta);
+        digests.push(digest);
+    }
+    Ok(Prepared {
+        recorded_at,
+        routing_keys,
+        metadata,
+        digests,
+    })
+}
+
+/// An append checked against the catalog, with its digests.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    pub recorded_at: chrono::DateTime<chrono::Utc>,
+    pub routing_keys: Vec<String>,
+    pub metadata: Vec<serde_json::Value>,
+    pub digests: Vec<[u8; 32]>,
+}
+
+/// After a refused append: if every event id is already stored with the same
+/// content, the append is a retry of one that succeeded, and its original
+/// place is the answer. `Ok(None)` means none of the ids is stored.
+pub(crate) fn match_stored(
+    request: &AppendRequest,
+    prepared: &Prepared,
+    stored: &[RecordedEvent],
+) -> Result<Option<AppendResult>, StoreError> {
+    if stored.is_empty() {
+        return Ok(None);
+    }
+    let mut found = Vec::with_capacity(request.events.len());
+    for (i, event) in request.events.iter().enumerate() {
+        let Some(s) = stored.iter().find(|s| s.event_id == event.event_id) else {
+            // Some ids stored, others not: not a retry of one append.
+            return Err(StoreError::IdempotencyConflict {
+                event_id: stored[0].event_id,
+            });
+        };
+        let same = s.stream_id == request.stream_id
+            && s.stream_type == request.stream_type
+            && s.tenant_id == request.tenant_id
+            && s.event_type == event.event_type
+            && s.schema_version == event.schema_version
+            && s.payload == event.payload
+            && s.metadata == prepared.metadata[i];
+        if !same {
+            return Err(StoreError::IdempotencyConflict {
+                event_id: event.event_id,
+            });
+        }
+        found.push(s);
+    }
+    let versions = found.iter().map(|s| s.stream_version);
+    let positions = found.iter().map(|s| s.global_position);
+    Ok(Some(AppendResult {
+        first_version: versions.clone().min().unwrap_or_default(),
+        last_version: versions.max().unwrap_or_default(),
+        first_position: positions.clone().min().unwrap_or_default(),
+        last_position: positions.max().unwrap_or_default(),
+        already_stored: true,
+    }))
+}
+
+/// The conflict error for a refused expected version.
+pub(crate) fn wrong_version(request: &AppendRequest, actual: u64) -> StoreError {
+    StoreError::WrongExpectedVersion {
+        stream_id: request.stream_id,
+        expected: request.expected,
+        actual,
+    }
+}
+
+/// Whether a stream at `head` satisfies the expectation.
+pub(crate) fn expectation_holds(expected: ExpectedVersion, head: u64) -> bool {
+    match expected {
+        ExpectedVersion::Any => true,
+        ExpectedVersion::NoStream => head == 0,
+        ExpectedVersion::Exact(v) => head == v,
+    }
+}
+
+/// Converts a stored hash column.
+pub(crate) fn hash32(bytes: Vec<u8>, what: &str) -> Result<[u8; 32], StoreError> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("{what} is not 32 bytes")))
+}

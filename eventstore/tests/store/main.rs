@@ -1,0 +1,6 @@
+//! The event store's integration tests: one binary, one conformance suite run
+//! against every backend, and the PostgreSQL gap-safety stress test.
+
+mod conformance;
+mod gap_safety;
+mod support;
