@@ -152,19 +152,27 @@ async fn pg_raw_inserts(pool: PgPool, writers: usize, batch: usize, seconds: f64
             let n = batch as u64;
             let versions: Vec<i64> = (0..n).map(|i| (round * n + i + 1) as i64).collect();
             let meta = serde_json::to_value(metadata()).expect("metadata");
+            // Every per-row value is a parameter, as a client writing these
+            // rows would send them; no constants baked into the SQL.
             sqlx::query(
                 "INSERT INTO raw_events (event_id, stream_id, stream_type, stream_version, event_type, \
                  routing_key, schema_version, tenant_id, payload, metadata, recorded_at, prev_hash, hash) \
-                 SELECT u.id, $2, 'tenant', u.v, 'tenant.credit_added', 'tenant.credit_added.v1', 1, $2, \
-                 u.p, u.m, $5, u.h, u.h FROM unnest($1::uuid[], $3::bigint[], $4::jsonb[], $6::jsonb[], $7::bytea[]) \
-                 AS u(id, v, p, m, h)",
+                 SELECT u.id, $2, $3, u.v, u.et, u.rk, u.sv, $4, u.p, u.m, $5, u.ph, u.h \
+                 FROM unnest($1::uuid[], $6::bigint[], $7::text[], $8::text[], $9::int[], $10::jsonb[], \
+                 $11::jsonb[], $12::bytea[], $13::bytea[]) AS u(id, v, et, rk, sv, p, m, ph, h)",
             )
             .bind((0..n).map(|_| Uuid::new_v4()).collect::<Vec<_>>())
             .bind(stream)
-            .bind(&versions)
-            .bind((0..n).map(|i| payload(round * n + i)).collect::<Vec<_>>())
+            .bind("tenant")
+            .bind(stream)
             .bind(Utc::now())
+            .bind(&versions)
+            .bind(vec!["tenant.credit_added"; batch])
+            .bind(vec!["tenant.credit_added.v1"; batch])
+            .bind(vec![1i32; batch])
+            .bind((0..n).map(|i| payload(round * n + i)).collect::<Vec<_>>())
             .bind(vec![meta; batch])
+            .bind(vec![Uuid::new_v4().as_bytes().repeat(2); batch])
             .bind(vec![Uuid::new_v4().as_bytes().repeat(2); batch])
             .execute(&pool)
             .await

@@ -37,59 +37,70 @@ pub struct DigestInput<'a> {
     pub tenant_id: Option<Uuid>,
     /// When it was recorded (microsecond precision).
     pub recorded_at: DateTime<Utc>,
-    /// Its payload.
-    pub payload: &'a Value,
-    /// Its metadata.
-    pub metadata: &'a Value,
+    /// Its payload as canonical JSON ([`canonical`]).
+    pub payload: &'a str,
+    /// Its metadata as canonical JSON ([`canonical`]).
+    pub metadata: &'a str,
 }
 
-impl<'a> DigestInput<'a> {
-    /// The digest input of a stored event.
-    pub fn of(event: &'a RecordedEvent) -> Self {
-        Self {
-            event_id: event.event_id,
-            stream_id: event.stream_id,
-            stream_type: &event.stream_type,
-            event_type: &event.event_type,
-            routing_key: &event.routing_key,
-            schema_version: event.schema_version,
-            tenant_id: event.tenant_id,
-            recorded_at: event.recorded_at,
-            payload: &event.payload,
-            metadata: &event.metadata,
-        }
-    }
-
+impl DigestInput<'_> {
     /// SHA-256 of the canonical encoding.
     pub fn digest(&self) -> [u8; 32] {
-        let mut out = String::with_capacity(256);
+        let mut out = String::with_capacity(160 + self.payload.len() + self.metadata.len());
         out.push('[');
-        let strings = [
-            self.event_id.to_string(),
-            self.stream_id.to_string(),
-            self.stream_type.to_string(),
-            self.event_type.to_string(),
-            self.routing_key.to_string(),
-        ];
-        for s in &strings {
-            write_canonical(&mut out, &Value::String(s.clone()));
+        for s in [&self.event_id.to_string(), &self.stream_id.to_string()] {
+            write_str(&mut out, s);
+            out.push(',');
+        }
+        for s in [self.stream_type, self.event_type, self.routing_key] {
+            write_str(&mut out, s);
             out.push(',');
         }
         out.push_str(&self.schema_version.to_string());
         out.push(',');
         match self.tenant_id {
-            Some(t) => write_canonical(&mut out, &Value::String(t.to_string())),
+            Some(t) => write_str(&mut out, &t.to_string()),
             None => out.push_str("null"),
         }
         out.push(',');
-        write_canonical(&mut out, &Value::String(format_time(self.recorded_at)));
+        write_str(&mut out, &format_time(self.recorded_at));
         out.push(',');
-        write_canonical(&mut out, self.payload);
+        out.push_str(self.payload);
         out.push(',');
-        write_canonical(&mut out, self.metadata);
+        out.push_str(self.metadata);
         out.push(']');
         Sha256::digest(out.as_bytes()).into()
     }
+}
+
+/// The digest of a stored event, recomputed from what is stored.
+pub fn digest_of(event: &RecordedEvent) -> [u8; 32] {
+    let (payload, metadata) = (canonical(&event.payload), canonical(&event.metadata));
+    DigestInput {
+        event_id: event.event_id,
+        stream_id: event.stream_id,
+        stream_type: &event.stream_type,
+        event_type: &event.event_type,
+        routing_key: &event.routing_key,
+        schema_version: event.schema_version,
+        tenant_id: event.tenant_id,
+        recorded_at: event.recorded_at,
+        payload: &payload,
+        metadata: &metadata,
+    }
+    .digest()
+}
+
+/// JSON with object keys sorted and no white space.
+pub fn canonical(value: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(&mut out, value);
+    out
+}
+
+fn write_str(out: &mut String, s: &str) {
+    // Serialising a &str to JSON cannot fail.
+    out.push_str(&serde_json::to_string(s).unwrap_or_default());
 }
 
 /// The chain link: `SHA-256(prev_hash || be64(stream_version) || digest)`.
@@ -123,7 +134,7 @@ pub fn write_canonical(out: &mut String, value: &Value) {
                 if i > 0 {
                     out.push(',');
                 }
-                write_canonical(out, &Value::String((*key).clone()));
+                write_str(out, key);
                 out.push(':');
                 write_canonical(out, &map[key.as_str()]);
             }
@@ -196,7 +207,7 @@ pub fn verify_stream<'a>(
                 version: expected,
             });
         }
-        let digest = DigestInput::of(event).digest();
+        let digest = digest_of(event);
         if chain(&prev, event.stream_version, &digest) != event.hash {
             return Err(ChainError::Tampered {
                 stream_id,

@@ -5,6 +5,7 @@ pub mod clock;
 pub mod error;
 pub mod event;
 pub mod hashing;
+mod heads;
 pub mod postgres;
 pub mod sqlite;
 pub mod store;

@@ -21,12 +21,25 @@ use uuid::Uuid;
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::StoreError;
-use crate::event::{AppendRequest, AppendResult, RecordedEvent};
+use crate::event::{AppendRequest, AppendResult, ExpectedVersion, RecordedEvent};
+use crate::hashing::{GENESIS, chain};
+use crate::heads::{Head, Heads};
 use crate::store::{self, EventStore};
+
+/// How often an append at any version retries after losing a race.
+const ANY_VERSION_ATTEMPTS: u32 = 100;
+
+/// How many stream heads a store remembers.
+const HEADS_CAPACITY: usize = 100_000;
 use crate::task::{AbortOnDrop, spawn_named};
 
 /// The `LISTEN/NOTIFY` channel of append wake-ups.
 pub const CHANNEL: &str = "flatrender_events";
+
+/// The shortest time between two wake-ups this process sends: other
+/// instances' subscribers learn of new events at most this late (plus their
+/// read), and a busy writer sends at most one `NOTIFY` per interval.
+const NOTIFY_INTERVAL: Duration = Duration::from_millis(20);
 
 /// One append as one statement (no server-side function, so one round trip
 /// and one plan): read the stream head, check the expectation and the
@@ -61,10 +74,29 @@ INSERT INTO events (global_position, event_id, stream_id, stream_type, stream_ve
                     event_type, routing_key, schema_version, tenant_id, payload, metadata,
                     recorded_at, prev_hash, hash)
 SELECT pg_current_xact_id()::text::bigint * 65536 + c.i - 1, ($5::uuid[])[c.i], $1, $2, b.v + c.i,
-       ($6::text[])[c.i], ($7::text[])[c.i], ($8::int[])[c.i], $3, ($9::jsonb[])[c.i], ($10::jsonb[])[c.i],
+       ($6::text[])[c.i], ($7::text[])[c.i], ($8::int[])[c.i], $3, ($9::text[]::jsonb[])[c.i], ($10::text[]::jsonb[])[c.i],
        $11, c.prev, c.hash
   FROM chain c, base b
-RETURNING stream_version, global_position";
+RETURNING stream_version, global_position, hash";
+
+/// An append on top of a known head: a plain insert with the hash chain
+/// computed by the caller. The unique key on (stream, version) refuses it if
+/// the head has moved on.
+///
+/// Binds: $1 stream_id, $2 stream_type, $3 base version, $4 tenant_id,
+/// $5 recorded_at, $6 event ids, $7 event types, $8 routing keys, $9 schema
+/// versions, $10 payloads, $11 metadata, $12 prev hashes, $13 hashes.
+pub const APPEND_ON_HEAD_SQL: &str = r"
+INSERT INTO events (global_position, event_id, stream_id, stream_type, stream_version,
+                    event_type, routing_key, schema_version, tenant_id, payload, metadata,
+                    recorded_at, prev_hash, hash)
+SELECT pg_current_xact_id()::text::bigint * 65536 + u.i - 1, u.event_id, $1, $2, $3 + u.i,
+       u.event_type, u.routing_key, u.schema_version, $4, u.payload, u.metadata, $5, u.prev, u.hash
+  FROM unnest($6::uuid[], $7::text[], $8::text[], $9::int[], $10::text[]::jsonb[], $11::text[]::jsonb[],
+              $12::bytea[], $13::bytea[])
+       WITH ORDINALITY AS u(event_id, event_type, routing_key, schema_version, payload, metadata,
+                            prev, hash, i)
+RETURNING global_position";
 
 const COLUMNS: &str = "global_position, event_id, stream_id, stream_type, stream_version, \
      event_type, routing_key, schema_version, tenant_id, payload, metadata, recorded_at, \
@@ -108,6 +140,7 @@ struct Inner {
     appended: watch::Sender<i64>,
     local_max: Arc<AtomicI64>,
     publish: Arc<Notify>,
+    heads: Heads,
     _tasks: AbortOnDrop,
 }
 
@@ -153,6 +186,7 @@ impl PgStore {
                 appended,
                 local_max,
                 publish,
+                heads: Heads::new(HEADS_CAPACITY),
                 _tasks: tasks,
             }),
         })
@@ -170,6 +204,190 @@ impl PgStore {
             .fetch_all(&self.inner.pool)
             .await?;
         rows.into_iter().map(decode).collect()
+    }
+
+    /// Appends on top of a known head (`None`: the stream is new).
+    async fn append_on_head(
+        &self,
+        request: &AppendRequest,
+        prepared: &store::Prepared,
+        head: Option<Head>,
+    ) -> Result<OnHead, StoreError> {
+        let (base, mut prev) = match &head {
+            None => (0, GENESIS),
+            Some(h) if h.stream_type != request.stream_type || h.tenant_id != request.tenant_id => {
+                return Ok(OnHead::Refused(StoreError::StreamMismatch {
+                    stream_id: request.stream_id,
+                }));
+            }
+            Some(h) => (h.version, h.hash),
+        };
+        let n = request.events.len();
+        let (mut prevs, mut hashes) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for (i, digest) in prepared.digests.iter().enumerate() {
+            prevs.push(prev.to_vec());
+            prev = chain(&prev, base + 1 + i as u64, digest);
+            hashes.push(prev.to_vec());
+        }
+        let events = &request.events;
+        let result = sqlx::query(APPEND_ON_HEAD_SQL)
+            .bind(request.stream_id)
+            .bind(&request.stream_type)
+            .bind(base as i64)
+            .bind(request.tenant_id)
+            .bind(prepared.recorded_at)
+            .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.event_type.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(&prepared.routing_keys)
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.schema_version as i32)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(&prepared.payload_json)
+            .bind(&prepared.metadata_json)
+            .bind(prevs)
+            .bind(hashes)
+            .fetch_all(&self.inner.pool)
+            .await;
+        match result {
+            Ok(rows) => {
+                let mut first_position = i64::MAX;
+                for row in &rows {
+                    first_position = first_position.min(row.try_get(0)?);
+                }
+                self.remember(request, base + n as u64, prev);
+                Ok(OnHead::Appended(AppendResult {
+                    first_version: base + 1,
+                    last_version: base + n as u64,
+                    first_position,
+                    last_position: first_position + n as i64 - 1,
+                    already_stored: false,
+                }))
+            }
+            Err(e) => match e.as_database_error() {
+                Some(db) if db.is_unique_violation() => {
+                    if db.constraint() != Some("events_stream_version_key") {
+                        // events_event_id_key: a retry, or the id reused.
+                        return Ok(OnHead::Refused(StoreError::Database(e)));
+                    }
+                    self.inner.heads.forget(request.stream_id);
+                    if request.expected == ExpectedVersion::Any {
+                        return Ok(OnHead::Stale);
+                    }
+                    let actual = self.stream_version(request.stream_id).await?;
+                    Ok(OnHead::Refused(store::wrong_version(request, actual)))
+                }
+                _ => Err(StoreError::Database(e)),
+            },
+        }
+    }
+
+    /// Appends with a statement that reads the stream head itself.
+    async fn append_reading_head(
+        &self,
+        request: &AppendRequest,
+        prepared: &store::Prepared,
+    ) -> Result<AppendResult, StoreError> {
+        let n = request.events.len();
+        let events = &request.events;
+        let result = sqlx::query(APPEND_SQL)
+            .bind(request.stream_id)
+            .bind(&request.stream_type)
+            .bind(request.tenant_id)
+            .bind(request.expected.as_db())
+            .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.event_type.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(&prepared.routing_keys)
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.schema_version as i32)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(&prepared.payload_json)
+            .bind(&prepared.metadata_json)
+            .bind(prepared.recorded_at)
+            .bind(
+                prepared
+                    .digests
+                    .iter()
+                    .map(|d| d.to_vec())
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_all(&self.inner.pool)
+            .await;
+        let refusal = match result {
+            Ok(rows) if rows.len() == n => {
+                let mut first_version = i64::MAX;
+                let mut first_position = i64::MAX;
+                let mut last = (0i64, Vec::new());
+                for row in &rows {
+                    let version: i64 = row.try_get(0)?;
+                    first_version = first_version.min(version);
+                    first_position = first_position.min(row.try_get(1)?);
+                    if version > last.0 {
+                        last = (version, row.try_get(2)?);
+                    }
+                }
+                self.remember(request, last.0 as u64, store::hash32(last.1, "hash")?);
+                return Ok(self.appended_ok(AppendResult {
+                    first_version: first_version as u64,
+                    last_version: first_version as u64 + n as u64 - 1,
+                    first_position,
+                    last_position: first_position + n as i64 - 1,
+                    already_stored: false,
+                }));
+            }
+            Ok(_) => self.why_refused(request).await?,
+            Err(e) => match e.as_database_error() {
+                Some(db) if db.is_unique_violation() => {
+                    if db.constraint() == Some("events_stream_version_key") {
+                        // Another writer took the version between our read and insert.
+                        let actual = self.stream_version(request.stream_id).await?;
+                        store::wrong_version(request, actual)
+                    } else {
+                        // events_event_id_key: a retry, or the id reused (settled below).
+                        StoreError::Database(e)
+                    }
+                }
+                _ => return Err(StoreError::Database(e)),
+            },
+        };
+        self.settle_refusal(request, prepared, refusal).await
+    }
+
+    fn remember(&self, request: &AppendRequest, version: u64, hash: [u8; 32]) {
+        let head = Head {
+            version,
+            hash,
+            stream_type: request.stream_type.clone(),
+            tenant_id: request.tenant_id,
+        };
+        self.inner.heads.remember(request.stream_id, head);
+    }
+
+    /// Signals subscribers after a successful append.
+    fn appended_ok(&self, result: AppendResult) -> AppendResult {
+        self.inner
+            .local_max
+            .fetch_max(result.last_position, Ordering::AcqRel);
+        self.inner
+            .appended
+            .send_modify(|p| *p = (*p).max(result.last_position));
+        self.inner.publish.notify_one();
+        result
     }
 
     /// Why an append inserted nothing: the expectation or the stream's owner.
@@ -210,6 +428,15 @@ impl PgStore {
     }
 }
 
+/// The outcome of an append on a known head.
+#[derive(Debug)]
+enum OnHead {
+    Appended(AppendResult),
+    Refused(StoreError),
+    /// The head moved on and any version will do: read it and try again.
+    Stale,
+}
+
 /// Forwards other instances' wake-ups to this process's subscribers.
 async fn listen(mut listener: PgListener, appended: watch::Sender<i64>) {
     loop {
@@ -244,7 +471,7 @@ async fn publish_wakeups(pool: PgPool, local_max: Arc<AtomicI64>, publish: Arc<N
             Ok(_) => sent = position,
             Err(e) => tracing::warn!(error = %e, "could not publish an event wake-up"),
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(NOTIFY_INTERVAL).await;
     }
 }
 
@@ -271,79 +498,39 @@ impl EventStore for PgStore {
     #[tracing::instrument(skip_all, fields(stream_id = %request.stream_id, events = request.events.len()))]
     async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
         let prepared = store::prepare(&request, self.inner.clock.now())?;
-        let n = request.events.len();
-        let events = &request.events;
-        let result = sqlx::query(APPEND_SQL)
-            .bind(request.stream_id)
-            .bind(&request.stream_type)
-            .bind(request.tenant_id)
-            .bind(request.expected.as_db())
-            .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
-            .bind(
-                events
-                    .iter()
-                    .map(|e| e.event_type.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(&prepared.routing_keys)
-            .bind(
-                events
-                    .iter()
-                    .map(|e| e.schema_version as i32)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(events.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
-            .bind(&prepared.metadata)
-            .bind(prepared.recorded_at)
-            .bind(
-                prepared
-                    .digests
-                    .iter()
-                    .map(|d| d.to_vec())
-                    .collect::<Vec<_>>(),
-            )
-            .fetch_all(&self.inner.pool)
-            .await;
-        let refusal = match result {
-            Ok(rows) if rows.len() == n => {
-                let mut first_version = i64::MAX;
-                let mut first_position = i64::MAX;
-                for row in &rows {
-                    first_version = first_version.min(row.try_get(0)?);
-                    first_position = first_position.min(row.try_get(1)?);
-                }
-                let last_position = first_position + n as i64 - 1;
-                self.inner
-                    .local_max
-                    .fetch_max(last_position, Ordering::AcqRel);
-                self.inner
-                    .appended
-                    .send_modify(|p| *p = (*p).max(last_position));
-                self.inner.publish.notify_one();
-                return Ok(AppendResult {
-                    first_version: first_version as u64,
-                    last_version: (first_version as u64) + n as u64 - 1,
-                    first_position,
-                    last_position,
-                    already_stored: false,
-                });
-            }
-            Ok(_) => self.why_refused(&request).await?,
-            Err(e) => match e.as_database_error() {
-                Some(db) if db.is_unique_violation() => {
-                    if db.constraint() == Some("events_stream_version_key") {
-                        // Another writer took the version between our read and insert.
-                        let actual = self.stream_version(request.stream_id).await?;
-                        store::wrong_version(&request, actual)
-                    } else {
-                        // events_event_id_key: a retry, or the id reused (settled below).
-                        StoreError::Database(e)
-                    }
-                }
-                _ => return Err(StoreError::Database(e)),
-            },
+        let known = match request.expected {
+            ExpectedVersion::NoStream => Some(None),
+            ExpectedVersion::Exact(v) => self
+                .inner
+                .heads
+                .get(request.stream_id)
+                .filter(|h| h.version == v)
+                .map(Some),
+            ExpectedVersion::Any => self.inner.heads.get(request.stream_id).map(Some),
         };
-        self.settle_refusal(&request, &prepared, refusal).await
+        if let Some(head) = known {
+            match self.append_on_head(&request, &prepared, head).await? {
+                OnHead::Appended(result) => return Ok(self.appended_ok(result)),
+                OnHead::Refused(refusal) => {
+                    return self.settle_refusal(&request, &prepared, refusal).await;
+                }
+                OnHead::Stale => {}
+            }
+        }
+        // An append at any version that loses a race to another writer of
+        // the stream simply goes again on top of the new head.
+        let mut attempts = 0;
+        loop {
+            match self.append_reading_head(&request, &prepared).await {
+                Err(StoreError::WrongExpectedVersion { .. })
+                    if request.expected == ExpectedVersion::Any
+                        && attempts < ANY_VERSION_ATTEMPTS =>
+                {
+                    attempts += 1;
+                }
+                outcome => return outcome,
+            }
+        }
     }
 
     async fn read_stream(
@@ -362,7 +549,17 @@ impl EventStore for PgStore {
             .bind(limit as i64)
             .fetch_all(&self.inner.pool)
             .await?;
-        rows.into_iter().map(decode).collect()
+        let events: Vec<RecordedEvent> = rows.into_iter().map(decode).collect::<Result<_, _>>()?;
+        if let Some(last) = events.last() {
+            let head = Head {
+                version: last.stream_version,
+                hash: last.hash,
+                stream_type: last.stream_type.clone(),
+                tenant_id: last.tenant_id,
+            };
+            self.inner.heads.remember(stream_id, head);
+        }
+        Ok(events)
     }
 
     async fn read_all(

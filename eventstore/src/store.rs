@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::error::StoreError;
 use crate::event::{AppendRequest, AppendResult, AsOf, ExpectedVersion, RecordedEvent};
-use crate::hashing::{DigestInput, truncate_to_micros};
+use crate::hashing::{DigestInput, canonical, truncate_to_micros};
 
 /// How many events a stream or audit read fetches per round trip.
 pub const READ_BATCH: usize = 1000;
@@ -106,9 +106,15 @@ pub(crate) fn prepare(
     }
     let recorded_at = truncate_to_micros(recorded_at);
     let catalog = contracts::catalog();
-    let mut routing_keys = Vec::with_capacity(request.events.len());
-    let mut metadata = Vec::with_capacity(request.events.len());
-    let mut digests = Vec::with_capacity(request.events.len());
+    let n = request.events.len();
+    let mut prepared = Prepared {
+        recorded_at,
+        routing_keys: Vec::with_capacity(n),
+        metadata: Vec::with_capacity(n),
+        payload_json: Vec::with_capacity(n),
+        metadata_json: Vec::with_capacity(n),
+        digests: Vec::with_capacity(n),
+    };
     for event in &request.events {
         let routing_key = event.routing_key();
         match catalog.entry(&routing_key) {
@@ -122,6 +128,8 @@ pub(crate) fn prepare(
         }
         let meta = serde_json::to_value(&event.metadata)
             .map_err(|e| StoreError::Corrupt(format!("metadata does not serialise: {e}")))?;
+        let payload_json = canonical(&event.payload);
+        let metadata_json = canonical(&meta);
         let digest = DigestInput {
             event_id: event.event_id,
             stream_id: request.stream_id,
@@ -131,20 +139,17 @@ pub(crate) fn prepare(
             schema_version: event.schema_version,
             tenant_id: request.tenant_id,
             recorded_at,
-            payload: &event.payload,
-            metadata: &meta,
+            payload: &payload_json,
+            metadata: &metadata_json,
         }
         .digest();
-        routing_keys.push(routing_key);
-        metadata.push(meta);
-        digests.push(digest);
+        prepared.routing_keys.push(routing_key);
+        prepared.metadata.push(meta);
+        prepared.payload_json.push(payload_json);
+        prepared.metadata_json.push(metadata_json);
+        prepared.digests.push(digest);
     }
-    Ok(Prepared {
-        recorded_at,
-        routing_keys,
-        metadata,
-        digests,
-    })
+    Ok(prepared)
 }
 
 /// An append checked against the catalog, with its digests.
@@ -153,6 +158,10 @@ pub(crate) struct Prepared {
     pub recorded_at: chrono::DateTime<chrono::Utc>,
     pub routing_keys: Vec<String>,
     pub metadata: Vec<serde_json::Value>,
+    /// Payloads as canonical JSON text (what is hashed and what is stored).
+    pub payload_json: Vec<String>,
+    /// Metadata as canonical JSON text.
+    pub metadata_json: Vec<String>,
     pub digests: Vec<[u8; 32]>,
 }
 

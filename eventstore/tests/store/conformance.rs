@@ -47,6 +47,8 @@ all_backends!(
     read_stream_as_of_version_position_and_time,
     subscription_catches_up_then_follows_live,
     aggregate_state_can_be_rebuilt_as_of_any_point,
+    two_instances_sharing_a_database_never_fork_a_stream,
+    two_instances_racing_on_one_stream_keep_one_chain,
 );
 
 pub async fn open(backend: &str) -> Option<TestDb> {
@@ -619,4 +621,96 @@ pub async fn aggregate_state_can_be_rebuilt_as_of_any_point(db: &TestDb) {
         balance_as_of(AsOf::Time(t0() + Duration::seconds(90))).await,
         100
     );
+}
+
+pub async fn two_instances_sharing_a_database_never_fork_a_stream(db: &TestDb) {
+    let a = &db.store;
+    let b = db.second_instance().await;
+    let stream = Uuid::new_v4();
+    let one = |expected| tenant_append(stream, expected, vec![tenant_event(1)]);
+    a.append(one(ExpectedVersion::NoStream)).await.unwrap();
+    assert_eq!(
+        b.append(one(ExpectedVersion::Any))
+            .await
+            .unwrap()
+            .first_version,
+        2
+    );
+    // A's idea of the head is out of date; any-version appends still land on top.
+    assert_eq!(
+        a.append(one(ExpectedVersion::Any))
+            .await
+            .unwrap()
+            .first_version,
+        3
+    );
+    assert!(matches!(
+        b.append(one(ExpectedVersion::Exact(2))).await,
+        Err(StoreError::WrongExpectedVersion { actual: 3, .. })
+    ));
+    assert_eq!(
+        b.append(one(ExpectedVersion::Exact(3)))
+            .await
+            .unwrap()
+            .first_version,
+        4
+    );
+    assert!(matches!(
+        a.append(one(ExpectedVersion::Exact(3))).await,
+        Err(StoreError::WrongExpectedVersion { actual: 4, .. })
+    ));
+    assert!(matches!(
+        a.append(one(ExpectedVersion::NoStream)).await,
+        Err(StoreError::WrongExpectedVersion { actual: 4, .. })
+    ));
+    assert_eq!(
+        a.append(one(ExpectedVersion::Exact(4)))
+            .await
+            .unwrap()
+            .first_version,
+        5
+    );
+    let events = a.read_stream(stream, 1, 100).await.unwrap();
+    assert_eq!(verify_stream(&events), Ok(5));
+}
+
+pub async fn two_instances_racing_on_one_stream_keep_one_chain(db: &TestDb) {
+    let instances = [db.store.clone(), db.second_instance().await];
+    let stream = Uuid::new_v4();
+    let mut tasks = Vec::new();
+    for w in 0..6 {
+        let store = instances[w % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            for n in 0..10 {
+                // Half the writers take any version, half read and expect one.
+                let expected = if w % 4 < 2 {
+                    ExpectedVersion::Any
+                } else {
+                    match store.stream_version(stream).await.unwrap() {
+                        0 => ExpectedVersion::NoStream,
+                        v => ExpectedVersion::Exact(v),
+                    }
+                };
+                let result = store
+                    .append(tenant_append(
+                        stream,
+                        expected,
+                        vec![tenant_event(n), tenant_event(n)],
+                    ))
+                    .await;
+                match (expected, result) {
+                    (_, Ok(_)) => {}
+                    (ExpectedVersion::Any, Err(e)) => panic!("an any-version append failed: {e}"),
+                    (_, Err(StoreError::WrongExpectedVersion { .. })) => {}
+                    (_, Err(e)) => panic!("unexpected error: {e}"),
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let events = db.store.read_stream(stream, 1, 1000).await.unwrap();
+    assert!(events.len() >= 2 * 30, "every any-version append landed");
+    assert_eq!(verify_stream(&events), Ok(events.len() as u64));
 }

@@ -58,7 +58,7 @@ async fn tailing_reader_sees_every_committed_event_once_in_order() {
             for round in 0..ROUNDS / 3 {
                 let mut tx = pool.begin().await.unwrap();
                 let ids: Vec<Uuid> = (0..2).map(|_| Uuid::new_v4()).collect();
-                let meta_json = serde_json::to_value(meta()).unwrap();
+                let meta_json = serde_json::to_string(&meta()).unwrap();
                 sqlx::query(eventstore::postgres::APPEND_SQL)
                     .bind(stream)
                     .bind("tenant")
@@ -68,7 +68,7 @@ async fn tailing_reader_sees_every_committed_event_once_in_order() {
                     .bind(vec!["tenant.credit_added"; 2])
                     .bind(vec!["tenant.credit_added.v1"; 2])
                     .bind(vec![1i32; 2])
-                    .bind(vec![serde_json::json!({ "slow": round }); 2])
+                    .bind(vec![serde_json::json!({ "slow": round }).to_string(); 2])
                     .bind(vec![meta_json; 2])
                     .bind(chrono::Utc::now())
                     .bind(vec![vec![0u8; 32]; 2])

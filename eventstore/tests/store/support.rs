@@ -174,6 +174,30 @@ impl TestDb {
         }
     }
 
+    /// A second store instance on the same database, as a second process or
+    /// orchestrator instance would have.
+    pub async fn second_instance(&self) -> AnyStore {
+        match (&self.store, &self.place) {
+            (AnyStore::Postgres(s), _) => {
+                let pool = PgPoolOptions::new()
+                    .max_connections(8)
+                    .connect_with(s.pool().connect_options().as_ref().clone())
+                    .await
+                    .unwrap();
+                let store = PgStore::from_pool(pool, PgOptions::default(), self.clock.clone())
+                    .await
+                    .unwrap();
+                AnyStore::Postgres(store)
+            }
+            (AnyStore::Sqlite(_), Place::Sqlite(dir)) => AnyStore::Sqlite(
+                SqliteStore::open_with_clock(&dir.join("events.sqlite"), self.clock.clone())
+                    .await
+                    .unwrap(),
+            ),
+            _ => unreachable!("a SQLite store lives in a directory"),
+        }
+    }
+
     pub async fn cleanup(self) {
         let Self { store, place, .. } = self;
         drop(store);
