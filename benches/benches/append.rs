@@ -13,7 +13,8 @@
 //! (default: `FLATRENDER_TEST_DATABASE_URL`, then postgres://postgres@127.0.0.1:5432/postgres)
 //! names the server (a fresh database is created and dropped);
 //! `FLATRENDER_BENCH_SECONDS` sets the length of each measurement (default 2)
-//! and `FLATRENDER_BENCH_ROUNDS` how many alternating rounds (default 3, best kept).
+//! and `FLATRENDER_BENCH_ROUNDS` how many alternating rounds (default 3, best kept);
+//! `FLATRENDER_BENCH_ONLY=16x1,16x10` limits the append measurements.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -183,8 +184,10 @@ async fn pg_raw_inserts(pool: PgPool, writers: usize, batch: usize, seconds: f64
     .await
 }
 
+/// A raw row decoded into the types the store decodes into; the fields are
+/// there to be decoded, not read.
 #[derive(Debug)]
-#[allow(dead_code)]
+#[expect(dead_code, reason = "fields exist to measure decoding")]
 struct RawRow(
     i64,
     Uuid,
@@ -237,6 +240,7 @@ async fn pg_raw_scan(pool: &PgPool) -> (u64, f64) {
                 row.get(13),
             );
             position = decoded.0;
+            std::hint::black_box(decoded);
             count += 1;
         }
     }
@@ -262,6 +266,17 @@ fn rounds() -> usize {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3)
+}
+
+/// `FLATRENDER_BENCH_ONLY=16x1,4x10` limits the append measurements to
+/// those writers x batch pairs.
+fn selected(writers: usize, batch: usize) -> bool {
+    match std::env::var("FLATRENDER_BENCH_ONLY") {
+        Ok(only) if !only.is_empty() => only
+            .split(',')
+            .any(|p| p.trim() == format!("{writers}x{batch}")),
+        _ => true,
+    }
 }
 
 fn row(backend: &str, what: &str, writers: usize, batch: usize, store: f64, raw: f64) {
@@ -291,11 +306,12 @@ async fn postgres(seconds: f64) {
         .connect_with(eventstore::postgres::tuned(admin.clone().database(&name)))
         .await
         .expect("connect");
+    let listen = std::env::var("FLATRENDER_BENCH_LISTEN").as_deref() != Ok("0");
     let store = PgStore::from_pool(
         pool.clone(),
         PgOptions {
             max_connections: 20,
-            listen: true,
+            listen,
         },
         Arc::new(eventstore::SystemClock),
     )
@@ -305,6 +321,9 @@ async fn postgres(seconds: f64) {
 
     for batch in BATCHES {
         for writers in WRITERS {
+            if !selected(writers, batch) {
+                continue;
+            }
             let (mut raw, mut ours) = (0.0f64, 0.0f64);
             for _ in 0..rounds() {
                 raw = raw.max(pg_raw_inserts(pool.clone(), writers, batch, seconds).await);
@@ -404,6 +423,9 @@ async fn sqlite(seconds: f64) {
     pool.execute(SQLITE_RAW_SCHEMA).await.expect("raw schema");
     for batch in BATCHES {
         for writers in WRITERS {
+            if !selected(writers, batch) {
+                continue;
+            }
             let (mut raw, mut ours) = (0.0f64, 0.0f64);
             for _ in 0..rounds() {
                 raw = raw.max(sqlite_raw_inserts(pool.clone(), writers, batch, seconds).await);
@@ -427,11 +449,26 @@ async fn sqlite(seconds: f64) {
         let Some(last) = rows.last() else { break };
         position = last.get(0);
         for row in &rows {
-            let _: (Uuid, String, serde_json::Value) = (
+            // The same columns, decoded into the same types as the store's reader.
+            let decoded = RawRow(
+                row.get(0),
                 row.get(1),
+                row.get(2),
+                row.get(3),
+                row.get(4),
                 row.get(5),
+                row.get(6),
+                row.get::<i64, _>(7) as i32,
+                row.get(8),
                 serde_json::from_str(row.get::<&str, _>(9)).expect("json"),
+                serde_json::from_str(row.get::<&str, _>(10)).expect("json"),
+                DateTime::parse_from_rfc3339(row.get::<&str, _>(11))
+                    .expect("time")
+                    .with_timezone(&Utc),
+                row.get(12),
+                row.get(13),
             );
+            std::hint::black_box(decoded);
         }
         count += rows.len() as u64;
     }

@@ -477,20 +477,20 @@ async fn publish_wakeups(pool: PgPool, local_max: Arc<AtomicI64>, publish: Arc<N
 
 fn decode(row: PgRow) -> Result<RecordedEvent, StoreError> {
     Ok(RecordedEvent {
-        global_position: row.try_get("global_position")?,
-        event_id: row.try_get("event_id")?,
-        stream_id: row.try_get("stream_id")?,
-        stream_type: row.try_get("stream_type")?,
-        stream_version: row.try_get::<i64, _>("stream_version")? as u64,
-        event_type: row.try_get("event_type")?,
-        routing_key: row.try_get("routing_key")?,
-        schema_version: row.try_get::<i32, _>("schema_version")? as u32,
-        tenant_id: row.try_get("tenant_id")?,
-        payload: row.try_get("payload")?,
-        metadata: row.try_get("metadata")?,
-        recorded_at: row.try_get("recorded_at")?,
-        prev_hash: store::hash32(row.try_get("prev_hash")?, "prev_hash")?,
-        hash: store::hash32(row.try_get("hash")?, "hash")?,
+        global_position: row.try_get(0)?,
+        event_id: row.try_get(1)?,
+        stream_id: row.try_get(2)?,
+        stream_type: row.try_get(3)?,
+        stream_version: row.try_get::<i64, _>(4)? as u64,
+        event_type: row.try_get(5)?,
+        routing_key: row.try_get(6)?,
+        schema_version: row.try_get::<i32, _>(7)? as u32,
+        tenant_id: row.try_get(8)?,
+        payload: row.try_get(9)?,
+        metadata: row.try_get(10)?,
+        recorded_at: row.try_get(11)?,
+        prev_hash: store::hash32(row.try_get(12)?, "prev_hash")?,
+        hash: store::hash32(row.try_get(13)?, "hash")?,
     })
 }
 

@@ -191,29 +191,29 @@ struct Binds {
 }
 
 fn decode(row: SqliteRow) -> Result<RecordedEvent, StoreError> {
-    let json = |column: &str| -> Result<serde_json::Value, StoreError> {
-        let text: String = row.try_get(column)?;
-        serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+    let json = |column: usize| -> Result<serde_json::Value, StoreError> {
+        let text: &str = row.try_get(column)?;
+        serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("column {column}: {e}")))
     };
-    let recorded_at: String = row.try_get("recorded_at")?;
-    let recorded_at = DateTime::parse_from_rfc3339(&recorded_at)
+    let recorded_at: &str = row.try_get(11)?;
+    let recorded_at = DateTime::parse_from_rfc3339(recorded_at)
         .map_err(|e| StoreError::Corrupt(format!("recorded_at: {e}")))?
         .with_timezone(&Utc);
     Ok(RecordedEvent {
-        global_position: row.try_get("global_position")?,
-        event_id: row.try_get("event_id")?,
-        stream_id: row.try_get("stream_id")?,
-        stream_type: row.try_get("stream_type")?,
-        stream_version: row.try_get::<i64, _>("stream_version")? as u64,
-        event_type: row.try_get("event_type")?,
-        routing_key: row.try_get("routing_key")?,
-        schema_version: row.try_get::<i64, _>("schema_version")? as u32,
-        tenant_id: row.try_get("tenant_id")?,
-        payload: json("payload")?,
-        metadata: json("metadata")?,
+        global_position: row.try_get(0)?,
+        event_id: row.try_get(1)?,
+        stream_id: row.try_get(2)?,
+        stream_type: row.try_get(3)?,
+        stream_version: row.try_get::<i64, _>(4)? as u64,
+        event_type: row.try_get(5)?,
+        routing_key: row.try_get(6)?,
+        schema_version: row.try_get::<i64, _>(7)? as u32,
+        tenant_id: row.try_get(8)?,
+        payload: json(9)?,
+        metadata: json(10)?,
         recorded_at,
-        prev_hash: store::hash32(row.try_get("prev_hash")?, "prev_hash")?,
-        hash: store::hash32(row.try_get("hash")?, "hash")?,
+        prev_hash: store::hash32(row.try_get(12)?, "prev_hash")?,
+        hash: store::hash32(row.try_get(13)?, "hash")?,
     })
 }
 
