@@ -4,3 +4,4 @@
 mod conformance;
 mod gap_safety;
 mod support;
+mod wakeups;
