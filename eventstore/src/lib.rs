@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod any;
+pub mod audit;
 pub mod clock;
 pub mod error;
 pub mod event;
@@ -13,6 +14,7 @@ pub mod subscription;
 pub mod task;
 
 pub use any::AnyStore;
+pub use audit::{AuditProblem, AuditReport, ExportScope, export_jsonl, verify_all};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::StoreError;
 pub use event::{
