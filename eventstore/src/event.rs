@@ -43,6 +43,53 @@ pub struct EventMetadata {
     pub trace_id: Option<String>,
 }
 
+impl EventMetadata {
+    /// The canonical JSON of the metadata (keys sorted, no white space):
+    /// the same text as `hashing::canonical(&serde_json::to_value(self))`,
+    /// written directly because it is on every append's path.
+    pub fn canonical_json(&self) -> String {
+        let mut out = String::with_capacity(192);
+        let text = |out: &mut String, s: &str| {
+            out.push_str(&serde_json::to_string(s).unwrap_or_default());
+        };
+        out.push_str("{\"actor\":{");
+        match &self.actor {
+            Actor::User { id } | Actor::ApiKey { id } | Actor::Node { id } => {
+                out.push_str("\"id\":");
+                text(&mut out, &id.to_string());
+            }
+            Actor::System { component } => {
+                out.push_str("\"component\":");
+                text(&mut out, component);
+            }
+        }
+        out.push_str(",\"kind\":");
+        text(
+            &mut out,
+            match &self.actor {
+                Actor::User { .. } => "user",
+                Actor::ApiKey { .. } => "api_key",
+                Actor::Node { .. } => "node",
+                Actor::System { .. } => "system",
+            },
+        );
+        out.push_str("},\"causation_id\":");
+        match self.causation_id {
+            Some(id) => text(&mut out, &id.to_string()),
+            None => out.push_str("null"),
+        }
+        out.push_str(",\"correlation_id\":");
+        text(&mut out, &self.correlation_id.to_string());
+        out.push_str(",\"trace_id\":");
+        match &self.trace_id {
+            Some(t) => text(&mut out, t),
+            None => out.push_str("null"),
+        }
+        out.push('}');
+        out
+    }
+}
+
 /// An event to append. The store adds the stream, version, position, routing
 /// key check, time and hash chain.
 #[derive(Debug, Clone, PartialEq)]
@@ -199,6 +246,39 @@ impl AsOf {
             Self::Version(v) => event.stream_version <= v,
             Self::Position(p) => event.global_position <= p,
             Self::Time(t) => event.recorded_at <= t,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hashing::canonical;
+
+    #[test]
+    fn canonical_metadata_matches_the_generic_canonical_form() {
+        let ids = [Uuid::from_u128(7), Uuid::from_u128(9)];
+        let actors = [
+            Actor::User { id: ids[0] },
+            Actor::ApiKey { id: ids[0] },
+            Actor::Node { id: ids[0] },
+            Actor::System {
+                component: "orchestrator \"x\"".into(),
+            },
+        ];
+        for actor in actors {
+            for (causation_id, trace_id) in
+                [(None, None), (Some(ids[1]), Some("t\u{e9}\n".to_string()))]
+            {
+                let meta = EventMetadata {
+                    correlation_id: ids[1],
+                    causation_id,
+                    actor: actor.clone(),
+                    trace_id,
+                };
+                let generic = canonical(&serde_json::to_value(&meta).unwrap());
+                assert_eq!(meta.canonical_json(), generic);
+            }
         }
     }
 }

@@ -46,6 +46,12 @@ pub struct DigestInput<'a> {
 impl DigestInput<'_> {
     /// SHA-256 of the canonical encoding.
     pub fn digest(&self) -> [u8; 32] {
+        self.digest_at(&format_time(self.recorded_at))
+    }
+
+    /// [`DigestInput::digest`] with `recorded_at` already written by
+    /// [`format_time`] (every event of an append shares it).
+    pub(crate) fn digest_at(&self, recorded_at: &str) -> [u8; 32] {
         let mut out = String::with_capacity(160 + self.payload.len() + self.metadata.len());
         out.push('[');
         for s in [&self.event_id.to_string(), &self.stream_id.to_string()] {
@@ -63,7 +69,7 @@ impl DigestInput<'_> {
             None => out.push_str("null"),
         }
         out.push(',');
-        write_str(&mut out, &format_time(self.recorded_at));
+        write_str(&mut out, recorded_at);
         out.push(',');
         out.push_str(self.payload);
         out.push(',');

@@ -110,11 +110,11 @@ pub(crate) fn prepare(
     let mut prepared = Prepared {
         recorded_at,
         routing_keys: Vec::with_capacity(n),
-        metadata: Vec::with_capacity(n),
         payload_json: Vec::with_capacity(n),
         metadata_json: Vec::with_capacity(n),
         digests: Vec::with_capacity(n),
     };
+    let time_text = crate::hashing::format_time(recorded_at);
     for event in &request.events {
         let routing_key = event.routing_key();
         match catalog.entry(&routing_key) {
@@ -126,10 +126,8 @@ pub(crate) fn prepare(
                 });
             }
         }
-        let meta = serde_json::to_value(&event.metadata)
-            .map_err(|e| StoreError::Corrupt(format!("metadata does not serialise: {e}")))?;
         let payload_json = canonical(&event.payload);
-        let metadata_json = canonical(&meta);
+        let metadata_json = event.metadata.canonical_json();
         let digest = DigestInput {
             event_id: event.event_id,
             stream_id: request.stream_id,
@@ -142,9 +140,8 @@ pub(crate) fn prepare(
             payload: &payload_json,
             metadata: &metadata_json,
         }
-        .digest();
+        .digest_at(&time_text);
         prepared.routing_keys.push(routing_key);
-        prepared.metadata.push(meta);
         prepared.payload_json.push(payload_json);
         prepared.metadata_json.push(metadata_json);
         prepared.digests.push(digest);
@@ -157,7 +154,6 @@ pub(crate) fn prepare(
 pub(crate) struct Prepared {
     pub recorded_at: chrono::DateTime<chrono::Utc>,
     pub routing_keys: Vec<String>,
-    pub metadata: Vec<serde_json::Value>,
     /// Payloads as canonical JSON text (what is hashed and what is stored).
     pub payload_json: Vec<String>,
     /// Metadata as canonical JSON text.
@@ -190,7 +186,7 @@ pub(crate) fn match_stored(
             && s.event_type == event.event_type
             && s.schema_version == event.schema_version
             && s.payload == event.payload
-            && s.metadata == prepared.metadata[i];
+            && canonical(&s.metadata) == prepared.metadata_json[i];
         if !same {
             return Err(StoreError::IdempotencyConflict {
                 event_id: event.event_id,
