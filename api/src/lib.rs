@@ -1,1 +1,10 @@
 #![doc = include_str!("../README.md")]
+
+pub mod app;
+pub mod audit;
+pub mod config;
+pub mod error;
+pub mod files;
+
+pub use app::{AppState, router};
+pub use error::ApiError;

@@ -1,0 +1,145 @@
+//! `flatrender`: wires configuration to running services.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use api::config::{ServeConfig, StorageConfig};
+use api::files::BlobStore;
+use clap::{Parser, Subcommand};
+use eventstore::ExportScope;
+use tracing_subscriber::EnvFilter;
+
+/// FlatRender: event-sourced render orchestration.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP server (health and readiness for now).
+    Serve(ServeConfig),
+    /// Read-only checks of the event log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Verify every stream's versions and hash chain and every payload.
+    Verify(StorageConfig),
+    /// Write history as JSON Lines to standard output.
+    Export {
+        /// Only this tenant's events.
+        #[arg(long, conflicts_with = "stream")]
+        tenant: Option<uuid::Uuid>,
+        /// Only this stream's events.
+        #[arg(long)]
+        stream: Option<uuid::Uuid>,
+        #[command(flatten)]
+        storage: StorageConfig,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("flatrender: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(config) => {
+            let store = config.storage.open_store().await?;
+            let blobs = BlobStore::open(
+                &config.storage.data_dir.join("blobs"),
+                config.max_upload_bytes,
+            )
+            .await?;
+            let app = api::router(api::AppState { store, blobs });
+            let listener = tokio::net::TcpListener::bind(config.listen).await?;
+            tracing::info!(address = %listener.local_addr()?, "flatrender listening");
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit {
+            command: AuditCommand::Verify(storage),
+        } => {
+            let store = storage.open_store().await?;
+            let report = api::audit::verify(&store, |n| eprint!("\rverified {n} events")).await?;
+            eprintln!();
+            for problem in &report.problems {
+                println!("PROBLEM {problem}");
+            }
+            println!(
+                "{} events in {} streams up to position {}: {}",
+                report.events,
+                report.streams,
+                report.last_position,
+                if report.is_clean() {
+                    "all hash chains, versions and payloads verify"
+                } else {
+                    "PROBLEMS FOUND"
+                }
+            );
+            Ok(if report.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
+        Command::Audit {
+            command:
+                AuditCommand::Export {
+                    tenant,
+                    stream,
+                    storage,
+                },
+        } => {
+            let store = storage.open_store().await?;
+            let scope = match (tenant, stream) {
+                (Some(t), _) => ExportScope::Tenant(t),
+                (_, Some(s)) => ExportScope::Stream(s),
+                _ => ExportScope::All,
+            };
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let n = eventstore::export_jsonl(&store, scope, &mut out).await?;
+            out.flush()?;
+            eprintln!("exported {n} events");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}

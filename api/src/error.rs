@@ -1,0 +1,126 @@
+//! The one place errors become HTTP responses: the contract's error body
+//! `{"error": {"code", "message", "details", "trace_id"}}`. Internal details
+//! are logged with the trace id, never sent.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use uuid::Uuid;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed or a value is out of bounds.
+    #[error("{message}")]
+    BadRequest {
+        /// A stable code, e.g. `invalid_frame_range`.
+        code: &'static str,
+        /// For people.
+        message: String,
+        /// Structured details (field names, limits).
+        details: serde_json::Value,
+    },
+    /// Missing or wrong credentials, signature, timestamp or nonce.
+    #[error("unauthorized: {0}")]
+    Unauthorized(&'static str),
+    /// Authenticated, but not allowed.
+    #[error("forbidden")]
+    Forbidden,
+    /// No such resource (for this tenant).
+    #[error("not found")]
+    NotFound,
+    /// A concurrency conflict; retrying may succeed.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A business rule refused the command.
+    #[error(transparent)]
+    Domain(#[from] domain::DomainError),
+    /// A body over its size limit.
+    #[error("payload too large")]
+    PayloadTooLarge,
+    /// Anything unexpected; logged, answered with a generic 500 body.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<eventstore::StoreError> for ApiError {
+    fn from(e: eventstore::StoreError) -> Self {
+        match e {
+            eventstore::StoreError::WrongExpectedVersion { .. } => {
+                Self::Conflict("the resource changed; retry".into())
+            }
+            other => Self::Internal(other.into()),
+        }
+    }
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, String, serde_json::Value) {
+        match self {
+            Self::BadRequest {
+                code,
+                message,
+                details,
+            } => (
+                StatusCode::BAD_REQUEST,
+                code,
+                message.clone(),
+                details.clone(),
+            ),
+            Self::Unauthorized(why) => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                (*why).to_string(),
+                json!({}),
+            ),
+            Self::Forbidden => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "not allowed".into(),
+                json!({}),
+            ),
+            Self::NotFound => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such resource".into(),
+                json!({}),
+            ),
+            Self::Conflict(message) => {
+                (StatusCode::CONFLICT, "conflict", message.clone(), json!({}))
+            }
+            Self::Domain(e) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                e.code(),
+                e.to_string(),
+                json!({}),
+            ),
+            Self::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the body is too large".into(),
+                json!({}),
+            ),
+            Self::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "an internal error occurred".into(),
+                json!({}),
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let trace_id = Uuid::new_v4().simple().to_string();
+        let (status, code, message, details) = self.parts();
+        if status.is_server_error() {
+            tracing::error!(%trace_id, error = ?self, "request failed");
+        } else {
+            tracing::info!(%trace_id, %code, "request refused");
+        }
+        let body = json!({ "error": { "code": code, "message": message, "details": details, "trace_id": trace_id } });
+        (status, Json(body)).into_response()
+    }
+}
