@@ -3,6 +3,7 @@
 pub mod any;
 pub mod audit;
 pub mod clock;
+pub mod credentials;
 pub mod error;
 pub mod event;
 pub mod hashing;
@@ -16,6 +17,7 @@ pub mod task;
 pub use any::AnyStore;
 pub use audit::{AuditProblem, AuditReport, ExportScope, export_jsonl, verify_all};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use credentials::NodeKey;
 pub use error::StoreError;
 pub use event::{
     Actor, AppendRequest, AppendResult, AsOf, EventMetadata, ExpectedVersion, NewEvent,

@@ -51,6 +51,7 @@ all_backends!(
     two_instances_racing_on_one_stream_keep_one_chain,
     audit_verifies_the_whole_store_and_finds_tampering,
     history_exports_as_json_lines,
+    node_keys_are_stored_beside_the_log_and_revocable,
 );
 
 pub async fn open(backend: &str) -> Option<TestDb> {
@@ -836,4 +837,43 @@ pub async fn history_exports_as_json_lines(db: &TestDb) {
     ] {
         assert!(!all[0][key].is_null(), "{key} is exported");
     }
+}
+
+pub async fn node_keys_are_stored_beside_the_log_and_revocable(db: &TestDb) {
+    let node = Uuid::new_v4();
+    let key = |key_id, byte| eventstore::NodeKey {
+        node_id: node,
+        key_id,
+        secret: vec![byte; 32],
+        name: "render-01".into(),
+    };
+    let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+    db.store.add_node_key(&key(first, 1), t0()).await.unwrap();
+    assert_eq!(
+        db.store.node_key(node, first).await.unwrap(),
+        Some(key(first, 1))
+    );
+    assert_eq!(db.store.node_key(node, second).await.unwrap(), None);
+    assert_eq!(
+        db.store.node_key(Uuid::new_v4(), first).await.unwrap(),
+        None
+    );
+    // Too short a secret is refused by the schema.
+    let mut short = key(Uuid::new_v4(), 3);
+    short.secret.truncate(16);
+    assert!(db.store.add_node_key(&short, t0()).await.is_err());
+    // Rotation: the new key works, the old one no longer does.
+    db.store.add_node_key(&key(second, 2), t0()).await.unwrap();
+    assert_eq!(
+        db.store
+            .revoke_node_keys(node, Some(second), t0())
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(db.store.node_key(node, first).await.unwrap(), None);
+    assert!(db.store.node_key(node, second).await.unwrap().is_some());
+    // Secrets never print, and never reach the event log.
+    assert!(!format!("{:?}", key(first, 7)).contains("7, 7"));
+    assert!(all_events(db, 0).await.is_empty());
 }
