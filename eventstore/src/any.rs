@@ -59,6 +59,13 @@ impl EventStore for AnyStore {
         delegate!(self, s => s.append(request).await)
     }
 
+    async fn append_many(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Vec<Result<AppendResult, StoreError>> {
+        delegate!(self, s => s.append_many(requests).await)
+    }
+
     async fn read_stream(
         &self,
         stream_id: Uuid,

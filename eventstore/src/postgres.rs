@@ -79,24 +79,104 @@ SELECT pg_current_xact_id()::text::bigint * 65536 + c.i - 1, ($5::uuid[])[c.i], 
   FROM chain c, base b
 RETURNING stream_version, global_position, hash";
 
-/// An append on top of a known head: a plain insert with the hash chain
-/// computed by the caller. The unique key on (stream, version) refuses it if
-/// the head has moved on.
+/// Appends on top of known heads: a plain insert of rows whose versions and
+/// hash chain the caller computed, for one stream or several. The unique key
+/// on (stream, version) refuses it if a head has moved on. Positions follow
+/// the row order.
 ///
-/// Binds: $1 stream_id, $2 stream_type, $3 base version, $4 tenant_id,
-/// $5 recorded_at, $6 event ids, $7 event types, $8 routing keys, $9 schema
-/// versions, $10 payloads, $11 metadata, $12 prev hashes, $13 hashes.
+/// Binds: $1 recorded_at, then one array element per row: $2 event ids,
+/// $3 stream ids, $4 stream types, $5 versions, $6 event types, $7 routing
+/// keys, $8 schema versions, $9 tenant ids, $10 payloads, $11 metadata,
+/// $12 prev hashes, $13 hashes.
 pub const APPEND_ON_HEAD_SQL: &str = r"
 INSERT INTO events (global_position, event_id, stream_id, stream_type, stream_version,
                     event_type, routing_key, schema_version, tenant_id, payload, metadata,
                     recorded_at, prev_hash, hash)
-SELECT pg_current_xact_id()::text::bigint * 65536 + u.i - 1, u.event_id, $1, $2, $3 + u.i,
-       u.event_type, u.routing_key, u.schema_version, $4, u.payload, u.metadata, $5, u.prev, u.hash
-  FROM unnest($6::uuid[], $7::text[], $8::text[], $9::int[], $10::text[]::jsonb[], $11::text[]::jsonb[],
-              $12::bytea[], $13::bytea[])
-       WITH ORDINALITY AS u(event_id, event_type, routing_key, schema_version, payload, metadata,
-                            prev, hash, i)
+SELECT pg_current_xact_id()::text::bigint * 65536 + u.i - 1, u.event_id, u.stream_id, u.stream_type,
+       u.version, u.event_type, u.routing_key, u.schema_version, u.tenant_id, u.payload, u.metadata,
+       $1, u.prev, u.hash
+  FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::int[],
+              $9::uuid[], $10::text[]::jsonb[], $11::text[]::jsonb[], $12::bytea[], $13::bytea[])
+       WITH ORDINALITY AS u(event_id, stream_id, stream_type, version, event_type, routing_key,
+                            schema_version, tenant_id, payload, metadata, prev, hash, i)
 RETURNING global_position";
+
+/// The rows of one [`APPEND_ON_HEAD_SQL`] statement.
+#[derive(Debug, Default)]
+struct Rows {
+    event_ids: Vec<Uuid>,
+    stream_ids: Vec<Uuid>,
+    stream_types: Vec<String>,
+    versions: Vec<i64>,
+    event_types: Vec<String>,
+    routing_keys: Vec<String>,
+    schema_versions: Vec<i32>,
+    tenant_ids: Vec<Option<Uuid>>,
+    payloads: Vec<String>,
+    metadata: Vec<String>,
+    prevs: Vec<Vec<u8>>,
+    hashes: Vec<Vec<u8>>,
+}
+
+impl Rows {
+    /// Adds one request's events on top of `base`/`prev`; returns the last hash.
+    fn push(
+        &mut self,
+        request: &AppendRequest,
+        prepared: &store::Prepared,
+        base: u64,
+        mut prev: [u8; 32],
+    ) -> [u8; 32] {
+        for (i, event) in request.events.iter().enumerate() {
+            let version = base + 1 + i as u64;
+            let hash = chain(&prev, version, &prepared.digests[i]);
+            self.event_ids.push(event.event_id);
+            self.stream_ids.push(request.stream_id);
+            self.stream_types.push(request.stream_type.clone());
+            self.versions.push(version as i64);
+            self.event_types.push(event.event_type.clone());
+            self.routing_keys.push(prepared.routing_keys[i].clone());
+            self.schema_versions.push(event.schema_version as i32);
+            self.tenant_ids.push(request.tenant_id);
+            self.payloads.push(prepared.payload_json[i].clone());
+            self.metadata.push(prepared.metadata_json[i].clone());
+            self.prevs.push(prev.to_vec());
+            self.hashes.push(hash.to_vec());
+            prev = hash;
+        }
+        prev
+    }
+
+    /// Inserts the rows; returns their positions in row order.
+    async fn insert(
+        self,
+        pool: &PgPool,
+        recorded_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<i64>, sqlx::Error> {
+        let rows = sqlx::query(APPEND_ON_HEAD_SQL)
+            .bind(recorded_at)
+            .bind(self.event_ids)
+            .bind(self.stream_ids)
+            .bind(self.stream_types)
+            .bind(self.versions)
+            .bind(self.event_types)
+            .bind(self.routing_keys)
+            .bind(self.schema_versions)
+            .bind(self.tenant_ids)
+            .bind(self.payloads)
+            .bind(self.metadata)
+            .bind(self.prevs)
+            .bind(self.hashes)
+            .fetch_all(pool)
+            .await?;
+        let mut positions = rows
+            .iter()
+            .map(|r| r.try_get::<i64, _>(0))
+            .collect::<Result<Vec<_>, _>>()?;
+        positions.sort_unstable();
+        Ok(positions)
+    }
+}
 
 const COLUMNS: &str = "global_position, event_id, stream_id, stream_type, stream_version, \
      event_type, routing_key, schema_version, tenant_id, payload, metadata, recorded_at, \
@@ -213,7 +293,7 @@ impl PgStore {
         prepared: &store::Prepared,
         head: Option<Head>,
     ) -> Result<OnHead, StoreError> {
-        let (base, mut prev) = match &head {
+        let (base, prev) = match &head {
             None => (0, GENESIS),
             Some(h) if h.stream_type != request.stream_type || h.tenant_id != request.tenant_id => {
                 return Ok(OnHead::Refused(StoreError::StreamMismatch {
@@ -223,46 +303,13 @@ impl PgStore {
             Some(h) => (h.version, h.hash),
         };
         let n = request.events.len();
-        let (mut prevs, mut hashes) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        for (i, digest) in prepared.digests.iter().enumerate() {
-            prevs.push(prev.to_vec());
-            prev = chain(&prev, base + 1 + i as u64, digest);
-            hashes.push(prev.to_vec());
-        }
-        let events = &request.events;
-        let result = sqlx::query(APPEND_ON_HEAD_SQL)
-            .bind(request.stream_id)
-            .bind(&request.stream_type)
-            .bind(base as i64)
-            .bind(request.tenant_id)
-            .bind(prepared.recorded_at)
-            .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
-            .bind(
-                events
-                    .iter()
-                    .map(|e| e.event_type.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(&prepared.routing_keys)
-            .bind(
-                events
-                    .iter()
-                    .map(|e| e.schema_version as i32)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(&prepared.payload_json)
-            .bind(&prepared.metadata_json)
-            .bind(prevs)
-            .bind(hashes)
-            .fetch_all(&self.inner.pool)
-            .await;
+        let mut rows = Rows::default();
+        let last_hash = rows.push(request, prepared, base, prev);
+        let result = rows.insert(&self.inner.pool, prepared.recorded_at).await;
         match result {
-            Ok(rows) => {
-                let mut first_position = i64::MAX;
-                for row in &rows {
-                    first_position = first_position.min(row.try_get(0)?);
-                }
-                self.remember(request, base + n as u64, prev);
+            Ok(positions) => {
+                let first_position = positions.first().copied().unwrap_or_default();
+                self.remember(request, base + n as u64, last_hash);
                 Ok(OnHead::Appended(AppendResult {
                     first_version: base + 1,
                     last_version: base + n as u64,
@@ -428,6 +475,12 @@ impl PgStore {
     }
 }
 
+/// The base of an append on a known head, if the stream is the request's.
+fn owned(head: &Head, request: &AppendRequest) -> Option<(u64, [u8; 32])> {
+    (head.stream_type == request.stream_type && head.tenant_id == request.tenant_id)
+        .then_some((head.version, head.hash))
+}
+
 /// The outcome of an append on a known head.
 #[derive(Debug)]
 enum OnHead {
@@ -531,6 +584,88 @@ impl EventStore for PgStore {
                 outcome => return outcome,
             }
         }
+    }
+
+    #[tracing::instrument(skip_all, fields(requests = requests.len()))]
+    async fn append_many(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Vec<Result<AppendResult, StoreError>> {
+        let now = self.inner.clock.now();
+        let mut results: Vec<Option<Result<AppendResult, StoreError>>> =
+            requests.iter().map(|_| None).collect();
+        let mut streams = std::collections::HashSet::new();
+        let mut rows = Rows::default();
+        let mut batch = Vec::new();
+        let mut recorded_at = now;
+        for (i, request) in requests.iter().enumerate() {
+            let prepared = match store::prepare(request, now) {
+                Ok(prepared) => prepared,
+                Err(e) => {
+                    results[i] = Some(Err(e));
+                    continue;
+                }
+            };
+            let head = match request.expected {
+                ExpectedVersion::NoStream => Some((0, GENESIS)),
+                ExpectedVersion::Exact(v) => self
+                    .inner
+                    .heads
+                    .get(request.stream_id)
+                    .filter(|h| h.version == v)
+                    .and_then(|h| owned(&h, request)),
+                ExpectedVersion::Any => self
+                    .inner
+                    .heads
+                    .get(request.stream_id)
+                    .and_then(|h| owned(&h, request)),
+            };
+            // Unknown heads, and a second request to a stream, go alone below.
+            let Some((base, prev)) = head else { continue };
+            if !streams.insert(request.stream_id) {
+                continue;
+            }
+            recorded_at = prepared.recorded_at;
+            let last_hash = rows.push(request, &prepared, base, prev);
+            batch.push((i, base, last_hash));
+        }
+        if !batch.is_empty() {
+            match rows.insert(&self.inner.pool, recorded_at).await {
+                Ok(positions) => {
+                    let mut at = 0;
+                    for (i, base, last_hash) in batch {
+                        let request = &requests[i];
+                        let n = request.events.len();
+                        let first_position = positions.get(at).copied().unwrap_or_default();
+                        at += n;
+                        self.remember(request, base + n as u64, last_hash);
+                        results[i] = Some(Ok(self.appended_ok(AppendResult {
+                            first_version: base + 1,
+                            last_version: base + n as u64,
+                            first_position,
+                            last_position: first_position + n as i64 - 1,
+                            already_stored: false,
+                        })));
+                    }
+                }
+                Err(e) => {
+                    // Some head moved on or an id is already stored: settle
+                    // each request alone, as a lone append would.
+                    tracing::debug!(error = %e, "batched append refused; appending one by one");
+                    for (i, _, _) in batch {
+                        self.inner.heads.forget(requests[i].stream_id);
+                    }
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(requests.len());
+        for (request, result) in requests.into_iter().zip(results) {
+            out.push(match result {
+                Some(result) => result,
+                None => self.append(request).await,
+            });
+        }
+        out
     }
 
     async fn read_stream(

@@ -28,6 +28,23 @@ pub trait EventStore: Send + Sync {
         request: AppendRequest,
     ) -> impl Future<Output = Result<AppendResult, StoreError>> + Send;
 
+    /// Appends several requests, each to its own stream, in as few round
+    /// trips as the backend allows (one statement when the heads are known).
+    /// Each request succeeds or fails on its own, with the result it would
+    /// have had appended alone; results come in request order.
+    fn append_many(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> impl Future<Output = Vec<Result<AppendResult, StoreError>>> + Send {
+        async move {
+            let mut results = Vec::with_capacity(requests.len());
+            for request in requests {
+                results.push(self.append(request).await);
+            }
+            results
+        }
+    }
+
     /// Up to `limit` events of a stream, from `from_version` on, in version order.
     fn read_stream(
         &self,

@@ -52,6 +52,7 @@ all_backends!(
     audit_verifies_the_whole_store_and_finds_tampering,
     history_exports_as_json_lines,
     node_keys_are_stored_beside_the_log_and_revocable,
+    append_many_gives_each_request_its_own_result,
 );
 
 pub async fn open(backend: &str) -> Option<TestDb> {
@@ -876,4 +877,62 @@ pub async fn node_keys_are_stored_beside_the_log_and_revocable(db: &TestDb) {
     // Secrets never print, and never reach the event log.
     assert!(!format!("{:?}", key(first, 7)).contains("7, 7"));
     assert!(all_events(db, 0).await.is_empty());
+}
+
+pub async fn append_many_gives_each_request_its_own_result(db: &TestDb) {
+    let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let two = || vec![tenant_event(1), tenant_event(2)];
+    db.store
+        .append(tenant_append(b, ExpectedVersion::NoStream, two()))
+        .await
+        .unwrap();
+    // Another instance moves c on, so this instance's idea of c's head is stale.
+    db.store
+        .append(tenant_append(c, ExpectedVersion::NoStream, two()))
+        .await
+        .unwrap();
+    db.second_instance()
+        .await
+        .append(tenant_append(c, ExpectedVersion::Any, two()))
+        .await
+        .unwrap();
+    let mut unknown = tenant_event(3);
+    unknown.event_type = "tenant.teleported".into();
+    for round in 0..2 {
+        let requests = vec![
+            tenant_append(
+                if round == 0 { a } else { Uuid::new_v4() },
+                ExpectedVersion::NoStream,
+                two(),
+            ),
+            tenant_append(b, ExpectedVersion::Exact(2 + 4 * round), two()),
+            tenant_append(b, ExpectedVersion::Any, two()),
+            tenant_append(b, ExpectedVersion::Exact(1), two()),
+            tenant_append(Uuid::new_v4(), ExpectedVersion::Any, vec![unknown.clone()]),
+            tenant_append(c, ExpectedVersion::Any, two()),
+        ];
+        let results = db.store.append_many(requests).await;
+        assert_eq!(results.len(), 6);
+        let ok: Vec<_> = results
+            .iter()
+            .map(|r| r.as_ref().ok().map(|r| (r.first_version, r.last_version)))
+            .collect();
+        assert_eq!(ok[0], Some((1, 2)));
+        assert_eq!(ok[1], Some((3 + 4 * round as u64, 4 + 4 * round as u64)));
+        assert_eq!(ok[2], Some((5 + 4 * round as u64, 6 + 4 * round as u64)));
+        assert!(matches!(
+            results[3],
+            Err(StoreError::WrongExpectedVersion { .. })
+        ));
+        assert!(matches!(results[4], Err(StoreError::NotInCatalog { .. })));
+        assert_eq!(ok[5], Some((5 + 2 * round as u64, 6 + 2 * round as u64)));
+        let positions: Vec<i64> = results.iter().flatten().map(|r| r.first_position).collect();
+        assert!(positions.iter().all(|p| *p > 0));
+    }
+    for stream in [a, b, c] {
+        let events = db.store.read_stream(stream, 1, 100).await.unwrap();
+        assert_eq!(verify_stream(&events), Ok(events.len() as u64));
+    }
+    assert_eq!(db.store.stream_version(b).await.unwrap(), 10);
+    assert_eq!(db.store.stream_version(c).await.unwrap(), 8);
 }
