@@ -918,14 +918,14 @@ pub async fn append_many_gives_each_request_its_own_result(db: &TestDb) {
             .map(|r| r.as_ref().ok().map(|r| (r.first_version, r.last_version)))
             .collect();
         assert_eq!(ok[0], Some((1, 2)));
-        assert_eq!(ok[1], Some((3 + 4 * round as u64, 4 + 4 * round as u64)));
-        assert_eq!(ok[2], Some((5 + 4 * round as u64, 6 + 4 * round as u64)));
+        assert_eq!(ok[1], Some((3 + 4 * round, 4 + 4 * round)));
+        assert_eq!(ok[2], Some((5 + 4 * round, 6 + 4 * round)));
         assert!(matches!(
             results[3],
             Err(StoreError::WrongExpectedVersion { .. })
         ));
         assert!(matches!(results[4], Err(StoreError::NotInCatalog { .. })));
-        assert_eq!(ok[5], Some((5 + 2 * round as u64, 6 + 2 * round as u64)));
+        assert_eq!(ok[5], Some((5 + 2 * round, 6 + 2 * round)));
         let positions: Vec<i64> = results.iter().flatten().map(|r| r.first_position).collect();
         assert!(positions.iter().all(|p| *p > 0));
     }
