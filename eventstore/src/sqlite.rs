@@ -98,12 +98,13 @@ impl SqliteStore {
         f(&mut conn).await
     }
 
+    /// Writes one request inside the caller's transaction; the caller
+    /// undoes it (savepoint or transaction) unless it returns `Ok(Ok(_))`.
     async fn write(
-        conn: &mut SqliteConnection,
+        tx: &mut SqliteConnection,
         request: &AppendRequest,
         prepared: &store::Prepared,
     ) -> Result<Result<AppendResult, StoreError>, sqlx::Error> {
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let head = sqlx::query(
             "SELECT stream_version, hash, stream_type, tenant_id FROM events \
              WHERE stream_id = ? ORDER BY stream_version DESC LIMIT 1",
@@ -159,7 +160,6 @@ impl SqliteStore {
             positions.push(position);
             prev = hash;
         }
-        tx.commit().await?;
         let n = request.events.len() as u64;
         Ok(Ok(AppendResult {
             first_version: head + 1,
@@ -168,6 +168,26 @@ impl SqliteStore {
             last_position: positions[positions.len() - 1],
             already_stored: false,
         }))
+    }
+
+    /// After a refused append: a retry of a stored append, or the error.
+    async fn settle_refusal(
+        &self,
+        request: &AppendRequest,
+        prepared: &store::Prepared,
+        refusal: StoreError,
+    ) -> Result<AppendResult, StoreError> {
+        let placeholders = vec!["?"; request.events.len()].join(", ");
+        let sql = format!("SELECT {COLUMNS} FROM events WHERE event_id IN ({placeholders})");
+        let binds = Binds {
+            uuids: request.events.iter().map(|e| e.event_id).collect(),
+            ints: vec![],
+        };
+        let stored = self.fetch(sql, binds).await?;
+        match store::match_stored(request, prepared, &stored)? {
+            Some(result) => Ok(result),
+            None => Err(refusal),
+        }
     }
 
     async fn fetch(&self, sql: String, binds: Binds) -> Result<Vec<RecordedEvent>, StoreError> {
@@ -220,40 +240,99 @@ fn decode(row: SqliteRow) -> Result<RecordedEvent, StoreError> {
 impl EventStore for SqliteStore {
     #[tracing::instrument(skip_all, fields(stream_id = %request.stream_id, events = request.events.len()))]
     async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
-        let prepared = store::prepare(&request, self.inner.clock.now())?;
-        let outcome = {
-            let mut conn = self.inner.writer.lock().await;
-            Self::write(&mut conn, &request, &prepared).await
-        };
-        let refusal = match outcome {
-            Ok(Ok(result)) => {
-                self.inner
-                    .appended
-                    .send_modify(|p| *p = (*p).max(result.last_position));
-                return Ok(result);
-            }
-            Ok(Err(refusal)) => refusal,
-            Err(e) => {
-                let unique_id = e.as_database_error().is_some_and(|d| {
-                    d.is_unique_violation() && d.message().contains("events.event_id")
-                });
-                if !unique_id {
-                    return Err(StoreError::Database(e));
-                }
-                StoreError::Database(e)
-            }
-        };
-        let placeholders = vec!["?"; request.events.len()].join(", ");
-        let sql = format!("SELECT {COLUMNS} FROM events WHERE event_id IN ({placeholders})");
-        let binds = Binds {
-            uuids: request.events.iter().map(|e| e.event_id).collect(),
-            ints: vec![],
-        };
-        let stored = self.fetch(sql, binds).await?;
-        match store::match_stored(&request, &prepared, &stored)? {
-            Some(result) => Ok(result),
-            None => Err(refusal),
+        let mut results = self.append_many(vec![request]).await;
+        results.pop().unwrap_or(Err(StoreError::EmptyAppend))
+    }
+
+    /// All requests in one write transaction (one sync to disk), each under
+    /// its own savepoint.
+    #[tracing::instrument(skip_all, fields(requests = requests.len()))]
+    async fn append_many(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Vec<Result<AppendResult, StoreError>> {
+        let now = self.inner.clock.now();
+        let prepared: Vec<Result<store::Prepared, StoreError>> =
+            requests.iter().map(|r| store::prepare(r, now)).collect();
+        if prepared.iter().all(Result::is_err) {
+            return prepared
+                .into_iter()
+                .filter_map(Result::err)
+                .map(Err)
+                .collect();
         }
+        let mut outcomes: Vec<Result<Result<AppendResult, StoreError>, sqlx::Error>> = Vec::new();
+        let committed = {
+            let mut conn = self.inner.writer.lock().await;
+            async {
+                let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+                if let ([request], [Ok(prepared)]) = (requests.as_slice(), prepared.as_slice()) {
+                    // One request: the transaction itself is its undo.
+                    let outcome = Self::write(&mut tx, request, prepared).await;
+                    let keep = matches!(outcome, Ok(Ok(_)));
+                    outcomes.push(outcome);
+                    return if keep {
+                        tx.commit().await
+                    } else {
+                        tx.rollback().await
+                    };
+                }
+                for (request, prepared) in requests.iter().zip(&prepared) {
+                    let Ok(prepared) = prepared else {
+                        outcomes.push(Ok(Err(StoreError::EmptyAppend)));
+                        continue;
+                    };
+                    let mut savepoint = tx.begin().await?;
+                    let outcome = Self::write(&mut savepoint, request, prepared).await;
+                    if matches!(outcome, Ok(Ok(_))) {
+                        savepoint.commit().await?;
+                    } else {
+                        savepoint.rollback().await?;
+                    }
+                    outcomes.push(outcome);
+                }
+                tx.commit().await
+            }
+            .await
+        };
+        if let Err(e) = committed {
+            return requests
+                .iter()
+                .map(|_| Err(StoreError::Database(sqlx::Error::Protocol(e.to_string()))))
+                .collect();
+        }
+        let mut results = Vec::with_capacity(requests.len());
+        for ((request, prepared), outcome) in requests.iter().zip(prepared).zip(outcomes) {
+            let prepared = match prepared {
+                Ok(prepared) => prepared,
+                Err(e) => {
+                    results.push(Err(e));
+                    continue;
+                }
+            };
+            let refusal = match outcome {
+                Ok(Ok(result)) => {
+                    self.inner
+                        .appended
+                        .send_modify(|p| *p = (*p).max(result.last_position));
+                    results.push(Ok(result));
+                    continue;
+                }
+                Ok(Err(refusal)) => refusal,
+                Err(e) => {
+                    let unique_id = e.as_database_error().is_some_and(|d| {
+                        d.is_unique_violation() && d.message().contains("events.event_id")
+                    });
+                    if !unique_id {
+                        results.push(Err(StoreError::Database(e)));
+                        continue;
+                    }
+                    StoreError::Database(e)
+                }
+            };
+            results.push(self.settle_refusal(request, &prepared, refusal).await);
+        }
+        results
     }
 
     async fn read_stream(
