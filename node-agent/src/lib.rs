@@ -1,1 +1,8 @@
 #![doc = include_str!("../README.md")]
+
+pub mod renderer;
+
+pub use renderer::{
+    CancelToken, FrameJob, Progress, RenderError, RenderParams, RenderedFrame, Renderer, Renderers,
+    Resolution,
+};
