@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod capabilities;
 pub mod renderer;
 
 pub use renderer::{
