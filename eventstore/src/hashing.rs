@@ -250,6 +250,74 @@ mod tests {
         assert_ne!(base, chain(&GENESIS, 1, &[8; 32]));
     }
 
+    use proptest::prelude::*;
+
+    /// A stream of events chained the way the stores chain them.
+    fn chained(payloads: &[i64]) -> Vec<RecordedEvent> {
+        let stream_id = Uuid::from_u128(42);
+        let mut prev = GENESIS;
+        payloads
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let mut event = RecordedEvent {
+                    global_position: i as i64 + 1,
+                    event_id: Uuid::from_u128(1000 + i as u128),
+                    stream_id,
+                    stream_type: "tenant".into(),
+                    stream_version: i as u64 + 1,
+                    event_type: "tenant.credit_added".into(),
+                    routing_key: "tenant.credit_added.v1".into(),
+                    schema_version: 1,
+                    tenant_id: Some(stream_id),
+                    payload: json!({ "amount_minor": n, "note": format!("n{n}") }),
+                    metadata: json!({ "actor": { "kind": "system", "component": "test" } }),
+                    recorded_at: DateTime::from_timestamp_micros(1_780_000_000_000_000 + i as i64)
+                        .unwrap(),
+                    prev_hash: prev,
+                    hash: [0; 32],
+                };
+                event.hash = chain(&prev, event.stream_version, &digest_of(&event));
+                prev = event.hash;
+                event
+            })
+            .collect()
+    }
+
+    proptest! {
+        /// Any chain built by the formula verifies; any single change to any
+        /// event's content, link or hash is found, at that event.
+        #[test]
+        fn every_change_to_a_chain_is_detected(
+            payloads in proptest::collection::vec(any::<i64>(), 1..20),
+            victim in any::<proptest::sample::Index>(),
+            change in 0..5u8,
+            byte in 0..32usize,
+        ) {
+            let events = chained(&payloads);
+            prop_assert_eq!(verify_stream(&events), Ok(events.len() as u64));
+            let mut tampered = events.clone();
+            let at = victim.index(tampered.len());
+            let event = &mut tampered[at];
+            match change {
+                0 => event.payload["amount_minor"] = json!(payloads[at].wrapping_add(1)),
+                1 => event.metadata["actor"]["component"] = json!("intruder"),
+                2 => event.prev_hash[byte] ^= 1,
+                3 => event.hash[byte] ^= 1,
+                _ => event.recorded_at += chrono::Duration::microseconds(1),
+            }
+            let version = at as u64 + 1;
+            let found = verify_stream(&tampered);
+            // Content, time or hash changes break the event's own hash; a
+            // changed link breaks the link.
+            prop_assert!(matches!(
+                found,
+                Err(ChainError::Tampered { version: v, .. }) | Err(ChainError::BrokenLink { version: v, .. })
+                    if v == version
+            ), "{:?} at version {} for change {}", found, version, change);
+        }
+    }
+
     #[test]
     fn time_is_written_with_microseconds_and_z() {
         let t = DateTime::from_timestamp_micros(1_780_000_000_123_456).unwrap();
