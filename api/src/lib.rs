@@ -3,6 +3,7 @@
 pub mod app;
 pub mod audit;
 pub mod config;
+pub mod enroll;
 pub mod error;
 pub mod files;
 

@@ -26,6 +26,23 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Render nodes.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCommand {
+    /// Create a node id and secret; prints them once.
+    Enroll {
+        /// The operator's name for the machine.
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        storage: StorageConfig,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,6 +121,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(2)
             })
+        }
+        Command::Node {
+            command: NodeCommand::Enroll { name, storage },
+        } => {
+            let store = storage.open_store().await?;
+            let enrolment = api::enroll::enrol(&store, &name, chrono::Utc::now()).await?;
+            println!("node_id = \"{}\"", enrolment.node_id);
+            println!("key_id = \"{}\"", enrolment.key_id);
+            println!("secret = \"{}\"", enrolment.secret_hex);
+            eprintln!(
+                "Copy these into the node's configuration now: the secret is not shown again."
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Audit {
             command:

@@ -1,6 +1,7 @@
 //! The api crate's integration tests: one binary.
 
 mod audit;
+mod enroll;
 mod http;
 
 use std::path::PathBuf;
