@@ -1,5 +1,7 @@
 #![doc = include_str!("../README.md")]
 
+pub mod node_signing;
+
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
