@@ -1,9 +1,14 @@
 //! The HTTP application: state and routes.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use axum::extract::State;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use eventstore::{AnyStore, EventStore};
+use chrono::{DateTime, Utc};
+use contracts::node_signing::NonceCache;
+use eventstore::{AnyStore, Clock, EventStore};
 use serde_json::json;
 
 use crate::error::ApiError;
@@ -16,6 +21,25 @@ pub struct AppState {
     pub store: AnyStore,
     /// Uploaded scenes and rendered outputs.
     pub blobs: BlobStore,
+    /// The time.
+    pub clock: Arc<dyn Clock>,
+    /// Nonces of signed node requests within the window.
+    pub nonces: Arc<Mutex<NonceCache>>,
+    /// When each node was last heard from (heartbeats are not events).
+    pub liveness: Arc<Mutex<HashMap<uuid::Uuid, DateTime<Utc>>>>,
+}
+
+impl AppState {
+    /// State over a store and blob store, with empty caches.
+    pub fn new(store: AnyStore, blobs: BlobStore, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            store,
+            blobs,
+            clock,
+            nonces: Arc::default(),
+            liveness: Arc::default(),
+        }
+    }
 }
 
 /// All routes.
@@ -23,6 +47,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/v1/agent/register", post(crate::node_api::register))
+        .route("/v1/agent/heartbeat", post(crate::node_api::heartbeat))
+        .route("/v1/agent/files/{sha256}", get(crate::node_api::download))
         .fallback(not_found)
         .with_state(state)
 }

@@ -6,6 +6,8 @@ pub mod config;
 pub mod enroll;
 pub mod error;
 pub mod files;
+pub mod node_api;
+pub mod node_auth;
 
 pub use app::{AppState, router};
 pub use error::ApiError;

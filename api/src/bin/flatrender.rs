@@ -88,7 +88,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 config.max_upload_bytes,
             )
             .await?;
-            let app = api::router(api::AppState { store, blobs });
+            let app = api::router(api::AppState::new(
+                store,
+                blobs,
+                std::sync::Arc::new(eventstore::SystemClock),
+            ));
             let listener = tokio::net::TcpListener::bind(config.listen).await?;
             tracing::info!(address = %listener.local_addr()?, "flatrender listening");
             axum::serve(listener, app)

@@ -3,6 +3,7 @@
 mod audit;
 mod enroll;
 mod http;
+mod node_auth;
 
 use std::path::PathBuf;
 
@@ -19,5 +20,8 @@ pub async fn state() -> (AppState, PathBuf) {
     let blobs = BlobStore::open(&dir.join("blobs"), 1024 * 1024)
         .await
         .unwrap();
-    (AppState { store, blobs }, dir)
+    (
+        AppState::new(store, blobs, std::sync::Arc::new(eventstore::SystemClock)),
+        dir,
+    )
 }
