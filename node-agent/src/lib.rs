@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod capabilities;
+pub mod client;
 pub mod renderer;
 
 pub use renderer::{
