@@ -159,6 +159,40 @@ pub fn catalog() -> &'static Catalog {
     })
 }
 
+/// Validates a payload against its routing key's JSON Schema (draft 2020-12,
+/// formats such as `uuid` and `date-time` checked). Validators are compiled
+/// once. The error lists what is wrong, for auditors.
+pub fn validate_payload(routing_key: &str, payload: &serde_json::Value) -> Result<(), String> {
+    static VALIDATORS: OnceLock<BTreeMap<String, Result<jsonschema::Validator, String>>> =
+        OnceLock::new();
+    let validators = VALIDATORS.get_or_init(|| {
+        catalog()
+            .schemas()
+            .map(|(key, schema)| {
+                let validator = jsonschema::draft202012::options()
+                    .should_validate_formats(true)
+                    .build(schema)
+                    .map_err(|e| format!("the schema does not compile: {e}"));
+                (key.to_string(), validator)
+            })
+            .collect()
+    });
+    let validator = match validators.get(routing_key) {
+        Some(Ok(validator)) => validator,
+        Some(Err(e)) => return Err(e.clone()),
+        None => return Err(format!("no schema for `{routing_key}`")),
+    };
+    let errors: Vec<String> = validator
+        .iter_errors(payload)
+        .map(|e| e.to_string())
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
 /// Checks a routing key against SPEC §1 and splits off its version.
 pub fn split_routing_key(key: &str) -> Result<(&str, u32), CatalogError> {
     let bad = |why| CatalogError::InvalidRoutingKey(key.to_string(), why);

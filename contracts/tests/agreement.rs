@@ -329,3 +329,18 @@ fn the_common_types_parse_and_describe_the_error_body() {
     assert!(page.is_valid(&json!({"items": [], "page": 1, "page_size": 20, "total": 0})));
     assert!(!page.is_valid(&json!({"items": [], "page": 0, "page_size": 20, "total": 0})));
 }
+
+#[test]
+fn validate_payload_accepts_samples_and_explains_what_is_wrong() {
+    for (_, key, payload) in domain::all_samples() {
+        assert_eq!(contracts::validate_payload(key, &payload), Ok(()), "{key}");
+    }
+    let (_, key, mut payload) = domain::all_samples().remove(0);
+    payload
+        .as_object_mut()
+        .unwrap()
+        .insert("smuggled".into(), json!(1));
+    let error = contracts::validate_payload(key, &payload).unwrap_err();
+    assert!(error.contains("smuggled"), "{error}");
+    assert!(contracts::validate_payload("render.job.teleported.v1", &json!({})).is_err());
+}
