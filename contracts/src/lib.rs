@@ -1,6 +1,9 @@
 #![doc = include_str!("../README.md")]
 
+pub mod canonical;
 pub mod node_signing;
+
+pub use canonical::canonical_json;
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;

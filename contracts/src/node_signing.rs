@@ -4,7 +4,7 @@
 //!
 //! Pure: no clock, no randomness, no I/O; time and nonces come from callers.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
@@ -227,40 +227,7 @@ impl NonceCache {
     }
 }
 
-/// JSON with object keys sorted and no white space.
-pub fn canonical_json(value: &serde_json::Value) -> String {
-    fn write(out: &mut String, value: &serde_json::Value) {
-        match value {
-            serde_json::Value::Object(map) => {
-                let sorted: BTreeMap<&String, &serde_json::Value> = map.iter().collect();
-                out.push('{');
-                for (i, (k, v)) in sorted.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&serde_json::Value::String(k.clone()).to_string());
-                    out.push(':');
-                    write(out, v);
-                }
-                out.push('}');
-            }
-            serde_json::Value::Array(items) => {
-                out.push('[');
-                for (i, v) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write(out, v);
-                }
-                out.push(']');
-            }
-            leaf => out.push_str(&leaf.to_string()),
-        }
-    }
-    let mut out = String::new();
-    write(&mut out, value);
-    out
-}
+pub use crate::canonical::canonical_json;
 
 fn assignment_bytes(assignment: &serde_json::Value) -> Vec<u8> {
     let mut unsigned = assignment.clone();

@@ -97,11 +97,10 @@ pub fn digest_of(event: &RecordedEvent) -> [u8; 32] {
     .digest()
 }
 
-/// JSON with object keys sorted and no white space.
+/// JSON with object keys sorted and no white space
+/// ([`contracts::canonical_json`]).
 pub fn canonical(value: &Value) -> String {
-    let mut out = String::new();
-    write_canonical(&mut out, value);
-    out
+    contracts::canonical_json(value)
 }
 
 fn write_str(out: &mut String, s: &str) {
@@ -126,38 +125,6 @@ pub fn format_time(t: DateTime<Utc>) -> String {
 /// Truncates a time to the microsecond precision both backends store.
 pub fn truncate_to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
-}
-
-/// Writes JSON with object keys sorted and no white space, whatever the
-/// `serde_json` map order in use.
-pub fn write_canonical(out: &mut String, value: &Value) {
-    match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, key) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_str(out, key);
-                out.push(':');
-                write_canonical(out, &map[key.as_str()]);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(out, item);
-            }
-            out.push(']');
-        }
-        leaf => out.push_str(&leaf.to_string()),
-    }
 }
 
 /// What is wrong with a stream's stored history.
@@ -230,16 +197,6 @@ pub fn verify_stream<'a>(
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn canonical_json_sorts_keys_at_every_depth() {
-        let mut out = String::new();
-        write_canonical(
-            &mut out,
-            &json!({"b": 1, "a": {"d": [true, null], "c": "x\"y"}}),
-        );
-        assert_eq!(out, r#"{"a":{"c":"x\"y","d":[true,null]},"b":1}"#);
-    }
 
     #[test]
     fn chain_depends_on_every_input() {
