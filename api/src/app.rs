@@ -1,14 +1,13 @@
 //! The HTTP application: state and routes.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use chrono::{DateTime, Utc};
 use contracts::node_signing::NonceCache;
 use eventstore::{AnyStore, Clock, EventStore};
+use orchestrator::Orchestrator;
 use serde_json::json;
 
 use crate::error::ApiError;
@@ -25,20 +24,27 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Nonces of signed node requests within the window.
     pub nonces: Arc<Mutex<NonceCache>>,
-    /// When each node was last heard from (heartbeats are not events).
-    pub liveness: Arc<Mutex<HashMap<uuid::Uuid, DateTime<Utc>>>>,
+    /// The scheduler (leases, liveness, charging).
+    pub orchestrator: Orchestrator,
 }
 
 impl AppState {
-    /// State over a store and blob store, with empty caches.
-    pub fn new(store: AnyStore, blobs: BlobStore, clock: Arc<dyn Clock>) -> Self {
-        Self {
+    /// State over a store and blob store: builds the scheduler's view from
+    /// the log.
+    pub async fn open(
+        store: AnyStore,
+        blobs: BlobStore,
+        clock: Arc<dyn Clock>,
+        config: orchestrator::Config,
+    ) -> Result<Self, orchestrator::OrchestratorError> {
+        let orchestrator = Orchestrator::open(store.clone(), clock.clone(), config).await?;
+        Ok(Self {
             store,
             blobs,
             clock,
             nonces: Arc::default(),
-            liveness: Arc::default(),
-        }
+            orchestrator,
+        })
     }
 }
 
@@ -49,6 +55,27 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/v1/agent/register", post(crate::node_api::register))
         .route("/v1/agent/heartbeat", post(crate::node_api::heartbeat))
+        .route("/v1/agent/claim", post(crate::node_api::claim))
+        .route(
+            "/v1/agent/tasks/{task_id}/progress",
+            post(crate::node_api::progress),
+        )
+        .route(
+            "/v1/agent/tasks/{task_id}/complete",
+            post(crate::node_api::complete),
+        )
+        .route(
+            "/v1/agent/tasks/{task_id}/fail",
+            post(crate::node_api::fail),
+        )
+        .route(
+            "/v1/agent/tasks/{task_id}/release",
+            post(crate::node_api::release),
+        )
+        .route(
+            "/v1/agent/outputs/{task_id}/{frame}",
+            put(crate::node_api::upload_output),
+        )
         .route("/v1/agent/files/{sha256}", get(crate::node_api::download))
         .fallback(not_found)
         .with_state(state)

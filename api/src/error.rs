@@ -55,6 +55,24 @@ impl From<eventstore::StoreError> for ApiError {
     }
 }
 
+impl From<orchestrator::OrchestratorError> for ApiError {
+    fn from(e: orchestrator::OrchestratorError) -> Self {
+        use orchestrator::OrchestratorError as O;
+        match e {
+            O::Domain(d) => Self::Domain(d),
+            O::Store(s) => s.into(),
+            O::UnknownNode => Self::Conflict("the node has not registered".into()),
+            O::NotFound(_) => Self::NotFound,
+            O::Invalid(message) => Self::BadRequest {
+                code: "invalid_request",
+                message,
+                details: json!({}),
+            },
+            O::Contention => Self::Conflict("too many concurrent changes; retry".into()),
+        }
+    }
+}
+
 impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str, String, serde_json::Value) {
         match self {
@@ -90,7 +108,12 @@ impl ApiError {
                 (StatusCode::CONFLICT, "conflict", message.clone(), json!({}))
             }
             Self::Domain(e) => (
-                StatusCode::UNPROCESSABLE_ENTITY,
+                match e {
+                    domain::DomainError::StaleLease { .. } => StatusCode::CONFLICT,
+                    domain::DomainError::NotFound { .. } => StatusCode::NOT_FOUND,
+                    domain::DomainError::Validation(_) => StatusCode::BAD_REQUEST,
+                    _ => StatusCode::UNPROCESSABLE_ENTITY,
+                },
                 e.code(),
                 e.to_string(),
                 json!({}),

@@ -3,11 +3,14 @@
 pub mod app;
 pub mod audit;
 pub mod config;
+pub mod contact_sheet;
+pub mod demo;
 pub mod enroll;
 pub mod error;
 pub mod files;
 pub mod node_api;
 pub mod node_auth;
+pub mod seed;
 
 pub use app::{AppState, router};
 pub use error::ApiError;

@@ -2,14 +2,19 @@
 //! request signed (see [`crate::node_auth`]).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use contracts::node_signing;
 use domain::node::Capabilities;
-use domain::{Aggregate, Label, Node, NodeCommand, NodeEvent, NodeId, SecretKeyId};
+use domain::{
+    Aggregate, ContentType, FileId, FileName, Label, LeaseRef, Node, NodeCommand, NodeEvent,
+    NodeId, Note, SecretKeyId, Sha256Digest, TaskId,
+};
 use eventstore::{
     Actor, AppendRequest, AsOf, EventMetadata, EventStore, ExpectedVersion, NewEvent,
 };
+use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -89,26 +94,271 @@ pub async fn register(
             })
             .await?;
     }
+    // The scheduler learns of the registration before the node's first claim.
+    state.orchestrator.catch_up().await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `POST /v1/agent/heartbeat`: liveness only (heartbeats are not events).
-pub async fn heartbeat(State(state): State<AppState>, node: SignedNode) -> Json<serde_json::Value> {
-    let now = state.clock.now();
+fn node_id_of(node: &SignedNode) -> Result<NodeId, ApiError> {
+    NodeId::new(node.node_id).map_err(|e| ApiError::BadRequest {
+        code: "invalid_node",
+        message: e.to_string(),
+        details: json!({}),
+    })
+}
+
+fn task_id_of(text: &str) -> Result<TaskId, ApiError> {
+    TaskId::parse(text).map_err(|_| ApiError::NotFound)
+}
+
+/// A lease as nodes present it in bodies.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireLease {
+    task_id: Uuid,
+    lease_epoch: u32,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeartbeatBody {
+    #[serde(default)]
+    leases: Vec<WireLease>,
+}
+
+fn parse_body<T: serde::de::DeserializeOwned + Default>(node: &SignedNode) -> Result<T, ApiError> {
+    if node.body.is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&node.body).map_err(bad_body)
+}
+
+/// `POST /v1/agent/heartbeat`: keeps the node online and renews the leases
+/// it holds (not an event); answers the leases it must stop.
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    node: SignedNode,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let node_id = node_id_of(&node)?;
+    let body: HeartbeatBody = parse_body(&node)?;
+    let held = body
+        .leases
+        .iter()
+        .map(|l| {
+            Ok(LeaseRef {
+                task_id: TaskId::new(l.task_id).map_err(bad_body)?,
+                node_id,
+                lease_epoch: l.lease_epoch,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let stop = state.orchestrator.heartbeat(node_id, &held).await?;
+    let stop: Vec<_> = stop
+        .iter()
+        .map(|l| json!({ "task_id": l.task_id, "lease_epoch": l.lease_epoch }))
+        .collect();
+    Ok(Json(json!({ "stop": stop })))
+}
+
+/// The longest a claim may wait for work.
+pub const MAX_CLAIM_WAIT_SECONDS: u64 = 30;
+
+#[derive(Debug, Deserialize)]
+pub struct ClaimQuery {
+    wait_seconds: Option<u64>,
+}
+
+/// `POST /v1/agent/claim?wait_seconds=N`: a lease on the best task for this
+/// node, signed with the node's secret, or 204 when none came within the wait.
+pub async fn claim(
+    State(state): State<AppState>,
+    Query(query): Query<ClaimQuery>,
+    node: SignedNode,
+) -> Result<Response, ApiError> {
+    let node_id = node_id_of(&node)?;
+    let wait = query.wait_seconds.unwrap_or(0);
+    if wait > MAX_CLAIM_WAIT_SECONDS {
+        return Err(ApiError::BadRequest {
+            code: "invalid_wait",
+            message: format!("wait_seconds is at most {MAX_CLAIM_WAIT_SECONDS}"),
+            details: json!({ "max": MAX_CLAIM_WAIT_SECONDS }),
+        });
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait);
+    let mut work = state.orchestrator.work_signal();
+    loop {
+        work.borrow_and_update();
+        if let Some(assignment) = state.orchestrator.claim(node_id).await? {
+            let mut value =
+                serde_json::to_value(&assignment).map_err(|e| ApiError::Internal(e.into()))?;
+            let signature = node_signing::sign_assignment(&node.secret, &value);
+            value["orchestrator_signature"] = json!(signature);
+            return Ok(Json(value).into_response());
+        }
+        // Wait for a change that may bring work (or for the deadline); a
+        // second's poll also covers work appended by other instances.
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        let nap = (deadline - now).min(std::time::Duration::from_secs(1));
+        let _ = tokio::time::timeout(nap, work.changed()).await;
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeaseBody {
+    lease_epoch: u32,
+    #[serde(default)]
+    frame: Option<u32>,
+    #[serde(default)]
+    output_file_id: Option<Uuid>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+fn lease_of(node: &SignedNode, task_id: &str) -> Result<(LeaseRef, LeaseBody), ApiError> {
+    let body: LeaseBody = serde_json::from_slice(&node.body).map_err(bad_body)?;
+    let lease = LeaseRef {
+        task_id: task_id_of(task_id)?,
+        node_id: node_id_of(node)?,
+        lease_epoch: body.lease_epoch,
+    };
+    Ok((lease, body))
+}
+
+/// `POST /v1/agent/tasks/{task_id}/progress`: without a frame, the node
+/// started (or goes on); with one, that frame is finished (an event).
+pub async fn progress(
+    State(state): State<AppState>,
+    Path(task_id): Path<String>,
+    node: SignedNode,
+) -> Result<StatusCode, ApiError> {
+    let (lease, body) = lease_of(&node, &task_id)?;
+    let output = body
+        .output_file_id
+        .map(FileId::new)
+        .transpose()
+        .map_err(bad_body)?;
     state
-        .liveness
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(node.node_id, now);
-    Json(json!({ "stop": [] }))
+        .orchestrator
+        .progress(lease, body.frame, output)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/agent/tasks/{task_id}/complete`: refused (409) on a stale lease.
+pub async fn complete(
+    State(state): State<AppState>,
+    Path(task_id): Path<String>,
+    node: SignedNode,
+) -> Result<StatusCode, ApiError> {
+    let (lease, _) = lease_of(&node, &task_id)?;
+    state.orchestrator.complete(lease).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/agent/tasks/{task_id}/fail`: the renderer's error lines.
+pub async fn fail(
+    State(state): State<AppState>,
+    Path(task_id): Path<String>,
+    node: SignedNode,
+) -> Result<StatusCode, ApiError> {
+    let (lease, body) = lease_of(&node, &task_id)?;
+    let text: String = body
+        .error
+        .unwrap_or_else(|| "the node reported a failure without a reason".into())
+        .chars()
+        .take(1000)
+        .collect();
+    let note = Note::parse(text).map_err(bad_body)?;
+    state.orchestrator.fail(lease, note).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/agent/tasks/{task_id}/release`: the node gives the task back.
+pub async fn release(
+    State(state): State<AppState>,
+    Path(task_id): Path<String>,
+    node: SignedNode,
+) -> Result<StatusCode, ApiError> {
+    let (lease, _) = lease_of(&node, &task_id)?;
+    state.orchestrator.release(lease).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OutputQuery {
+    lease_epoch: u32,
+}
+
+/// The PNG signature every uploaded frame must start with.
+const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
+
+/// `PUT /v1/agent/outputs/{task_id}/{frame}?lease_epoch=N`: a rendered
+/// frame, stored by its SHA-256 (`file.output_stored.v1`) while the node
+/// holds the lease.
+pub async fn upload_output(
+    State(state): State<AppState>,
+    Path((task_id, frame)): Path<(String, u32)>,
+    Query(query): Query<OutputQuery>,
+    node: SignedNode,
+) -> Result<Response, ApiError> {
+    let lease = LeaseRef {
+        task_id: task_id_of(&task_id)?,
+        node_id: node_id_of(&node)?,
+        lease_epoch: query.lease_epoch,
+    };
+    if !node.body.starts_with(PNG_MAGIC) {
+        return Err(ApiError::BadRequest {
+            code: "invalid_output",
+            message: "a frame is uploaded as a PNG image".into(),
+            details: json!({}),
+        });
+    }
+    state.orchestrator.check_lease(lease).await?;
+    let stored = state
+        .blobs
+        .put(&node.body, None)
+        .await
+        .map_err(|e| match e {
+            crate::files::FileError::TooLarge { .. } => ApiError::PayloadTooLarge,
+            other => ApiError::Internal(other.into()),
+        })?;
+    let output = orchestrator::FileOutput {
+        name: FileName::parse(node_agent::renderer::frame_file_name(frame)).map_err(bad_body)?,
+        content_type: ContentType::parse("image/png").map_err(bad_body)?,
+        size_bytes: stored.size_bytes,
+        sha256: Sha256Digest::parse(stored.sha256.clone()).map_err(bad_body)?,
+    };
+    let file_id = state
+        .orchestrator
+        .record_output(lease, frame, output)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({ "file_id": file_id, "sha256": stored.sha256, "size_bytes": stored.size_bytes }),
+        ),
+    )
+        .into_response())
 }
 
 /// `GET /v1/agent/files/{sha256}`: an input by its digest.
 pub async fn download(
     State(state): State<AppState>,
     Path(sha256): Path<String>,
-    _node: SignedNode,
+    node: SignedNode,
 ) -> Result<Response, ApiError> {
+    // A node reads only the inputs of tasks it holds a lease on.
+    if !state
+        .orchestrator
+        .may_read_input(node_id_of(&node)?, &sha256)
+        .await
+    {
+        return Err(ApiError::NotFound);
+    }
     match state.blobs.get(&sha256).await {
         Ok(Some(bytes)) => {
             Ok(([("content-type", "application/octet-stream")], bytes).into_response())

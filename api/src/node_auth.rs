@@ -25,6 +25,8 @@ pub struct SignedNode {
     pub name: String,
     /// The body, whose SHA-256 was signed.
     pub body: Bytes,
+    /// The node's secret (to sign its assignments); never logged.
+    pub secret: NodeSecret,
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, ApiError> {
@@ -54,12 +56,6 @@ impl FromRequest<AppState> for SignedNode {
         else {
             return Err(ApiError::Unauthorized("unknown node or key"));
         };
-        let body = axum::body::to_bytes(body, MAX_SIGNED_BODY)
-            .await
-            .map_err(|_| ApiError::PayloadTooLarge)?;
-        if node_signing::content_sha256(&body) != claimed_digest {
-            return Err(ApiError::Unauthorized("the body does not match its digest"));
-        }
         let key = state
             .store
             .node_key(node_id, key_id)
@@ -87,6 +83,19 @@ impl FromRequest<AppState> for SignedNode {
             }
             _ => ApiError::Unauthorized("signature does not match"),
         })?;
+        // The signature covers the claimed digest, so the body is read only
+        // for a verified signer, and then must match that digest.
+        let limit = if parts.uri.path().starts_with("/v1/agent/outputs/") {
+            usize::try_from(state.blobs.max_bytes()).unwrap_or(usize::MAX)
+        } else {
+            MAX_SIGNED_BODY
+        };
+        let body = axum::body::to_bytes(body, limit)
+            .await
+            .map_err(|_| ApiError::PayloadTooLarge)?;
+        if node_signing::content_sha256(&body) != claimed_digest {
+            return Err(ApiError::Unauthorized("the body does not match its digest"));
+        }
         state
             .nonces
             .lock()
@@ -98,6 +107,7 @@ impl FromRequest<AppState> for SignedNode {
             key_id,
             name: key.name,
             body,
+            secret,
         })
     }
 }

@@ -19,8 +19,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the HTTP server (health and readiness for now).
+    /// The main job: a real render on local node agents, on the embedded
+    /// default (SQLite, local files, no broker), with progress bars, ending
+    /// with the frames on disk and a verified audit.
+    Demo(api::demo::DemoConfig),
+    /// Run the server: node-agent API and scheduler.
     Serve(ServeConfig),
+    /// Run a node agent (the same program as `flatrender-node`).
+    #[command(hide = true)]
+    Agent(node_agent::config::NodeArgs),
     /// Read-only checks of the event log.
     Audit {
         #[command(subcommand)]
@@ -88,16 +95,56 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 config.max_upload_bytes,
             )
             .await?;
-            let app = api::router(api::AppState::new(
+            let state = api::AppState::open(
                 store,
                 blobs,
                 std::sync::Arc::new(eventstore::SystemClock),
-            ));
+                orchestrator::Config::default(),
+            )
+            .await?;
+            let follower = state.orchestrator.spawn_follower();
+            let ticker = state
+                .orchestrator
+                .spawn_ticker(std::time::Duration::from_secs(1));
+            let app = api::router(state);
             let listener = tokio::net::TcpListener::bind(config.listen).await?;
             tracing::info!(address = %listener.local_addr()?, "flatrender listening");
             axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown_signal())
                 .await?;
+            follower.abort();
+            ticker.abort();
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Agent(args) => {
+            let code = node_agent::config::main_with(args).await;
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
+        Command::Demo(config) => {
+            let exe = std::env::current_exe()?;
+            let summary = api::demo::run(config, &exe).await?;
+            println!();
+            println!(
+                "Rendered {} frames in {:.1} s",
+                summary.frames,
+                summary.elapsed.as_secs_f64()
+            );
+            for (node, frames) in &summary.frames_by_node {
+                println!("  {node}: {frames} frames");
+            }
+            println!(
+                "Charged {} render-seconds = {} minor units",
+                summary.charged_seconds, summary.charged_minor
+            );
+            println!(
+                "Audit: {} events in {} streams, every hash chain, version and payload verified",
+                summary.events, summary.streams
+            );
+            println!("Frames: {}", summary.run_dir.join("frames").display());
+            println!(
+                "Contact sheet: {}",
+                summary.run_dir.join("contact_sheet.png").display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit {

@@ -20,8 +20,13 @@ pub async fn state() -> (AppState, PathBuf) {
     let blobs = BlobStore::open(&dir.join("blobs"), 1024 * 1024)
         .await
         .unwrap();
-    (
-        AppState::new(store, blobs, std::sync::Arc::new(eventstore::SystemClock)),
-        dir,
+    let state = AppState::open(
+        store,
+        blobs,
+        std::sync::Arc::new(eventstore::SystemClock),
+        orchestrator::Config::default(),
     )
+    .await
+    .unwrap();
+    (state, dir)
 }

@@ -122,18 +122,24 @@ async fn a_signed_registration_records_the_node_without_its_secret() {
         !everything.contains(&enrolment.secret_hex),
         "the secret is not"
     );
-    // The same capabilities again change nothing; a heartbeat is not an event.
+    // The same capabilities again change nothing. The first heartbeat
+    // brings the node online (an event); later heartbeats are not events.
     let again = sign(&enrolment, "/v1/agent/register", now, capabilities());
     assert_eq!(
         send(&state, "/v1/agent/register", &again).await.0,
         StatusCode::NO_CONTENT
     );
-    let beat = sign(&enrolment, "/v1/agent/heartbeat", now, Vec::new());
-    assert_eq!(
-        send(&state, "/v1/agent/heartbeat", &beat).await.0,
-        StatusCode::OK
-    );
     assert_eq!(events(&state).await, 1);
+    for _ in 0..3 {
+        let beat = sign(&enrolment, "/v1/agent/heartbeat", now, Vec::new());
+        assert_eq!(
+            send(&state, "/v1/agent/heartbeat", &beat).await.0,
+            StatusCode::OK
+        );
+    }
+    let stored = state.store.read_all(0, 100).await.unwrap();
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[1].routing_key, "node.online.v1");
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -16,7 +16,14 @@ async fn server() -> (AppState, String, std::path::PathBuf) {
     std::fs::create_dir_all(&dir).unwrap();
     let store = AnyStore::Sqlite(SqliteStore::open(&dir.join("events.sqlite")).await.unwrap());
     let blobs = BlobStore::open(&dir.join("blobs"), 1 << 20).await.unwrap();
-    let state = AppState::new(store, blobs, Arc::new(SystemClock));
+    let state = AppState::open(
+        store,
+        blobs,
+        Arc::new(SystemClock),
+        orchestrator::Config::default(),
+    )
+    .await
+    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let app = api::router(state.clone());
@@ -44,19 +51,46 @@ async fn an_enrolled_agent_registers_beats_and_downloads_over_http() {
     let events = state.store.read_all(0, 10).await.unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].routing_key, "node.registered.v1");
-    assert!(client.heartbeat().await.unwrap().is_empty());
+    assert!(client.heartbeat(&[]).await.unwrap().is_empty());
 
-    let scene = state
-        .blobs
-        .put(node_agent::renderer::builtin::DEMO_SCENE.as_bytes(), None)
+    // No work yet: a claim answers 204 after its wait.
+    assert_eq!(client.claim(0).await.unwrap(), None);
+    let orch = &state.orchestrator;
+    let tenant = api::seed::tenant(orch, "Studio", 1, 10, 10_000)
         .await
         .unwrap();
-    let bytes = client.download(&scene.sha256).await.unwrap();
-    assert_eq!(bytes, node_agent::renderer::builtin::DEMO_SCENE.as_bytes());
+    let scene_bytes = node_agent::renderer::builtin::DEMO_SCENE.as_bytes();
+    let scene_sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(scene_bytes));
+    // Before it holds a lease on a job that needs it, a node reads no input.
+    let scene = api::seed::scene(orch, &state.blobs, tenant, "demo.json", scene_bytes)
+        .await
+        .unwrap();
+    assert!(matches!(
+        client.download(&scene_sha).await,
+        Err(ClientError::Refused { status, .. }) if status == 404
+    ));
+    let render = api::seed::Render {
+        frames: (1, 2),
+        chunk_size: 2,
+        ..Default::default()
+    };
+    let job = api::seed::submit(orch, tenant, scene, &render)
+        .await
+        .unwrap();
+    let assignment = client.claim(1).await.unwrap().expect("work is queued");
+    assert_eq!(assignment.job_id, job.as_uuid());
+    assert_eq!((assignment.frames.start, assignment.frames.end), (1, 2));
+    assert_eq!(assignment.lease_epoch, 1);
+    assert_eq!(assignment.scene.sha256, scene_sha);
+    let bytes = client.download(&scene_sha).await.unwrap();
+    assert_eq!(bytes, scene_bytes);
     assert!(matches!(
         client.download(&"0".repeat(64)).await,
         Err(ClientError::Refused { status, .. }) if status == 404
     ));
+    // The one task is leased: nothing more to claim.
+    assert_eq!(client.claim(0).await.unwrap(), None);
+    let registered = 1;
 
     // A node with the wrong secret is refused with the contract's error.
     let impostor = AgentClient::new(
@@ -72,6 +106,14 @@ async fn an_enrolled_agent_registers_beats_and_downloads_over_http() {
         }
         other => panic!("the impostor was not refused: {other:?}"),
     }
-    assert_eq!(state.store.read_all(0, 10).await.unwrap().len(), 1);
+    let events = state.store.read_all(0, 100).await.unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.stream_id == enrolment.node_id)
+            .count(),
+        registered + 1,
+        "registration and coming online only: {events:#?}"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }

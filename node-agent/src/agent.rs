@@ -1,0 +1,458 @@
+//! The agent's main loop: register, heartbeat, long-poll for work, render,
+//! upload, report, and drain on shutdown.
+//!
+//! - Claims back off exponentially with jitter while the orchestrator is
+//!   unreachable (0.5 s doubling to 30 s, ±50 %).
+//! - Every assignment's orchestrator signature is checked by the client
+//!   before anything is downloaded or run.
+//! - Inputs are downloaded once, checked by SHA-256, and cached by digest.
+//! - The renderer runs with a cancel token that a heartbeat answer trips
+//!   when the lease was revoked (requeued, cancelled job): the child process
+//!   group is killed and nothing more is reported for that lease.
+//! - Completions and failures that cannot be delivered are kept and retried
+//!   until the orchestrator accepts or refuses them.
+//! - On shutdown the running task is stopped and its lease released.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use crate::client::{AgentClient, Assignment, ClientError, LeaseRef};
+use crate::renderer::{CancelToken, FrameJob, RenderError, RenderParams, Renderers, Resolution};
+
+/// How the agent runs (see `flatrender-node --help` for where each comes from).
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    /// Where inputs are cached and frames are rendered.
+    pub data_dir: PathBuf,
+    /// The capabilities reported at registration (the contract's `Capabilities`).
+    pub capabilities: serde_json::Value,
+    /// How often to heartbeat.
+    pub heartbeat_every: Duration,
+    /// How long one claim waits for work (at most 30 s).
+    pub claim_wait_seconds: u32,
+    /// Stop after this many tasks (for tests and benchmarks); `None` runs on.
+    pub max_tasks: Option<usize>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Tasks completed and accepted.
+    pub completed: usize,
+    /// Tasks failed and reported.
+    pub failed: usize,
+    /// Leases revoked while rendering.
+    pub revoked: usize,
+    /// Frames rendered and uploaded.
+    pub frames: usize,
+}
+
+/// Why the agent stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The orchestrator refused the node (not enrolled, revoked key, …).
+    #[error("the orchestrator refused this node: {0}")]
+    Refused(ClientError),
+    /// Local disk trouble.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// A report that must reach the orchestrator.
+#[derive(Debug, Clone)]
+enum Report {
+    Complete(LeaseRef),
+    Fail(LeaseRef, String),
+    Release(LeaseRef),
+}
+
+/// The running agent.
+#[derive(Debug)]
+pub struct Agent {
+    client: AgentClient,
+    renderers: Arc<Renderers>,
+    settings: AgentSettings,
+    held: Arc<Mutex<HashMap<uuid::Uuid, (u32, CancelToken)>>>,
+    outbox: VecDeque<Report>,
+}
+
+/// A delay of `base × 2^attempt`, capped at 30 s, times a random factor in 0.5..1.5.
+pub fn backoff(attempt: u32) -> Duration {
+    let base = 500u64.saturating_mul(1u64 << attempt.min(6)).min(30_000);
+    let mut raw = [0u8; 2];
+    let r = if getrandom::fill(&mut raw).is_ok() {
+        u64::from(u16::from_le_bytes(raw))
+    } else {
+        32_768
+    };
+    Duration::from_millis(base / 2 + base * r / 65_536)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+enum TaskEnd {
+    Completed(usize),
+    Failed,
+    Revoked,
+    Shutdown,
+}
+
+impl Agent {
+    /// An agent over a signed client and the renderers configured here.
+    pub fn new(client: AgentClient, renderers: Renderers, settings: AgentSettings) -> Self {
+        Self {
+            client,
+            renderers: Arc::new(renderers),
+            settings,
+            held: Arc::default(),
+            outbox: VecDeque::new(),
+        }
+    }
+
+    /// Runs until `shutdown` resolves (or `max_tasks` were done).
+    pub async fn run(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<RunSummary, AgentError> {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        for dir in ["cache", "work"] {
+            let path = self.settings.data_dir.join(dir);
+            tokio::fs::create_dir_all(&path)
+                .await
+                .map_err(|source| AgentError::Io {
+                    context: format!("creating {}", path.display()),
+                    source,
+                })?;
+        }
+        // Register, backing off while the orchestrator is unreachable.
+        let mut attempt = 0;
+        loop {
+            match self.client.register(&self.settings.capabilities).await {
+                Ok(()) => break,
+                Err(ClientError::Unreachable(e)) => {
+                    tracing::warn!(error = %e, "orchestrator unreachable; retrying registration");
+                }
+                Err(e) => return Err(AgentError::Refused(e)),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff(attempt)) => {}
+                () = &mut shutdown => return Ok(RunSummary::default()),
+            }
+            attempt += 1;
+        }
+        let heartbeat = self.spawn_heartbeat(stop_rx);
+        let mut summary = RunSummary::default();
+        let mut attempt = 0;
+        let result = loop {
+            self.flush_outbox().await;
+            if self
+                .settings
+                .max_tasks
+                .is_some_and(|m| summary.completed + summary.failed + summary.revoked >= m)
+            {
+                break Ok(());
+            }
+            let claim = tokio::select! {
+                c = self.client.claim(self.settings.claim_wait_seconds) => c,
+                () = &mut shutdown => break Ok(()),
+            };
+            match claim {
+                Ok(Some(assignment)) => {
+                    attempt = 0;
+                    match self.run_task(&assignment, &mut shutdown).await {
+                        TaskEnd::Completed(frames) => {
+                            summary.completed += 1;
+                            summary.frames += frames;
+                        }
+                        TaskEnd::Failed => summary.failed += 1,
+                        TaskEnd::Revoked => summary.revoked += 1,
+                        TaskEnd::Shutdown => break Ok(()),
+                    }
+                }
+                Ok(None) => attempt = 0,
+                Err(ClientError::Refused { status, .. }) if status == StatusCode::UNAUTHORIZED => {
+                    tracing::error!("the orchestrator refuses this node's signature");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff(attempt)) => {}
+                        () = &mut shutdown => break Ok(()),
+                    }
+                    attempt += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "claim failed; backing off");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff(attempt)) => {}
+                        () = &mut shutdown => break Ok(()),
+                    }
+                    attempt += 1;
+                }
+            }
+        };
+        // Deliver what is owed before leaving (bounded).
+        for _ in 0..5 {
+            if self.outbox.is_empty() {
+                break;
+            }
+            self.flush_outbox().await;
+            if !self.outbox.is_empty() {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        let _ = stop_tx.send(true);
+        heartbeat.abort();
+        result.map(|()| summary)
+    }
+
+    fn spawn_heartbeat(
+        &self,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let client = self.client.clone();
+        let held = self.held.clone();
+        let every = self.settings.heartbeat_every;
+        tokio::spawn(async move {
+            loop {
+                let leases: Vec<LeaseRef> = lock(&held)
+                    .iter()
+                    .map(|(task_id, (epoch, _))| LeaseRef {
+                        task_id: *task_id,
+                        lease_epoch: *epoch,
+                    })
+                    .collect();
+                match client.heartbeat(&leases).await {
+                    Ok(stop_list) => {
+                        let held = lock(&held);
+                        for lease in stop_list {
+                            if let Some((epoch, cancel)) = held.get(&lease.task_id)
+                                && *epoch == lease.lease_epoch
+                            {
+                                tracing::warn!(task_id = %lease.task_id, "lease revoked; stopping the renderer");
+                                cancel.cancel();
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        })
+    }
+
+    async fn send(&self, report: &Report) -> Result<(), ClientError> {
+        match report {
+            Report::Complete(l) => self.client.complete(*l).await,
+            Report::Fail(l, e) => self.client.fail(*l, e).await,
+            Report::Release(l) => self.client.release(*l).await,
+        }
+    }
+
+    /// Whether a failed report should be kept and sent again.
+    fn retryable(error: &ClientError) -> bool {
+        match error {
+            ClientError::Unreachable(_) => true,
+            ClientError::Refused { status, .. } => status.is_server_error(),
+            _ => false,
+        }
+    }
+
+    /// Sends buffered reports; keeps those the orchestrator could not be
+    /// reached for, drops those it refused (a stale lease stays stale).
+    async fn flush_outbox(&mut self) {
+        let mut kept = VecDeque::new();
+        while let Some(report) = self.outbox.pop_front() {
+            match self.send(&report).await {
+                Ok(()) => {}
+                Err(e) if Self::retryable(&e) => kept.push_back(report),
+                Err(e) => tracing::warn!(error = %e, ?report, "report refused; dropped"),
+            }
+        }
+        self.outbox = kept;
+    }
+
+    /// Sends a final report now, or keeps it for later if the orchestrator
+    /// is unreachable. Returns false when it was refused.
+    async fn report(&mut self, report: Report) -> bool {
+        match self.send(&report).await {
+            Ok(()) => true,
+            Err(e) if Self::retryable(&e) => {
+                tracing::warn!(error = %e, "orchestrator unreachable; report buffered");
+                self.outbox.push_back(report);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, ?report, "report refused");
+                false
+            }
+        }
+    }
+
+    async fn scene_path(&self, assignment: &Assignment) -> Result<PathBuf, String> {
+        let sha = &assignment.scene.sha256;
+        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("the scene digest is malformed".into());
+        }
+        let path = self.settings.data_dir.join("cache").join(sha);
+        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            return Ok(path);
+        }
+        let bytes = self
+            .client
+            .download(sha)
+            .await
+            .map_err(|e| format!("downloading the scene: {e}"))?;
+        let tmp = path.with_extension(format!("part-{}", uuid::Uuid::new_v4()));
+        tokio::fs::write(&tmp, &bytes)
+            .await
+            .map_err(|e| format!("caching the scene: {e}"))?;
+        tokio::fs::rename(&tmp, &path)
+            .await
+            .map_err(|e| format!("caching the scene: {e}"))?;
+        Ok(path)
+    }
+
+    async fn run_task(
+        &mut self,
+        assignment: &Assignment,
+        shutdown: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    ) -> TaskEnd {
+        let lease = assignment.lease();
+        let cancel = CancelToken::new();
+        lock(&self.held).insert(lease.task_id, (lease.lease_epoch, cancel.clone()));
+        let end = tokio::select! {
+            end = self.render_task(assignment, &cancel) => end,
+            () = shutdown.as_mut() => {
+                cancel.cancel();
+                TaskEnd::Shutdown
+            }
+        };
+        lock(&self.held).remove(&lease.task_id);
+        let work = self
+            .settings
+            .data_dir
+            .join("work")
+            .join(lease.task_id.to_string());
+        let _ = tokio::fs::remove_dir_all(&work).await;
+        match end {
+            TaskEnd::Completed(frames) => {
+                if self.report(Report::Complete(lease)).await {
+                    TaskEnd::Completed(frames)
+                } else {
+                    TaskEnd::Revoked
+                }
+            }
+            TaskEnd::Shutdown => {
+                tracing::info!(task_id = %lease.task_id, "shutting down; releasing the lease");
+                self.report(Report::Release(lease)).await;
+                TaskEnd::Shutdown
+            }
+            other => other,
+        }
+    }
+
+    /// Renders every frame of the task, uploading and reporting each.
+    async fn render_task(&mut self, assignment: &Assignment, cancel: &CancelToken) -> TaskEnd {
+        let lease = assignment.lease();
+        let fail = |message: String| Report::Fail(lease, message);
+        let scene = match self.scene_path(assignment).await {
+            Ok(p) => p,
+            Err(message) => {
+                self.report(fail(message)).await;
+                return TaskEnd::Failed;
+            }
+        };
+        if let Err(e) = self.client.progress(lease, None, None).await {
+            return self.lost(lease, e);
+        }
+        let output_dir = self
+            .settings
+            .data_dir
+            .join("work")
+            .join(lease.task_id.to_string());
+        let params = RenderParams {
+            resolution: match (assignment.params.width, assignment.params.height) {
+                (Some(width), Some(height)) => Some(Resolution { width, height }),
+                _ => None,
+            },
+            samples: assignment.params.samples,
+            options: Default::default(),
+        };
+        let mut frames = 0;
+        for frame in assignment.frames.start..=assignment.frames.end {
+            if cancel.is_cancelled() {
+                return TaskEnd::Revoked;
+            }
+            let job = FrameJob {
+                scene: scene.clone(),
+                frame,
+                output_dir: output_dir.clone(),
+                params: params.clone(),
+            };
+            let renderers = self.renderers.clone();
+            let name = assignment.renderer.clone();
+            let token = cancel.clone();
+            let rendered = tokio::task::spawn_blocking(move || {
+                renderers.render(&name, &job, &mut |_| {}, &token)
+            })
+            .await;
+            let rendered = match rendered {
+                Ok(Ok(r)) => r,
+                Ok(Err(RenderError::Cancelled)) => return TaskEnd::Revoked,
+                Ok(Err(e)) => {
+                    self.report(fail(e.to_string())).await;
+                    return TaskEnd::Failed;
+                }
+                Err(e) => {
+                    self.report(fail(format!("renderer crashed: {e}"))).await;
+                    return TaskEnd::Failed;
+                }
+            };
+            let png = match read(&rendered.path).await {
+                Ok(b) => b,
+                Err(message) => {
+                    self.report(fail(message)).await;
+                    return TaskEnd::Failed;
+                }
+            };
+            let file_id = match self.client.upload_output(lease, frame, png).await {
+                Ok(id) => id,
+                Err(e) => return self.lost(lease, e),
+            };
+            if let Err(e) = self
+                .client
+                .progress(lease, Some(frame), Some(file_id))
+                .await
+            {
+                return self.lost(lease, e);
+            }
+            frames += 1;
+        }
+        TaskEnd::Completed(frames)
+    }
+
+    /// A report during the task failed: a refusal means the lease is gone.
+    fn lost(&self, lease: LeaseRef, error: ClientError) -> TaskEnd {
+        tracing::warn!(task_id = %lease.task_id, error = %error, "task abandoned");
+        TaskEnd::Revoked
+    }
+}
+
+async fn read(path: &Path) -> Result<Vec<u8>, String> {
+    tokio::fs::read(path)
+        .await
+        .map_err(|e| format!("reading the rendered frame: {e}"))
+}

@@ -1,0 +1,306 @@
+//! The orchestrator's in-memory view of the log: jobs with their queues,
+//! tenants, nodes, scene files and live leases. It is rebuilt from the
+//! store at start and kept current from this instance's own appends and
+//! from the events other instances append (applied in stream-version order,
+//! each event exactly once).
+
+use std::collections::{BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use domain::file::FileEvent;
+use domain::render_job::{JobStatus, RenderJobEvent};
+use domain::{
+    Aggregate, DomainEvent, FileId, JobId, Node, NodeEvent, NodeId, RenderJob, TaskId, Tenant,
+    TenantEvent, TenantId,
+};
+use eventstore::RecordedEvent;
+use uuid::Uuid;
+
+/// A job as the scheduler needs it.
+#[derive(Debug, Clone)]
+pub(crate) struct JobEntry {
+    pub job: RenderJob,
+    pub version: u64,
+    /// Queued tasks by their index in the job (oldest frames first).
+    pub queue: BTreeSet<(u32, TaskId)>,
+    /// Order of submission in this view (ties broken by job id).
+    pub submitted_at: DateTime<Utc>,
+}
+
+/// A lease the scheduler watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LiveLease {
+    pub job_id: JobId,
+    pub tenant_id: TenantId,
+    pub node_id: NodeId,
+    pub epoch: u32,
+    pub assigned_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A stored scene: what an assignment names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SceneFile {
+    pub tenant_id: TenantId,
+    pub sha256: String,
+    pub size_bytes: u64,
+    /// An upload (usable as a job's input), not a rendered output.
+    pub input: bool,
+}
+
+/// Everything the scheduler knows.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub jobs: HashMap<JobId, JobEntry>,
+    pub tenants: HashMap<TenantId, (Tenant, u64)>,
+    pub nodes: HashMap<NodeId, (Node, u64)>,
+    pub files: HashMap<FileId, (SceneFile, u64)>,
+    pub leases: HashMap<TaskId, LiveLease>,
+    /// Leased or running tasks per tenant (for quotas and fair share).
+    pub running: HashMap<TenantId, u32>,
+    /// When each node was last heard from (heartbeats are not events).
+    pub last_seen: HashMap<NodeId, DateTime<Utc>>,
+    /// Versions of streams this view does not model (so that every event
+    /// is looked at once).
+    pub position: i64,
+    /// How long a new or renewed lease lives.
+    pub lease_ttl: chrono::Duration,
+    /// The clock reading used for leases found in the log at start.
+    pub now: DateTime<Utc>,
+}
+
+/// What applying an event did, for the caller's wake-ups.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Applied {
+    /// Work may have become available.
+    pub work: bool,
+}
+
+impl State {
+    /// The version this view holds of a stream it models (0 if unknown).
+    pub fn version_of(&self, stream_type: &str, stream_id: Uuid) -> u64 {
+        match stream_type {
+            "render_job" => JobId::new(stream_id)
+                .ok()
+                .and_then(|id| self.jobs.get(&id))
+                .map_or(0, |j| j.version),
+            "tenant" => TenantId::new(stream_id)
+                .ok()
+                .and_then(|id| self.tenants.get(&id))
+                .map_or(0, |t| t.1),
+            "node" => NodeId::new(stream_id)
+                .ok()
+                .and_then(|id| self.nodes.get(&id))
+                .map_or(0, |n| n.1),
+            "file" => FileId::new(stream_id)
+                .ok()
+                .and_then(|id| self.files.get(&id))
+                .map_or(0, |f| f.1),
+            _ => u64::MAX,
+        }
+    }
+
+    /// Applies one stored event if it is the next of its stream. Returns
+    /// `Err(())` when the view is behind that stream by more than one event
+    /// (the caller reloads the stream), `Ok(None)` when the event was
+    /// already applied or is of a stream this view does not model.
+    pub fn apply_recorded(&mut self, event: &RecordedEvent) -> Result<Option<Applied>, Gap> {
+        let known = self.version_of(&event.stream_type, event.stream_id);
+        if known == u64::MAX || event.stream_version <= known {
+            return Ok(None);
+        }
+        if event.stream_version != known + 1 {
+            return Err(Gap);
+        }
+        let applied = match event.stream_type.as_str() {
+            "render_job" => decode::<RenderJobEvent>(event)
+                .map(|e| self.apply_job(&e, event.stream_version, event.recorded_at)),
+            "tenant" => decode::<TenantEvent>(event).map(|e| {
+                self.apply_tenant(&e, event.stream_version);
+                Applied { work: true }
+            }),
+            "node" => decode::<NodeEvent>(event).map(|e| {
+                self.apply_node(&e, event.stream_version);
+                Applied { work: true }
+            }),
+            "file" => decode::<FileEvent>(event).map(|e| {
+                self.apply_file(&e, event.stream_version);
+                Applied::default()
+            }),
+            _ => None,
+        };
+        Ok(applied)
+    }
+
+    /// Applies a job event at `version` (the stream's new version).
+    pub fn apply_job(
+        &mut self,
+        event: &RenderJobEvent,
+        version: u64,
+        at: DateTime<Utc>,
+    ) -> Applied {
+        use RenderJobEvent as E;
+        let Ok(job_id) = JobId::new(event.stream_id()) else {
+            return Applied::default();
+        };
+        let submitted_at = match event {
+            E::Submitted(e) => e.submitted_at,
+            _ => at,
+        };
+        let entry = self.jobs.entry(job_id).or_insert_with(|| JobEntry {
+            job: RenderJob::default(),
+            version: 0,
+            queue: BTreeSet::new(),
+            submitted_at,
+        });
+        entry.job = std::mem::take(&mut entry.job).evolve(event);
+        entry.version = version;
+        let mut applied = Applied::default();
+        let mut ended: Vec<TaskId> = Vec::new();
+        match event {
+            E::Split(e) => {
+                for t in &e.tasks {
+                    entry.queue.insert((t.index, t.task_id));
+                }
+                applied.work = true;
+            }
+            E::TaskAssigned(e) => {
+                if let Some(t) = entry.job.task(e.task_id) {
+                    entry.queue.remove(&(t.index, e.task_id));
+                }
+                let lease = LiveLease {
+                    job_id,
+                    tenant_id: e.tenant_id,
+                    node_id: e.node_id,
+                    epoch: e.lease_epoch,
+                    assigned_at: e.assigned_at,
+                    expires_at: self.now.max(e.assigned_at) + self.lease_ttl,
+                };
+                if self.leases.insert(e.task_id, lease).is_none() {
+                    *self.running.entry(e.tenant_id).or_default() += 1;
+                }
+            }
+            E::TaskCompleted(e) => ended.push(e.task_id),
+            E::TaskFailed(e) => ended.push(e.task_id),
+            E::TaskRequeued(e) => {
+                ended.push(e.task_id);
+                applied.work = true;
+            }
+            E::TaskReleased(e) => {
+                ended.push(e.task_id);
+                applied.work = true;
+            }
+            E::TaskRetried(_) | E::Resumed(_) => applied.work = true,
+            E::Cancelled(_) => {
+                ended.extend(
+                    self.leases
+                        .iter()
+                        .filter(|(_, l)| l.job_id == job_id)
+                        .map(|(t, _)| *t),
+                );
+            }
+            _ => {}
+        }
+        for task_id in ended {
+            if let Some(lease) = self.leases.remove(&task_id)
+                && let Some(n) = self.running.get_mut(&lease.tenant_id)
+            {
+                *n = n.saturating_sub(1);
+            }
+        }
+        // The queue mirrors the tasks the domain calls queued.
+        if applied.work
+            || matches!(
+                event,
+                E::TaskFailed(_) | E::Cancelled(_) | E::Completed(_) | E::Failed(_)
+            )
+        {
+            let entry = self.jobs.get_mut(&job_id).expect("inserted above");
+            entry.queue = entry
+                .job
+                .tasks()
+                .filter(|t| t.status == domain::render_job::TaskStatus::Queued)
+                .map(|t| (t.index, t.id))
+                .collect();
+            if matches!(
+                entry.job.status(),
+                JobStatus::Completed | JobStatus::Cancelled
+            ) {
+                entry.queue.clear();
+            }
+        }
+        applied
+    }
+
+    pub fn apply_tenant(&mut self, event: &TenantEvent, version: u64) {
+        let Ok(id) = TenantId::new(event.stream_id()) else {
+            return;
+        };
+        let entry = self.tenants.entry(id).or_default();
+        entry.0 = std::mem::take(&mut entry.0).evolve(event);
+        entry.1 = version;
+    }
+
+    pub fn apply_node(&mut self, event: &NodeEvent, version: u64) {
+        let Ok(id) = NodeId::new(event.stream_id()) else {
+            return;
+        };
+        let entry = self.nodes.entry(id).or_default();
+        entry.0 = std::mem::take(&mut entry.0).evolve(event);
+        entry.1 = version;
+    }
+
+    pub fn apply_file(&mut self, event: &FileEvent, version: u64) {
+        match event {
+            FileEvent::Uploaded(e) => {
+                self.files.insert(
+                    e.file_id,
+                    (
+                        SceneFile {
+                            tenant_id: e.tenant_id,
+                            sha256: e.sha256.as_str().to_owned(),
+                            size_bytes: e.size_bytes,
+                            input: true,
+                        },
+                        version,
+                    ),
+                );
+            }
+            FileEvent::OutputStored(e) => {
+                // Outputs are not inputs; remember the version only.
+                self.files.insert(
+                    e.file_id,
+                    (
+                        SceneFile {
+                            tenant_id: e.tenant_id,
+                            sha256: e.sha256.as_str().to_owned(),
+                            size_bytes: e.size_bytes,
+                            input: false,
+                        },
+                        version,
+                    ),
+                );
+            }
+            FileEvent::Deleted(e) => {
+                if let Some(f) = self.files.get_mut(&e.file_id) {
+                    f.0.input = false;
+                    f.1 = version;
+                }
+            }
+        }
+    }
+}
+
+/// The view is behind a stream by more than one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Gap;
+
+fn decode<E: DomainEvent>(event: &RecordedEvent) -> Option<E> {
+    match event.to_domain::<E>() {
+        Ok(e) => Some(e),
+        Err(e) => {
+            tracing::error!(event_id = %event.event_id, error = %e, "undecodable event skipped by the scheduler");
+            None
+        }
+    }
+}
