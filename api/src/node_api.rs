@@ -8,11 +8,7 @@ use axum::response::{IntoResponse, Response};
 use contracts::node_signing;
 use domain::node::Capabilities;
 use domain::{
-    Aggregate, ContentType, FileId, FileName, Label, LeaseRef, Node, NodeCommand, NodeEvent,
-    NodeId, Note, SecretKeyId, Sha256Digest, TaskId,
-};
-use eventstore::{
-    Actor, AppendRequest, AsOf, EventMetadata, EventStore, ExpectedVersion, NewEvent,
+    ContentType, FileId, FileName, Label, LeaseRef, NodeId, Note, SecretKeyId, Sha256Digest, TaskId,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -30,17 +26,6 @@ fn bad_body(e: impl std::fmt::Display) -> ApiError {
     }
 }
 
-/// The node's aggregate and its stream version.
-async fn load_node(state: &AppState, node_id: Uuid) -> Result<(Node, u64), ApiError> {
-    let stored = state.store.read_stream_as_of(node_id, AsOf::End).await?;
-    let events = stored
-        .iter()
-        .map(|e| e.to_domain::<NodeEvent>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("undecodable node event: {e}")))?;
-    Ok((Node::replay(&events), stored.len() as u64))
-}
-
 /// `POST /v1/agent/register`: the node reports its capabilities; the first
 /// time it is registered (`node.registered`), later only changes are
 /// recorded (`node.capabilities_changed`).
@@ -54,48 +39,17 @@ pub async fn register(
         message: e.to_string(),
         details: json!({}),
     })?;
-    let at = state.clock.now();
-    let (current, version) = load_node(&state, node.node_id).await?;
-    let command = if version == 0 {
-        NodeCommand::Register {
-            node_id,
-            name: Label::parse(node.name.clone()).map_err(bad_body)?,
-            capabilities,
-            secret_key_id: SecretKeyId::new(node.key_id).map_err(bad_body)?,
-            at,
-        }
-    } else {
-        NodeCommand::ChangeCapabilities { capabilities, at }
-    };
-    let events = current.decide(command)?;
-    if !events.is_empty() {
-        let metadata = EventMetadata {
-            correlation_id: Uuid::new_v4(),
-            causation_id: None,
-            actor: Actor::Node { id: node.node_id },
-            trace_id: None,
-        };
-        let expected = if version == 0 {
-            ExpectedVersion::NoStream
-        } else {
-            ExpectedVersion::Exact(version)
-        };
-        state
-            .store
-            .append(AppendRequest {
-                stream_id: node.node_id,
-                stream_type: "node".into(),
-                tenant_id: None,
-                expected,
-                events: events
-                    .iter()
-                    .map(|e| NewEvent::from_domain(Uuid::new_v4(), e, metadata.clone()))
-                    .collect(),
-            })
-            .await?;
-    }
-    // The scheduler learns of the registration before the node's first claim.
+    // A node registered by another instance is known once the view catches up.
     state.orchestrator.catch_up().await?;
+    state
+        .orchestrator
+        .register_node(
+            node_id,
+            Label::parse(node.name.clone()).map_err(bad_body)?,
+            capabilities,
+            SecretKeyId::new(node.key_id).map_err(bad_body)?,
+        )
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -532,6 +532,42 @@ impl Orchestrator {
         Err(OrchestratorError::Contention)
     }
 
+    /// Registers a node with its capabilities (`node.registered.v1`), or
+    /// records changed capabilities of a known node
+    /// (`node.capabilities_changed.v1`; nothing when unchanged).
+    pub async fn register_node(
+        &self,
+        node_id: NodeId,
+        name: domain::Label,
+        capabilities: Capabilities,
+        secret_key_id: domain::SecretKeyId,
+    ) -> Result<(), OrchestratorError> {
+        let mut st = self.inner.state.lock().await;
+        let at = self.now();
+        let known = st
+            .nodes
+            .get(&node_id)
+            .is_some_and(|n| n.0.registration().is_some());
+        let command = if known {
+            NodeCommand::ChangeCapabilities { capabilities, at }
+        } else {
+            NodeCommand::Register {
+                node_id,
+                name,
+                capabilities,
+                secret_key_id,
+                at,
+            }
+        };
+        let actor = Actor::Node {
+            id: node_id.as_uuid(),
+        };
+        self.node_command(&mut st, node_id, command, actor).await?;
+        drop(st);
+        self.signal_work();
+        Ok(())
+    }
+
     /// Records a client upload (`file.uploaded.v1`); the bytes are already stored.
     pub async fn record_upload(
         &self,
