@@ -1,0 +1,165 @@
+//! Fair share under saturation, and the rule that no task is ever leased
+//! to two nodes at once — with many concurrent claimers on PostgreSQL and
+//! SQLite, and with two orchestrator instances sharing one database.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use domain::NodeId;
+use eventstore::AnyStore;
+use orchestrator::Orchestrator;
+
+use crate::{Farm, TestDb, lease, log, of};
+
+#[tokio::test]
+async fn running_shares_converge_to_the_tenants_weights() {
+    let db = TestDb::sqlite().await;
+    let farm = Farm::open(db.store.clone(), db.clock.clone()).await;
+    let light = farm.tenant(1, 1_000, 1_000_000).await;
+    let heavy = farm.tenant(2, 1_000, 1_000_000).await;
+    farm.render(light, 400, 1).await;
+    farm.render(heavy, 400, 1).await;
+    let mut nodes = Vec::new();
+    for _ in 0..30 {
+        nodes.push(farm.node().await);
+    }
+    // Saturate the farm, then keep it saturated: each round the node with
+    // the oldest lease finishes and claims again.
+    let mut held = std::collections::VecDeque::new();
+    for node in &nodes {
+        held.push_back((*node, farm.claim(*node).await.expect("saturated")));
+    }
+    let mut ratios = Vec::new();
+    for _ in 0..200 {
+        let (node, a) = held.pop_front().unwrap();
+        farm.orch.complete(lease(node, &a)).await.unwrap();
+        held.push_back((node, farm.claim(node).await.expect("work left")));
+        let running = farm.orch.running_by_tenant().await;
+        let (l, h) = (running[&light] as f64, running[&heavy] as f64);
+        assert_eq!(l + h, 30.0, "the farm stays saturated");
+        ratios.push(h / l);
+    }
+    let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
+    assert!(
+        (mean - 2.0).abs() <= 0.2,
+        "running shares heavy:light averaged {mean:.3}, not within 10 % of 2"
+    );
+    db.cleanup().await;
+}
+
+/// Runs `nodes` concurrent claim → complete loops over the given
+/// orchestrators (node i uses instance i mod n) until every task of the
+/// jobs is done, then checks from the log that no task was ever leased to
+/// two nodes at once.
+async fn race(instances: Vec<Orchestrator>, farm: &Farm, store: &AnyStore, tasks: usize) {
+    let nodes: Vec<NodeId> = {
+        let mut v = Vec::new();
+        for _ in 0..24 {
+            v.push(farm.node().await);
+        }
+        v
+    };
+    for orch in &instances {
+        orch.catch_up().await.unwrap();
+    }
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for (i, node) in nodes.into_iter().enumerate() {
+        let orch = instances[i % instances.len()].clone();
+        let done = done.clone();
+        workers.push(tokio::spawn(async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            while done.load(std::sync::atomic::Ordering::SeqCst) < tasks {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the race did not finish"
+                );
+                orch.heartbeat(node, &[]).await.unwrap();
+                match orch.claim(node).await {
+                    Ok(Some(a)) => {
+                        orch.complete(lease(node, &a)).await.unwrap();
+                        done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    Ok(None) | Err(orchestrator::OrchestratorError::Contention) => {
+                        orch.catch_up().await.unwrap();
+                        tokio::task::yield_now().await;
+                    }
+                    Err(e) => panic!("claim failed: {e}"),
+                }
+            }
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    let events = log(store).await;
+    let assigned = of(&events, "render.task.assigned.v1");
+    let completed = of(&events, "render.task.completed.v1");
+    // Every task leased exactly once (nothing expired), completed exactly once.
+    let mut leases_per_task: BTreeMap<String, usize> = BTreeMap::new();
+    for e in &assigned {
+        *leases_per_task
+            .entry(e.payload["task_id"].to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(leases_per_task.len(), tasks);
+    assert!(
+        leases_per_task.values().all(|n| *n == 1),
+        "a task was leased twice"
+    );
+    let completed_tasks: BTreeSet<String> = completed
+        .iter()
+        .map(|e| e.payload["task_id"].to_string())
+        .collect();
+    assert_eq!(completed.len(), tasks);
+    assert_eq!(completed_tasks.len(), tasks);
+    assert!(of(&events, "render.task.requeued.v1").is_empty());
+}
+
+async fn many_claimers(db: TestDb) {
+    let farm = Farm::open(db.store.clone(), db.clock.clone()).await;
+    let tenant = farm.tenant(1, 10_000, 1_000_000).await;
+    farm.render(tenant, 150, 1).await;
+    race(vec![farm.orch.clone()], &farm, &db.store, 150).await;
+    db.cleanup().await;
+}
+
+async fn two_instances(db: TestDb) {
+    let farm = Farm::open(db.store.clone(), db.clock.clone()).await;
+    let second = Orchestrator::open(
+        db.second_instance().await,
+        db.clock.clone(),
+        crate::config(),
+    )
+    .await
+    .unwrap();
+    let tenant = farm.tenant(1, 10_000, 1_000_000).await;
+    farm.render(tenant, 80, 1).await;
+    farm.render(tenant, 70, 1).await;
+    race(vec![farm.orch.clone(), second], &farm, &db.store, 150).await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_concurrent_claimers_never_double_lease_on_sqlite() {
+    many_claimers(TestDb::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_concurrent_claimers_never_double_lease_on_postgres() {
+    if let Some(db) = TestDb::postgres().await {
+        many_claimers(db).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_orchestrator_instances_sharing_postgres_never_double_lease() {
+    if let Some(db) = TestDb::postgres().await {
+        two_instances(db).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_orchestrator_instances_sharing_sqlite_never_double_lease() {
+    two_instances(TestDb::sqlite().await).await;
+}
