@@ -678,7 +678,8 @@ pub struct Task {
     pub last_epoch: u32,
     /// Failures since submission or the last client retry.
     pub failures: u32,
-    /// Distinct frames reported finished (`render.task.progressed`).
+    /// Distinct frames reported finished (`render.task.progressed`) by the
+    /// current or last lease (each new lease starts from none).
     pub frames_done: BTreeSet<u32>,
     /// Render time of all attempts.
     pub render_seconds: u64,
@@ -1194,6 +1195,8 @@ impl Aggregate for RenderJob {
                         epoch: e.lease_epoch,
                     });
                     t.last_epoch = e.lease_epoch;
+                    // A new attempt renders (and reports) every frame again.
+                    t.frames_done.clear();
                 }
             }
             E::TaskStarted(e) => {

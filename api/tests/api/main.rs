@@ -1,6 +1,7 @@
 //! The api crate's integration tests: one binary.
 
 mod audit;
+mod e2e;
 mod enroll;
 mod http;
 mod node_auth;

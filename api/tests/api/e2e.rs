@@ -1,0 +1,250 @@
+//! End to end with real processes: the server in this test, node agents as
+//! `flatrender agent` child processes talking signed HTTP.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use api::AppState;
+use api::files::BlobStore;
+use eventstore::{AnyStore, EventStore, RecordedEvent, SqliteStore, SystemClock};
+use uuid::Uuid;
+
+struct Server {
+    state: AppState,
+    url: String,
+    dir: std::path::PathBuf,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// A server with short leases so that a lost node is noticed in seconds.
+async fn server() -> Server {
+    let dir = std::env::temp_dir().join(format!("flatrender-e2e-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = AnyStore::Sqlite(SqliteStore::open(&dir.join("events.sqlite")).await.unwrap());
+    let blobs = BlobStore::open(&dir.join("blobs"), 1 << 24).await.unwrap();
+    let config = orchestrator::Config {
+        lease_ttl: chrono::Duration::seconds(4),
+        offline_after: chrono::Duration::seconds(3),
+        ..orchestrator::Config::default()
+    };
+    let state = AppState::open(store, blobs, Arc::new(SystemClock), config)
+        .await
+        .unwrap();
+    let ticker = state.orchestrator.spawn_ticker(Duration::from_millis(200));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = api::router(state.clone());
+    let serve = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    Server {
+        state,
+        url,
+        dir,
+        tasks: vec![ticker, serve],
+    }
+}
+
+struct Agent {
+    child: Child,
+    node_id: Uuid,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn agent(server: &Server, name: &str) -> Agent {
+    let enrolment = api::enroll::enrol(&server.state.store, name, chrono::Utc::now())
+        .await
+        .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_flatrender"))
+        .arg("agent")
+        .args(["--server-url", &server.url])
+        .args(["--node-id", &enrolment.node_id.to_string()])
+        .args(["--key-id", &enrolment.key_id.to_string()])
+        .arg("--data-dir")
+        .arg(server.dir.join(name))
+        .args(["--heartbeat-seconds", "1"])
+        .env("FLATRENDER_NODE_SECRET", &enrolment.secret_hex)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    Agent {
+        child,
+        node_id: enrolment.node_id,
+    }
+}
+
+async fn log(store: &AnyStore) -> Vec<RecordedEvent> {
+    let mut out: Vec<RecordedEvent> = Vec::new();
+    loop {
+        let after = out.last().map_or(0, |e| e.global_position);
+        let batch = store.read_all(after, 1000).await.unwrap();
+        if batch.is_empty() {
+            return out;
+        }
+        out.extend(batch);
+    }
+}
+
+/// Waits until `check` holds for the log, or panics after `secs`.
+async fn until(store: &AnyStore, secs: u64, what: &str, check: impl Fn(&[RecordedEvent]) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if check(&log(store).await) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn by<'a>(events: &'a [RecordedEvent], key: &'a str) -> impl Iterator<Item = &'a RecordedEvent> {
+    events.iter().filter(move |e| e.routing_key == key)
+}
+
+async fn submit(server: &Server, frames: u32, chunk: u32) -> domain::JobId {
+    let orch = &server.state.orchestrator;
+    let tenant = api::seed::tenant(orch, "Studio", 1, 10, 1_000_000)
+        .await
+        .unwrap();
+    let scene = api::seed::scene(
+        orch,
+        &server.state.blobs,
+        tenant,
+        "demo.json",
+        node_agent::renderer::builtin::DEMO_SCENE.as_bytes(),
+    )
+    .await
+    .unwrap();
+    let render = api::seed::Render {
+        frames: (1, frames),
+        chunk_size: chunk,
+        ..Default::default()
+    };
+    api::seed::submit(orch, tenant, scene, &render)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agent_s_task_is_requeued_and_finished_by_another_with_every_frame_once() {
+    let server = server().await;
+    let store = server.state.store.clone();
+    let mut victim = agent(&server, "victim").await;
+    let victim_id = victim.node_id.to_string();
+    let job = submit(&server, 8, 4).await;
+    // The victim starts a task and finishes a frame of it ...
+    until(&store, 60, "the victim's first frame", |events| {
+        by(events, "render.task.progressed.v1").any(|e| e.payload["node_id"] == victim_id)
+    })
+    .await;
+    // ... and dies without a word.
+    victim.child.kill().unwrap();
+    victim.child.wait().unwrap();
+    let _survivor = agent(&server, "survivor").await;
+    until(&store, 90, "the job to complete", |events| {
+        by(events, "render.job.completed.v1").count() == 1
+    })
+    .await;
+
+    let events = log(&store).await;
+    let requeued: Vec<_> = by(&events, "render.task.requeued.v1").collect();
+    assert!(!requeued.is_empty());
+    assert!(requeued.iter().all(|e| e.payload["node_id"] == victim_id));
+    assert!(
+        requeued.iter().all(
+            |e| e.payload["reason"] == "node_offline" || e.payload["reason"] == "lease_expired"
+        )
+    );
+    // Only the survivor completed tasks; each task completed once.
+    let completed: Vec<_> = by(&events, "render.task.completed.v1").collect();
+    assert_eq!(completed.len(), 2);
+    assert!(completed.iter().all(|e| e.payload["node_id"] != victim_id));
+    // The frames of the completing leases cover 1..=8, each exactly once.
+    let winning: BTreeSet<(String, u64)> = completed
+        .iter()
+        .map(|e| {
+            (
+                e.payload["task_id"].to_string(),
+                e.payload["lease_epoch"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let mut frames: BTreeMap<u64, usize> = BTreeMap::new();
+    for e in by(&events, "render.task.progressed.v1") {
+        let key = (
+            e.payload["task_id"].to_string(),
+            e.payload["lease_epoch"].as_u64().unwrap(),
+        );
+        if winning.contains(&key) {
+            *frames
+                .entry(e.payload["frame"].as_u64().unwrap())
+                .or_default() += 1;
+        }
+    }
+    assert_eq!(
+        frames.keys().copied().collect::<Vec<_>>(),
+        (1..=8).collect::<Vec<_>>()
+    );
+    assert!(frames.values().all(|n| *n == 1), "{frames:?}");
+    // Every final frame's output is stored and decodes as a PNG.
+    let outputs: BTreeMap<u64, String> = by(&events, "file.output_stored.v1")
+        .filter(|e| e.payload["job_id"] == job.to_string())
+        .map(|e| {
+            (
+                e.payload["frame"].as_u64().unwrap(),
+                e.payload["sha256"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(outputs.len(), 8);
+    for sha in outputs.values() {
+        let bytes = server.state.blobs.get(sha).await.unwrap().unwrap();
+        assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
+    }
+    let report = api::audit::verify(&store, |_| {}).await.unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    std::fs::remove_dir_all(&server.dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_told_to_terminate_releases_its_lease() {
+    let server = server().await;
+    let store = server.state.store.clone();
+    let mut node = agent(&server, "drained").await;
+    submit(&server, 40, 40).await;
+    until(&store, 60, "the task to start", |events| {
+        by(events, "render.task.started.v1").count() == 1
+    })
+    .await;
+    let pid = rustix::process::Pid::from_raw(node.child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let status = node.child.wait().unwrap();
+    assert!(
+        status.success(),
+        "the agent exits cleanly on SIGTERM: {status}"
+    );
+    let events = log(&store).await;
+    let released: Vec<_> = by(&events, "render.task.released.v1").collect();
+    assert_eq!(released.len(), 1, "the lease was given back");
+    assert_eq!(released[0].payload["node_id"], node.node_id.to_string());
+    assert_eq!(by(&events, "render.task.completed.v1").count(), 0);
+    std::fs::remove_dir_all(&server.dir).ok();
+}
