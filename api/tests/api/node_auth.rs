@@ -200,3 +200,64 @@ fn replaced(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
     assert!(text.contains(from));
     text.replace(from, to).into_bytes()
 }
+
+#[tokio::test]
+async fn forged_claims_and_reports_lease_nothing_and_a_stale_completion_is_a_409() {
+    let (state, dir, enrolment, now) = setup().await;
+    let register = sign(&enrolment, "/v1/agent/register", now, capabilities());
+    assert_eq!(
+        send(&state, "/v1/agent/register", &register).await.0,
+        StatusCode::NO_CONTENT
+    );
+    let orch = &state.orchestrator;
+    let tenant = api::seed::tenant(orch, "Studio", 1, 10, 1_000)
+        .await
+        .unwrap();
+    let scene = api::seed::scene(orch, &state.blobs, tenant, "s.json", b"{}")
+        .await
+        .unwrap();
+    let render = api::seed::Render {
+        frames: (1, 1),
+        chunk_size: 1,
+        ..Default::default()
+    };
+    api::seed::submit(orch, tenant, scene, &render)
+        .await
+        .unwrap();
+    let before = events(&state).await;
+    let claim = "/v1/agent/claim";
+    let mut forged = sign(&enrolment, claim, now, Vec::new());
+    forged.signature = format!("v1={}", "0".repeat(64));
+    let stale = sign(&enrolment, claim, now - 600, Vec::new());
+    let mut other_body = sign(&enrolment, claim, now, Vec::new());
+    other_body.body = b"{}".to_vec();
+    for (what, request) in [
+        ("forged", forged),
+        ("stale", stale),
+        ("tampered", other_body),
+    ] {
+        let (status, body) = send(&state, claim, &request).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}");
+        assert_eq!(body["error"]["code"], "unauthorized", "{what}");
+        assert_eq!(events(&state).await, before, "{what} leased a task");
+    }
+    // A signed claim gets the task with the orchestrator's signature.
+    let valid = sign(&enrolment, claim, now, Vec::new());
+    let (status, assignment) = send(&state, claim, &valid).await;
+    assert_eq!(status, StatusCode::OK);
+    let secret = node_signing::NodeSecret::from_hex(&enrolment.secret_hex).unwrap();
+    node_signing::verify_assignment(&secret, &assignment).unwrap();
+    let mut altered = assignment.clone();
+    altered["frames"]["end"] = serde_json::json!(99);
+    assert!(node_signing::verify_assignment(&secret, &altered).is_err());
+    // A completion presenting another epoch is refused with 409 and the contract body.
+    let task_id = assignment["task_id"].as_str().unwrap();
+    let path = format!("/v1/agent/tasks/{task_id}/complete");
+    let late = sign(&enrolment, &path, now, b"{\"lease_epoch\":7}".to_vec());
+    let before = events(&state).await;
+    let (status, body) = send(&state, &path, &late).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body["error"]["code"], "stale_lease");
+    assert_eq!(events(&state).await, before);
+    std::fs::remove_dir_all(dir).unwrap();
+}
