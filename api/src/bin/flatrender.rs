@@ -38,6 +38,68 @@ enum Command {
         #[command(subcommand)]
         command: NodeCommand,
     },
+    /// Tenants (operator commands until the public API lands).
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Renders (operator commands until the public API lands).
+    Render {
+        #[command(subcommand)]
+        command: RenderCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantCommand {
+    /// Create a tenant with a quota and credit; prints its id.
+    Create {
+        /// Its name.
+        #[arg(long)]
+        name: String,
+        /// Fair-share weight.
+        #[arg(long, default_value_t = 1)]
+        weight: u32,
+        /// Most tasks running at once.
+        #[arg(long, default_value_t = 100)]
+        max_running_tasks: u32,
+        /// Initial credit in minor units.
+        #[arg(long, default_value_t = 100_000)]
+        credit_minor: i64,
+        #[command(flatten)]
+        storage: StorageConfig,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RenderCommand {
+    /// Upload a scene and submit a render of it; prints the job id. A
+    /// running `flatrender serve` on the same store schedules it.
+    Submit {
+        /// The tenant (from `flatrender tenant create`).
+        #[arg(long)]
+        tenant: uuid::Uuid,
+        /// The scene file (a builtin JSON scene or a .blend file).
+        #[arg(long)]
+        scene: std::path::PathBuf,
+        /// The renderer: `builtin` or `blender`.
+        #[arg(long, default_value = "builtin")]
+        renderer: String,
+        /// First frame.
+        #[arg(long, default_value_t = 1)]
+        first_frame: u32,
+        /// Last frame.
+        #[arg(long, default_value_t = 48)]
+        last_frame: u32,
+        /// Frames per task.
+        #[arg(long, default_value_t = 2)]
+        chunk_size: u32,
+        /// Priority 0..=100.
+        #[arg(long, default_value_t = 50)]
+        priority: u8,
+        #[command(flatten)]
+        storage: StorageConfig,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -114,6 +176,56 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await?;
             follower.abort();
             ticker.abort();
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tenant {
+            command:
+                TenantCommand::Create {
+                    name,
+                    weight,
+                    max_running_tasks,
+                    credit_minor,
+                    storage,
+                },
+        } => {
+            let orch = open_orchestrator(&storage).await?;
+            let id =
+                api::seed::tenant(&orch, &name, weight, max_running_tasks, credit_minor).await?;
+            println!("tenant_id = \"{id}\"");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Render {
+            command:
+                RenderCommand::Submit {
+                    tenant,
+                    scene,
+                    renderer,
+                    first_frame,
+                    last_frame,
+                    chunk_size,
+                    priority,
+                    storage,
+                },
+        } => {
+            let orch = open_orchestrator(&storage).await?;
+            let blobs = BlobStore::open(&storage.data_dir.join("blobs"), 512 * 1024 * 1024).await?;
+            let bytes = std::fs::read(&scene)?;
+            let name = scene
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("scene")
+                .to_owned();
+            let tenant = domain::TenantId::new(tenant)?;
+            let file = api::seed::scene(&orch, &blobs, tenant, &name, &bytes).await?;
+            let render = api::seed::Render {
+                renderer,
+                frames: (first_frame, last_frame),
+                chunk_size,
+                priority,
+                ..api::seed::Render::default()
+            };
+            let job = api::seed::submit(&orch, tenant, file, &render).await?;
+            println!("job_id = \"{job}\"");
             Ok(ExitCode::SUCCESS)
         }
         Command::Agent(args) => {
@@ -207,6 +319,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn open_orchestrator(storage: &StorageConfig) -> anyhow::Result<orchestrator::Orchestrator> {
+    let store = storage.open_store().await?;
+    Ok(orchestrator::Orchestrator::open(
+        store,
+        std::sync::Arc::new(eventstore::SystemClock),
+        orchestrator::Config::default(),
+    )
+    .await?)
 }
 
 async fn shutdown_signal() {
