@@ -2,7 +2,7 @@
 //! request signed (see [`crate::node_auth`]).
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use contracts::node_signing;
@@ -117,20 +117,31 @@ pub async fn heartbeat(
 /// The longest a claim may wait for work.
 pub const MAX_CLAIM_WAIT_SECONDS: u64 = 30;
 
-#[derive(Debug, Deserialize)]
-pub struct ClaimQuery {
-    wait_seconds: Option<u64>,
+/// A non-negative integer query parameter; absent is `None`, malformed is
+/// the contract's 400 (parsed after authentication, never a bare rejection).
+fn query_u64(raw: &Option<String>, name: &str) -> Result<Option<u64>, ApiError> {
+    let Some(raw) = raw else { return Ok(None) };
+    for pair in raw.split('&') {
+        if let Some(value) = pair.strip_prefix(name).and_then(|r| r.strip_prefix('=')) {
+            return value.parse().map(Some).map_err(|_| ApiError::BadRequest {
+                code: "invalid_query",
+                message: format!("{name} must be a non-negative integer"),
+                details: json!({ "parameter": name }),
+            });
+        }
+    }
+    Ok(None)
 }
 
 /// `POST /v1/agent/claim?wait_seconds=N`: a lease on the best task for this
 /// node, signed with the node's secret, or 204 when none came within the wait.
 pub async fn claim(
     State(state): State<AppState>,
-    Query(query): Query<ClaimQuery>,
+    RawQuery(query): RawQuery,
     node: SignedNode,
 ) -> Result<Response, ApiError> {
     let node_id = node_id_of(&node)?;
-    let wait = query.wait_seconds.unwrap_or(0);
+    let wait = query_u64(&query, "wait_seconds")?.unwrap_or(0);
     if wait > MAX_CLAIM_WAIT_SECONDS {
         return Err(ApiError::BadRequest {
             code: "invalid_wait",
@@ -242,11 +253,6 @@ pub async fn release(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
-pub struct OutputQuery {
-    lease_epoch: u32,
-}
-
 /// The PNG signature every uploaded frame must start with.
 const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
 
@@ -255,14 +261,22 @@ const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
 /// holds the lease.
 pub async fn upload_output(
     State(state): State<AppState>,
-    Path((task_id, frame)): Path<(String, u32)>,
-    Query(query): Query<OutputQuery>,
+    Path((task_id, frame)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
     node: SignedNode,
 ) -> Result<Response, ApiError> {
+    let frame: u32 = frame.parse().map_err(|_| ApiError::NotFound)?;
+    let lease_epoch = query_u64(&query, "lease_epoch")?
+        .and_then(|e| u32::try_from(e).ok())
+        .ok_or_else(|| ApiError::BadRequest {
+            code: "invalid_query",
+            message: "lease_epoch is required".into(),
+            details: json!({ "parameter": "lease_epoch" }),
+        })?;
     let lease = LeaseRef {
         task_id: task_id_of(&task_id)?,
         node_id: node_id_of(&node)?,
-        lease_epoch: query.lease_epoch,
+        lease_epoch,
     };
     if !node.body.starts_with(PNG_MAGIC) {
         return Err(ApiError::BadRequest {
