@@ -89,6 +89,10 @@ pub struct Render {
     pub priority: u8,
     /// Retries per task.
     pub max_retries: u32,
+    /// Output width and height, where the renderer takes them.
+    pub resolution: Option<(u32, u32)>,
+    /// Samples per pixel, where the renderer takes them.
+    pub samples: Option<u32>,
 }
 
 impl Default for Render {
@@ -99,6 +103,8 @@ impl Default for Render {
             chunk_size: 2,
             priority: 50,
             max_retries: 3,
+            resolution: None,
+            samples: None,
         }
     }
 }
@@ -119,8 +125,11 @@ pub async fn submit(
         renderer: Identifier::parse(render.renderer.clone())?,
         frames: FrameRange::new(render.frames.0, render.frames.1)?,
         chunk_size: ChunkSize::new(render.chunk_size)?,
-        resolution: None,
-        samples: None,
+        resolution: render
+            .resolution
+            .map(|(w, h)| domain::render_job::Resolution::new(w, h))
+            .transpose()?,
+        samples: render.samples,
         priority: Priority::new(render.priority)?,
         requirements: Requirements::default(),
         max_retries: render.max_retries,
