@@ -562,6 +562,16 @@ pub enum RenderJobCommand {
         /// Now.
         at: DateTime<Utc>,
     },
+    /// Fail the job because no node can run it any more (orchestrator:
+    /// every capable node is blocklisted for it).
+    GiveUp {
+        /// The task that cannot be placed.
+        task_id: TaskId,
+        /// Why, for people.
+        error: Note,
+        /// Now.
+        at: DateTime<Utc>,
+    },
     /// Retry every failed task (client).
     RetryFailedTasks {
         /// Now.
@@ -1098,6 +1108,22 @@ impl Aggregate for RenderJob {
                         tenant_id,
                         task_id,
                         retried_at: at,
+                    }
+                    .into(),
+                ])
+            }
+            C::GiveUp { task_id, error, at } => {
+                if !matches!(self.status, JobStatus::Active | JobStatus::Paused) {
+                    return Err(self.refuse_job("give_up"));
+                }
+                self.find_task(task_id)?;
+                Ok(vec![
+                    JobFailed {
+                        job_id,
+                        tenant_id,
+                        task_id,
+                        error,
+                        failed_at: at,
                     }
                     .into(),
                 ])

@@ -978,6 +978,19 @@ impl Orchestrator {
             };
             self.node_command(&mut st, lease.node_id, command, system())
                 .await?;
+            if !any_capable_node(&st, job_id) {
+                drop(st);
+                let error =
+                    Note::parse("no capable node remains: every one is blocklisted for this job")
+                        .map_err(DomainError::from)?;
+                let task_id = lease.task_id;
+                self.job_command(job_id, system(), |at| RenderJobCommand::GiveUp {
+                    task_id,
+                    error: error.clone(),
+                    at,
+                })
+                .await?;
+            }
         }
         Ok(())
     }
@@ -1138,6 +1151,21 @@ pub struct FileOutput {
 fn render_seconds(from: DateTime<Utc>, to: DateTime<Utc>) -> u64 {
     let ms = (to - from).num_milliseconds().max(0) as u64;
     ms.div_ceil(1000).max(1)
+}
+
+/// Whether some registered, enabled node meets the job's requirements and
+/// is not blocklisted for it.
+fn any_capable_node(st: &State, job_id: JobId) -> bool {
+    let Some(job) = st.jobs.get(&job_id).and_then(|j| j.job.submission()) else {
+        return false;
+    };
+    st.nodes.values().any(|(node, _)| {
+        node.registration().is_some()
+            && !node.is_deregistered()
+            && node.availability() != domain::node::Availability::Disabled
+            && !node.is_blocklisted(job_id)
+            && node.capabilities().is_some_and(|c| meets(c, job))
+    })
 }
 
 /// The best queued task for a node: among the jobs whose requirements it

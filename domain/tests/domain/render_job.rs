@@ -761,3 +761,77 @@ fn retrying_a_job_that_failed_while_paused_leaves_it_paused() {
     assert_eq!(job.status(), JobStatus::Paused);
     assert!(!job.accepts_assignments());
 }
+
+#[test]
+fn a_new_lease_reports_every_frame_again() {
+    let first: RenderJobEvent = TaskProgressed {
+        job_id: job_id(),
+        tenant_id: tenant_id(),
+        task_id: task_id(0),
+        node_id: node_id(1),
+        lease_epoch: 1,
+        frame: 1,
+        output_file_id: None,
+        frames_done: 1,
+        frames_total: 4,
+        finished_at: t(12),
+    }
+    .into();
+    let history = with(
+        submitted(),
+        [
+            assigned(0, 1, 1),
+            first,
+            requeued(0, 1, 1, RequeueReason::NodeOffline),
+            assigned(0, 2, 2),
+        ],
+    );
+    let again: RenderJobEvent = TaskProgressed {
+        job_id: job_id(),
+        tenant_id: tenant_id(),
+        task_id: task_id(0),
+        node_id: node_id(2),
+        lease_epoch: 2,
+        frame: 1,
+        output_file_id: None,
+        frames_done: 1,
+        frames_total: 4,
+        finished_at: t(20),
+    }
+    .into();
+    given::<RenderJob>(history)
+        .when(RenderJobCommand::ReportFrame {
+            lease: lease(0, 2, 2),
+            frame: 1,
+            output_file_id: None,
+            at: t(20),
+        })
+        .then([again]);
+}
+
+#[test]
+fn giving_up_fails_an_active_job_and_nothing_else() {
+    let note = Note::parse("no capable node left").unwrap();
+    let expected: RenderJobEvent = JobFailed {
+        job_id: job_id(),
+        tenant_id: tenant_id(),
+        task_id: task_id(0),
+        error: note.clone(),
+        failed_at: t(30),
+    }
+    .into();
+    given::<RenderJob>(submitted())
+        .when(RenderJobCommand::GiveUp {
+            task_id: task_id(0),
+            error: note.clone(),
+            at: t(30),
+        })
+        .then([expected]);
+    given::<RenderJob>(with(submitted(), [cancelled()]))
+        .when(RenderJobCommand::GiveUp {
+            task_id: task_id(0),
+            error: note,
+            at: t(30),
+        })
+        .then_err_matches(|e| matches!(e, DomainError::JobCancelled { .. }));
+}

@@ -206,6 +206,7 @@ async fn a_node_failing_a_job_repeatedly_is_blocklisted_for_it_and_the_job_fails
         .render_with(tenant, 1, 1, 50, Requirements::default(), 2)
         .await;
     let flaky = farm.node().await;
+    let other = farm.node().await;
     let error = Note::parse("Error: out of memory").unwrap();
     for _ in 0..2 {
         let a = farm.claim(flaky).await.expect("retried");
@@ -221,7 +222,6 @@ async fn a_node_failing_a_job_repeatedly_is_blocklisted_for_it_and_the_job_fails
     assert_eq!(blocked.len(), 1);
     assert_eq!(blocked[0].payload["job_id"], job.to_string());
     // Another node takes it and fails it a third time: out of retries.
-    let other = farm.node().await;
     let a = farm.claim(other).await.expect("another node may take it");
     farm.orch.fail(lease(other, &a), error).await.unwrap();
     let events = log(&db.store).await;
@@ -294,5 +294,37 @@ async fn a_restarted_orchestrator_rebuilds_its_view_from_the_log() {
     assert_ne!(b.task_id, a.task_id);
     again.orch.complete(lease(node, &b)).await.unwrap();
     assert!(again.orch.is_finished(job).await);
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_job_fails_when_every_capable_node_is_blocklisted_for_it() {
+    let (farm, db) = farm().await;
+    let tenant = farm.tenant(1, 10, 1_000).await;
+    let job = farm
+        .render_with(tenant, 1, 1, 50, Requirements::default(), 10)
+        .await;
+    let only = farm.node().await;
+    let error = Note::parse("Error: segfault").unwrap();
+    for _ in 0..2 {
+        let a = farm.claim(only).await.expect("retried");
+        farm.orch
+            .fail(lease(only, &a), error.clone())
+            .await
+            .unwrap();
+    }
+    assert!(
+        farm.orch.is_finished(job).await,
+        "no node can run it any more"
+    );
+    let events = log(&db.store).await;
+    let failed = of(&events, "render.job.failed.v1");
+    assert_eq!(failed.len(), 1);
+    assert!(
+        failed[0].payload["error"]
+            .as_str()
+            .unwrap()
+            .contains("no capable node")
+    );
     db.cleanup().await;
 }
