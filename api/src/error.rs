@@ -69,6 +69,7 @@ impl From<orchestrator::OrchestratorError> for ApiError {
                 details: json!({}),
             },
             O::Contention => Self::Conflict("too many concurrent changes; retry".into()),
+            O::Storage(message) => Self::Internal(anyhow::anyhow!(message)),
         }
     }
 }

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod batch;
 mod state;
 
 use std::collections::BTreeMap;
@@ -11,9 +12,9 @@ use domain::file::{FileEvent, OutputStored};
 use domain::node::{Capabilities, OfflineReason};
 use domain::render_job::{JobStatus, RenderJobEvent, RequeueReason};
 use domain::{
-    Aggregate, AmountMinor, DomainError, DomainEvent, FileCommand, FileId, JobId, LeaseRef,
-    NodeCommand, NodeEvent, NodeId, Note, RenderJob, RenderJobCommand, SubmitJob, TaskId,
-    TenantCommand, TenantEvent, TenantId,
+    Aggregate, DomainError, DomainEvent, FileCommand, FileId, JobId, LeaseRef, NodeCommand,
+    NodeEvent, NodeId, Note, RenderJob, RenderJobCommand, SubmitJob, TaskId, TenantCommand,
+    TenantEvent, TenantId,
 };
 use eventstore::{
     Actor, AnyStore, AppendRequest, Clock, EventMetadata, EventStore, ExpectedVersion, NewEvent,
@@ -82,6 +83,9 @@ pub enum OrchestratorError {
     /// Other writers kept changing the stream; the caller may retry.
     #[error("the stream kept changing under concurrent writers")]
     Contention,
+    /// The store failed during a group commit.
+    #[error("storage failed: {0}")]
+    Storage(String),
 }
 
 /// Frames of an assignment, as on the wire.
@@ -162,6 +166,8 @@ struct Inner {
     state: Mutex<State>,
     /// Bumped whenever work may have become available.
     work: watch::Sender<u64>,
+    /// Claims and completions waiting for the next group commit.
+    pending: std::sync::Mutex<Vec<batch::Op>>,
 }
 
 /// The scheduler. Cheap to clone; every clone shares one view.
@@ -225,6 +231,7 @@ impl Orchestrator {
                 config,
                 state: Mutex::new(state),
                 work: watch::channel(0).0,
+                pending: std::sync::Mutex::new(Vec::new()),
             }),
         };
         this.catch_up().await?;
@@ -745,28 +752,16 @@ impl Orchestrator {
     /// Leases the best task for this node, if any (see the crate docs for
     /// the order). `None` when nothing fits now.
     pub async fn claim(&self, node_id: NodeId) -> Result<Option<Assignment>, OrchestratorError> {
-        for _ in 0..MAX_ATTEMPTS {
+        {
             let mut st = self.inner.state.lock().await;
             self.touch(&mut st, node_id).await?;
-            let Some((node, _)) = st.nodes.get(&node_id) else {
-                return Err(OrchestratorError::UnknownNode);
-            };
-            if !node.can_accept_work() {
-                return Ok(None);
-            }
-            let Some((job_id, task_id)) = pick(&st, node_id) else {
-                return Ok(None);
-            };
-            let now = self.now();
-            let events = st.jobs[&job_id].job.decide(RenderJobCommand::Assign {
-                task_id,
-                node_id,
-                at: now,
-            })?;
-            match self.commit_job(&mut st, job_id, &events, system()).await {
-                Ok(()) => return Ok(Some(assignment(&st, job_id, task_id)?)),
+        }
+        for _ in 0..MAX_ATTEMPTS {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            self.submit_op(batch::Op::Claim { node_id, reply }).await;
+            match answer.await.map_err(|_| OrchestratorError::Contention)? {
                 Err(OrchestratorError::Contention) => continue,
-                Err(e) => return Err(e),
+                other => return other,
             }
         }
         Err(OrchestratorError::Contention)
@@ -889,54 +884,24 @@ impl Orchestrator {
     /// lease) and the tenant is charged the lease's render time at the
     /// node class's price.
     pub async fn complete(&self, lease: LeaseRef) -> Result<(), OrchestratorError> {
-        let (started, node_class) = {
-            let st = self.inner.state.lock().await;
-            let live = self.current_lease(&st, lease)?;
-            let class = st
-                .nodes
-                .get(&lease.node_id)
-                .and_then(|n| n.0.capabilities())
-                .map(|c| c.node_class.to_string())
-                .unwrap_or_default();
-            (live.assigned_at, class)
-        };
-        let seconds = render_seconds(started, self.now());
-        let (job_id, events) = self
-            .lease_command(lease, |at| RenderJobCommand::Complete {
-                lease,
-                render_seconds: seconds,
-                at,
-            })
-            .await?;
-        let tenant_id = self.tenant_of(job_id).await?;
-        let price = self.inner.config.price_of(&node_class);
-        let amount = price.saturating_mul(i64::try_from(seconds).unwrap_or(i64::MAX));
-        if amount > 0 {
-            let amount = AmountMinor::new(amount).map_err(DomainError::from)?;
-            self.tenant_command(
-                tenant_id,
-                TenantCommand::ChargeCredit {
-                    job_id,
-                    task_id: lease.task_id,
-                    render_seconds: seconds,
-                    amount,
-                    cap_at_balance: true,
-                    at: self.now(),
-                },
-            )
-            .await?;
+        {
+            let mut st = self.inner.state.lock().await;
+            self.renew(&mut st, lease);
         }
-        drop(events);
-        Ok(())
-    }
-
-    async fn tenant_of(&self, job_id: JobId) -> Result<TenantId, OrchestratorError> {
-        let st = self.inner.state.lock().await;
-        st.jobs
-            .get(&job_id)
-            .and_then(|j| j.job.submission())
-            .map(|s| s.tenant_id)
-            .ok_or(OrchestratorError::NotFound("job"))
+        for _ in 0..MAX_ATTEMPTS {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            self.submit_op(batch::Op::Complete { lease, reply }).await;
+            match answer.await.map_err(|_| OrchestratorError::Contention)? {
+                Err(OrchestratorError::Contention) => continue,
+                Err(e) => return Err(e),
+                Ok(None) => return Ok(()),
+                Ok(Some((tenant_id, charge))) => {
+                    // The completion stands; its charge is recorded on its own.
+                    return self.tenant_command(tenant_id, charge).await;
+                }
+            }
+        }
+        Err(OrchestratorError::Contention)
     }
 
     /// The node failed the task: it is retried or the job fails; a node

@@ -100,6 +100,43 @@ impl State {
         }
     }
 
+    /// Drops what the view holds of a stream (before reloading it from the
+    /// store after a refused append).
+    pub fn forget(&mut self, stream_type: &str, stream_id: Uuid) {
+        match stream_type {
+            "render_job" => {
+                let Ok(job_id) = JobId::new(stream_id) else {
+                    return;
+                };
+                let ended: Vec<TaskId> = self
+                    .leases
+                    .iter()
+                    .filter(|(_, l)| l.job_id == job_id)
+                    .map(|(t, _)| *t)
+                    .collect();
+                for task_id in ended {
+                    if let Some(lease) = self.leases.remove(&task_id)
+                        && let Some(n) = self.running.get_mut(&lease.tenant_id)
+                    {
+                        *n = n.saturating_sub(1);
+                    }
+                }
+                self.jobs.remove(&job_id);
+            }
+            "tenant" => {
+                if let Ok(id) = TenantId::new(stream_id) {
+                    self.tenants.remove(&id);
+                }
+            }
+            "node" => {
+                if let Ok(id) = NodeId::new(stream_id) {
+                    self.nodes.remove(&id);
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Applies one stored event if it is the next of its stream. Returns
     /// `Err(())` when the view is behind that stream by more than one event
     /// (the caller reloads the stream), `Ok(None)` when the event was

@@ -1,0 +1,184 @@
+//! Scheduler throughput: simulated nodes claiming from queued single-frame
+//! tasks and completing each (claim → complete, every lease and completion
+//! an event, every completion charged), in process, against PostgreSQL and
+//! SQLite. Reports leases per second and claim latency p50/p99.
+//!
+//! `cargo bench -p benches --bench leases`. Sizes: `FLATRENDER_BENCH_NODES`
+//! (default 1,000), `FLATRENDER_BENCH_RENDERS` (100), `FLATRENDER_BENCH_FRAMES`
+//! (frames per render, 1,000), `FLATRENDER_BENCH_TENANTS` (10);
+//! `FLATRENDER_BENCH_BACKEND=postgres|sqlite` runs one backend. Under
+//! `cargo test` it runs 20 nodes on 4 renders of 25 frames.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use domain::node::{Capabilities, RendererInfo};
+use domain::{Identifier, Label, LeaseRef, NodeId, SecretKeyId, TaskId};
+use eventstore::{AnyStore, SqliteStore, SystemClock};
+use orchestrator::{Config, Orchestrator};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    nodes: usize,
+    renders: usize,
+    frames: u32,
+    tenants: usize,
+}
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn capabilities() -> Capabilities {
+    Capabilities {
+        cores: 16,
+        memory_bytes: 64 << 30,
+        gpus: vec![],
+        renderers: vec![RendererInfo {
+            name: Identifier::parse("builtin").expect("id"),
+            version: Identifier::parse("1").expect("id"),
+        }],
+        tags: vec![],
+        node_class: Identifier::parse("standard").expect("id"),
+    }
+}
+
+/// Sets up tenants, renders and online nodes (not timed).
+async fn setup(orch: &Orchestrator, store: &AnyStore, sizes: Sizes) -> Vec<NodeId> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blobs = api::files::BlobStore::open(dir.path(), 1 << 20)
+        .await
+        .expect("blobs");
+    let mut tenants = Vec::new();
+    for t in 0..sizes.tenants {
+        let tenant = api::seed::tenant(orch, &format!("tenant {t}"), 1, 1_000_000, 1 << 40)
+            .await
+            .expect("tenant");
+        let scene = api::seed::scene(orch, &blobs, tenant, "scene.json", b"{}")
+            .await
+            .expect("scene");
+        tenants.push((tenant, scene));
+    }
+    for r in 0..sizes.renders {
+        let (tenant, scene) = tenants[r % tenants.len()];
+        let render = api::seed::Render {
+            frames: (1, sizes.frames),
+            chunk_size: 1,
+            ..Default::default()
+        };
+        api::seed::submit(orch, tenant, scene, &render)
+            .await
+            .expect("submit");
+    }
+    let mut nodes = Vec::new();
+    for n in 0..sizes.nodes {
+        let node = NodeId::new(Uuid::new_v4()).expect("id");
+        orch.register_node(
+            node,
+            Label::parse(format!("node-{n}")).expect("label"),
+            capabilities(),
+            SecretKeyId::new(Uuid::new_v4()).expect("id"),
+        )
+        .await
+        .expect("register");
+        orch.heartbeat(node, &[]).await.expect("online");
+        nodes.push(node);
+    }
+    let _ = store;
+    nodes
+}
+
+async fn run(backend: &str, store: AnyStore, sizes: Sizes) {
+    let config = Config {
+        // Nothing expires during the run.
+        lease_ttl: chrono::Duration::hours(1),
+        offline_after: chrono::Duration::hours(1),
+        ..Config::default()
+    };
+    let orch = Orchestrator::open(store.clone(), Arc::new(SystemClock), config)
+        .await
+        .expect("orchestrator");
+    let nodes = setup(&orch, &store, sizes).await;
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for node in nodes {
+        let orch = orch.clone();
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let t = Instant::now();
+                let claimed = orch.claim(node).await.expect("claim");
+                latencies.push(t.elapsed());
+                let Some(a) = claimed else {
+                    return latencies;
+                };
+                let lease = LeaseRef {
+                    task_id: TaskId::new(a.task_id).expect("id"),
+                    node_id: node,
+                    lease_epoch: a.lease_epoch,
+                };
+                orch.complete(lease).await.expect("complete");
+            }
+        }));
+    }
+    let mut latencies: Vec<Duration> = Vec::new();
+    for w in workers {
+        latencies.extend(w.await.expect("worker"));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let leases = sizes.renders * sizes.frames as usize;
+    latencies.sort();
+    let pct = |p: f64| {
+        let i = ((latencies.len() as f64 * p) as usize).min(latencies.len() - 1);
+        latencies[i].as_secs_f64() * 1000.0
+    };
+    println!(
+        "| {backend:<8} | {:>5} | {:>7} | {:>8.1} | {:>9.0} | {:>8.2} | {:>8.2} |",
+        sizes.nodes,
+        leases,
+        elapsed,
+        leases as f64 / elapsed,
+        pct(0.50),
+        pct(0.99)
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let sizes = if full {
+        Sizes {
+            nodes: env_or("FLATRENDER_BENCH_NODES", 1_000),
+            renders: env_or("FLATRENDER_BENCH_RENDERS", 100),
+            frames: env_or("FLATRENDER_BENCH_FRAMES", 1_000) as u32,
+            tenants: env_or("FLATRENDER_BENCH_TENANTS", 10),
+        }
+    } else {
+        Sizes {
+            nodes: 20,
+            renders: 4,
+            frames: 25,
+            tenants: 2,
+        }
+    };
+    let only = std::env::var("FLATRENDER_BENCH_BACKEND").unwrap_or_default();
+    println!("FlatRender scheduler benchmark: claim → complete of every task ({sizes:?})");
+    println!("| backend  | nodes | leases  | seconds  | leases/s  | p50 ms   | p99 ms   |");
+    println!("|----------|-------|---------|----------|-----------|----------|----------|");
+    if only.is_empty() || only == "postgres" {
+        let db = benches::FreshPg::create(16).await;
+        run("postgres", AnyStore::Postgres(db.store.clone()), sizes).await;
+        db.drop_now().await;
+    }
+    if only.is_empty() || only == "sqlite" {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("events.sqlite"))
+            .await
+            .expect("sqlite");
+        run("sqlite", AnyStore::Sqlite(store), sizes).await;
+    }
+}
