@@ -288,43 +288,29 @@ impl State {
     }
 
     pub fn apply_file(&mut self, event: &FileEvent, version: u64) {
-        match event {
-            FileEvent::Uploaded(e) => {
-                self.files.insert(
-                    e.file_id,
-                    (
-                        SceneFile {
-                            tenant_id: e.tenant_id,
-                            sha256: e.sha256.as_str().to_owned(),
-                            size_bytes: e.size_bytes,
-                            input: true,
-                        },
-                        version,
-                    ),
-                );
-            }
+        // Uploads are inputs a job may name; outputs are remembered for
+        // their version only.
+        let (file_id, file) = match event {
+            FileEvent::Uploaded(e) => (e.file_id, (e.tenant_id, &e.sha256, e.size_bytes, true)),
             FileEvent::OutputStored(e) => {
-                // Outputs are not inputs; remember the version only.
-                self.files.insert(
-                    e.file_id,
-                    (
-                        SceneFile {
-                            tenant_id: e.tenant_id,
-                            sha256: e.sha256.as_str().to_owned(),
-                            size_bytes: e.size_bytes,
-                            input: false,
-                        },
-                        version,
-                    ),
-                );
+                (e.file_id, (e.tenant_id, &e.sha256, e.size_bytes, false))
             }
             FileEvent::Deleted(e) => {
                 if let Some(f) = self.files.get_mut(&e.file_id) {
                     f.0.input = false;
                     f.1 = version;
                 }
+                return;
             }
-        }
+        };
+        let (tenant_id, sha256, size_bytes, input) = file;
+        let scene = SceneFile {
+            tenant_id,
+            sha256: sha256.as_str().to_owned(),
+            size_bytes,
+            input,
+        };
+        self.files.insert(file_id, (scene, version));
     }
 }
 
