@@ -6,7 +6,11 @@
 //! `cargo bench -p benches --bench leases`. Sizes: `FLATRENDER_BENCH_NODES`
 //! (default 1,000), `FLATRENDER_BENCH_RENDERS` (100), `FLATRENDER_BENCH_FRAMES`
 //! (frames per render, 1,000), `FLATRENDER_BENCH_TENANTS` (10);
-//! `FLATRENDER_BENCH_BACKEND=postgres|sqlite` runs one backend. Under
+//! `FLATRENDER_BENCH_BACKEND=postgres|sqlite` runs one backend;
+//! `FLATRENDER_BENCH_RENDER_MS` (default 0) makes each node "render" that
+//! long between claim and complete (0: every node claims again at once, the
+//! throughput ceiling; with render time, claim latency under an offered load
+//! of nodes ÷ render time). Under
 //! `cargo test` it runs 20 nodes on 4 renders of 25 frames.
 
 use std::sync::Arc;
@@ -24,6 +28,8 @@ struct Sizes {
     renders: usize,
     frames: u32,
     tenants: usize,
+    /// Simulated render time between claim and complete.
+    render_ms: u64,
 }
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -121,6 +127,9 @@ async fn run(backend: &str, store: AnyStore, sizes: Sizes) {
                     node_id: node,
                     lease_epoch: a.lease_epoch,
                 };
+                if sizes.render_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(sizes.render_ms)).await;
+                }
                 orch.complete(lease).await.expect("complete");
             }
         }));
@@ -137,8 +146,9 @@ async fn run(backend: &str, store: AnyStore, sizes: Sizes) {
         latencies[i].as_secs_f64() * 1000.0
     };
     println!(
-        "| {backend:<8} | {:>5} | {:>7} | {:>8.1} | {:>9.0} | {:>8.2} | {:>8.2} |",
+        "| {backend:<8} | {:>5} | {:>6} | {:>7} | {:>8.1} | {:>9.0} | {:>8.2} | {:>8.2} |",
         sizes.nodes,
+        sizes.render_ms,
         leases,
         elapsed,
         leases as f64 / elapsed,
@@ -156,6 +166,7 @@ async fn main() {
             renders: env_or("FLATRENDER_BENCH_RENDERS", 100),
             frames: env_or("FLATRENDER_BENCH_FRAMES", 1_000) as u32,
             tenants: env_or("FLATRENDER_BENCH_TENANTS", 10),
+            render_ms: env_or("FLATRENDER_BENCH_RENDER_MS", 0) as u64,
         }
     } else {
         Sizes {
@@ -163,12 +174,17 @@ async fn main() {
             renders: 4,
             frames: 25,
             tenants: 2,
+            render_ms: 0,
         }
     };
     let only = std::env::var("FLATRENDER_BENCH_BACKEND").unwrap_or_default();
     println!("FlatRender scheduler benchmark: claim → complete of every task ({sizes:?})");
-    println!("| backend  | nodes | leases  | seconds  | leases/s  | p50 ms   | p99 ms   |");
-    println!("|----------|-------|---------|----------|-----------|----------|----------|");
+    println!(
+        "| backend  | nodes | render | leases  | seconds  | leases/s  | p50 ms   | p99 ms   |"
+    );
+    println!(
+        "|----------|-------|--------|---------|----------|-----------|----------|----------|"
+    );
     if only.is_empty() || only == "postgres" {
         let db = benches::FreshPg::create(16).await;
         run("postgres", AnyStore::Postgres(db.store.clone()), sizes).await;

@@ -240,11 +240,28 @@ impl Orchestrator {
         let Some((node, _)) = st.nodes.get(&node_id) else {
             return Err(OrchestratorError::UnknownNode);
         };
+        // A claim is a sign of life; a node heard from again is online.
+        st.last_seen.insert(node_id, st.now);
+        let mut slots = Vec::new();
+        if node.connectivity() == domain::node::Connectivity::Offline && !node.is_deregistered() {
+            let events = node.decide(domain::NodeCommand::MarkOnline { at: st.now })?;
+            let actor = Actor::Node {
+                id: node_id.as_uuid(),
+            };
+            slots.push(batch.add(st, "node", node_id.as_uuid(), None, &events, actor));
+            for e in &events {
+                let v = st.nodes.get(&node_id).map_or(0, |n| n.1) + 1;
+                st.apply_node(e, v);
+            }
+        }
+        let Some((node, _)) = st.nodes.get(&node_id) else {
+            return Err(OrchestratorError::UnknownNode);
+        };
         if !node.can_accept_work() {
-            return Ok((Vec::new(), None));
+            return Ok((slots, None));
         }
         let Some((job_id, task_id)) = pick(st, node_id) else {
-            return Ok((Vec::new(), None));
+            return Ok((slots, None));
         };
         let entry = &st.jobs[&job_id];
         let tenant = entry.job.submission().map(|s| s.tenant_id.as_uuid());
@@ -274,6 +291,7 @@ impl Orchestrator {
         work: &mut bool,
     ) -> Result<(usize, Option<(usize, Charge)>), OrchestratorError> {
         let live = self.current_lease(st, lease)?;
+        st.last_seen.insert(lease.node_id, st.now);
         let node_class = st
             .nodes
             .get(&lease.node_id)

@@ -752,10 +752,6 @@ impl Orchestrator {
     /// Leases the best task for this node, if any (see the crate docs for
     /// the order). `None` when nothing fits now.
     pub async fn claim(&self, node_id: NodeId) -> Result<Option<Assignment>, OrchestratorError> {
-        {
-            let mut st = self.inner.state.lock().await;
-            self.touch(&mut st, node_id).await?;
-        }
         for _ in 0..MAX_ATTEMPTS {
             let (reply, answer) = tokio::sync::oneshot::channel();
             self.submit_op(batch::Op::Claim { node_id, reply }).await;
@@ -884,10 +880,6 @@ impl Orchestrator {
     /// lease) and the tenant is charged the lease's render time at the
     /// node class's price.
     pub async fn complete(&self, lease: LeaseRef) -> Result<(), OrchestratorError> {
-        {
-            let mut st = self.inner.state.lock().await;
-            self.renew(&mut st, lease);
-        }
         for _ in 0..MAX_ATTEMPTS {
             let (reply, answer) = tokio::sync::oneshot::channel();
             self.submit_op(batch::Op::Complete { lease, reply }).await;
