@@ -106,14 +106,11 @@ enum Reply {
 }
 
 impl Orchestrator {
-    /// Queues `op` and processes the queue if no one else is doing so.
-    pub(crate) async fn submit_op(&self, op: Op) {
-        lock(&self.inner.pending).push(op);
-        let mut st = self.inner.state.lock().await;
-        let ops = std::mem::take(&mut *lock(&self.inner.pending));
-        if !ops.is_empty() {
-            self.process(&mut st, ops).await;
-        }
+    /// Hands `op` to the committer; its answer comes on the op's channel.
+    pub(crate) fn submit_op(&self, op: Op) {
+        // If the committer is gone the op (and its reply channel) is
+        // dropped, which the caller sees as a closed channel.
+        let _ = self.inner.ops.send(op);
     }
 
     fn apply_job_events(&self, st: &mut State, events: &[RenderJobEvent]) -> bool {
@@ -354,6 +351,29 @@ impl Orchestrator {
     }
 }
 
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+/// The most operations one group commit takes.
+const MAX_BATCH: usize = 4096;
+
+/// The committer: takes every operation waiting, processes them as one
+/// batch under the scheduler's lock, and waits for the next. It ends when
+/// the last [`Orchestrator`] handle is dropped.
+pub(crate) async fn committer(
+    inner: std::sync::Weak<crate::Inner>,
+    mut ops: tokio::sync::mpsc::UnboundedReceiver<Op>,
+) {
+    while let Some(first) = ops.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match ops.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let orch = Orchestrator { inner };
+        let mut st = orch.inner.state.lock().await;
+        orch.process(&mut st, batch).await;
+    }
 }

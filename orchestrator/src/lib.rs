@@ -166,8 +166,8 @@ struct Inner {
     state: Mutex<State>,
     /// Bumped whenever work may have become available.
     work: watch::Sender<u64>,
-    /// Claims and completions waiting for the next group commit.
-    pending: std::sync::Mutex<Vec<batch::Op>>,
+    /// Claims and completions for the committer (see `batch`).
+    ops: tokio::sync::mpsc::UnboundedSender<batch::Op>,
 }
 
 /// The scheduler. Cheap to clone; every clone shares one view.
@@ -224,6 +224,7 @@ impl Orchestrator {
             now,
             ..State::default()
         };
+        let (ops, queued) = tokio::sync::mpsc::unbounded_channel();
         let this = Self {
             inner: Arc::new(Inner {
                 store,
@@ -231,9 +232,13 @@ impl Orchestrator {
                 config,
                 state: Mutex::new(state),
                 work: watch::channel(0).0,
-                pending: std::sync::Mutex::new(Vec::new()),
+                ops,
             }),
         };
+        eventstore::task::spawn_named(
+            "orchestrator-committer",
+            batch::committer(Arc::downgrade(&this.inner), queued),
+        );
         this.catch_up().await?;
         // Nodes online in the log get a full grace period from now.
         let mut st = this.inner.state.lock().await;
@@ -754,7 +759,7 @@ impl Orchestrator {
     pub async fn claim(&self, node_id: NodeId) -> Result<Option<Assignment>, OrchestratorError> {
         for _ in 0..MAX_ATTEMPTS {
             let (reply, answer) = tokio::sync::oneshot::channel();
-            self.submit_op(batch::Op::Claim { node_id, reply }).await;
+            self.submit_op(batch::Op::Claim { node_id, reply });
             match answer.await.map_err(|_| OrchestratorError::Contention)? {
                 Err(OrchestratorError::Contention) => continue,
                 other => return other,
@@ -882,7 +887,7 @@ impl Orchestrator {
     pub async fn complete(&self, lease: LeaseRef) -> Result<(), OrchestratorError> {
         for _ in 0..MAX_ATTEMPTS {
             let (reply, answer) = tokio::sync::oneshot::channel();
-            self.submit_op(batch::Op::Complete { lease, reply }).await;
+            self.submit_op(batch::Op::Complete { lease, reply });
             match answer.await.map_err(|_| OrchestratorError::Contention)? {
                 Err(OrchestratorError::Contention) => continue,
                 Err(e) => return Err(e),
