@@ -7,8 +7,8 @@
 //! (default 1,000), `FLATRENDER_BENCH_RENDERS` (100), `FLATRENDER_BENCH_FRAMES`
 //! (frames per render, 1,000), `FLATRENDER_BENCH_TENANTS` (10);
 //! `FLATRENDER_BENCH_BACKEND=postgres|sqlite` runs one backend;
-//! `FLATRENDER_BENCH_RENDER_MS` (default 0) makes each node "render" that
-//! long between claim and complete (0: every node claims again at once, the
+//! `FLATRENDER_BENCH_RENDER_MS` (default 0) makes each node "render" about
+//! that long (0.5–1.5 × it, varying) between claim and complete (0: every node claims again at once, the
 //! throughput ceiling; with render time, claim latency under an offered load
 //! of nodes ÷ render time). Under
 //! `cargo test` it runs 20 nodes on 4 renders of 25 frames.
@@ -115,6 +115,7 @@ async fn run(backend: &str, store: AnyStore, sizes: Sizes) {
         let orch = orch.clone();
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
+            let mut seed = node.as_uuid().as_u128() as u64;
             loop {
                 let t = Instant::now();
                 let claimed = orch.claim(node).await.expect("claim");
@@ -128,7 +129,14 @@ async fn run(backend: &str, store: AnyStore, sizes: Sizes) {
                     lease_epoch: a.lease_epoch,
                 };
                 if sizes.render_ms > 0 {
-                    tokio::time::sleep(Duration::from_millis(sizes.render_ms)).await;
+                    // Render times vary (0.5–1.5 × the mean), so nodes do not
+                    // claim in lockstep.
+                    seed = seed
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    let spread = (seed >> 33) % (sizes.render_ms + 1);
+                    let ms = sizes.render_ms / 2 + spread;
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
                 }
                 orch.complete(lease).await.expect("complete");
             }
