@@ -375,7 +375,8 @@ impl Agent {
                 return TaskEnd::Failed;
             }
         };
-        if let Err(e) = self.client.progress(lease, None, None).await {
+        let client = &self.client;
+        if let Err(e) = retrying(cancel, || client.progress(lease, None, None)).await {
             return self.lost(lease, e);
         }
         let output_dir = self
@@ -428,15 +429,18 @@ impl Agent {
                     return TaskEnd::Failed;
                 }
             };
-            let file_id = match self.client.upload_output(lease, frame, png).await {
+            let client = &self.client;
+            let uploaded =
+                retrying(cancel, || client.upload_output(lease, frame, png.clone())).await;
+            let file_id = match uploaded {
                 Ok(id) => id,
                 Err(e) => return self.lost(lease, e),
             };
-            if let Err(e) = self
-                .client
-                .progress(lease, Some(frame), Some(file_id))
-                .await
-            {
+            let reported = retrying(cancel, || {
+                client.progress(lease, Some(frame), Some(file_id))
+            })
+            .await;
+            if let Err(e) = reported {
                 return self.lost(lease, e);
             }
             frames += 1;
@@ -448,6 +452,27 @@ impl Agent {
     fn lost(&self, lease: LeaseRef, error: ClientError) -> TaskEnd {
         tracing::warn!(task_id = %lease.task_id, error = %error, "task abandoned");
         TaskEnd::Revoked
+    }
+}
+
+/// Calls `call` until it succeeds, is refused, or the orchestrator stayed
+/// unreachable for about 15 s (backing off with jitter); a revoked lease
+/// stops the retries.
+async fn retrying<T, F, Fut>(cancel: &CancelToken, call: F) -> Result<T, ClientError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match call().await {
+            Err(e) if Agent::retryable(&e) && attempt < 5 && !cancel.is_cancelled() => {
+                tracing::warn!(error = %e, "orchestrator unreachable; retrying");
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
     }
 }
 
