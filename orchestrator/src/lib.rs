@@ -975,10 +975,13 @@ impl Orchestrator {
                 .nodes
                 .iter()
                 .filter(|(_, (n, _))| n.connectivity() == domain::node::Connectivity::Online)
+                // Only nodes this instance has heard from (or found online at
+                // start) are judged here: a node talking to another instance
+                // is that instance's to judge.
                 .filter(|(id, _)| {
                     st.last_seen
                         .get(id)
-                        .is_none_or(|t| now - *t > offline_after)
+                        .is_some_and(|t| now - *t > offline_after)
                 })
                 .map(|(id, _)| *id)
                 .collect();
