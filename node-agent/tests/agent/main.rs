@@ -12,6 +12,14 @@ use serde_json::json;
 use uuid::Uuid;
 
 async fn server() -> (AppState, String, std::path::PathBuf) {
+    server_with(|router| router).await
+}
+
+/// A server whose router `wrap` may put a layer around (to simulate an
+/// orchestrator that is down for some requests).
+async fn server_with(
+    wrap: impl FnOnce(axum::Router) -> axum::Router,
+) -> (AppState, String, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("flatrender-agent-test-{}", Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let store = AnyStore::Sqlite(SqliteStore::open(&dir.join("events.sqlite")).await.unwrap());
@@ -26,7 +34,7 @@ async fn server() -> (AppState, String, std::path::PathBuf) {
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let app = api::router(state.clone());
+    let app = wrap(api::router(state.clone()));
     tokio::spawn(async move { axum::serve(listener, app).await });
     (state, url, dir)
 }
@@ -114,6 +122,96 @@ async fn an_enrolled_agent_registers_beats_and_downloads_over_http() {
             .count(),
         registered + 1,
         "registration and coming online only: {events:#?}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// While the orchestrator cannot take a completion (here: its first two
+/// attempts answer 503), the agent keeps the completion and delivers it
+/// later; the task completes once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_the_orchestrator_could_not_take_is_buffered_and_delivered() {
+    let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let gate = refused.clone();
+    let (state, url, dir) = server_with(move |router| {
+        router.layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let gate = gate.clone();
+                async move {
+                    use axum::response::IntoResponse;
+                    if request.uri().path().ends_with("/complete")
+                        && gate.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2
+                    {
+                        return axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+                    }
+                    next.run(request).await
+                }
+            },
+        ))
+    })
+    .await;
+    let enrolment = api::enroll::enrol(&state.store, "render-02", chrono::Utc::now())
+        .await
+        .unwrap();
+    let orch = &state.orchestrator;
+    let tenant = api::seed::tenant(orch, "Studio", 1, 10, 10_000)
+        .await
+        .unwrap();
+    let scene_bytes = node_agent::renderer::builtin::DEMO_SCENE.as_bytes();
+    let scene = api::seed::scene(orch, &state.blobs, tenant, "demo.json", scene_bytes)
+        .await
+        .unwrap();
+    let render = api::seed::Render {
+        frames: (1, 1),
+        chunk_size: 1,
+        ..Default::default()
+    };
+    let job = api::seed::submit(orch, tenant, scene, &render)
+        .await
+        .unwrap();
+    let client = AgentClient::new(
+        &url,
+        enrolment.node_id,
+        enrolment.key_id,
+        NodeSecret::from_hex(&enrolment.secret_hex).unwrap(),
+    );
+    let config = node_agent::config::NodeConfig::resolve(
+        node_agent::config::NodeArgs {
+            server_url: Some(url.clone()),
+            node_id: Some(enrolment.node_id),
+            key_id: Some(enrolment.key_id),
+            data_dir: Some(dir.join("node")),
+            ..Default::default()
+        },
+        Some(enrolment.secret_hex.clone()),
+    )
+    .unwrap();
+    let renderers = config.renderers();
+    let settings = node_agent::agent::AgentSettings {
+        data_dir: dir.join("node"),
+        capabilities: config.capabilities(&renderers),
+        heartbeat_every: std::time::Duration::from_secs(1),
+        claim_wait_seconds: 1,
+        max_tasks: Some(1),
+    };
+    let summary = node_agent::agent::Agent::new(client, renderers, settings)
+        .run(std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!(summary.completed, 1);
+    assert_eq!(summary.frames, 1);
+    assert!(
+        refused.load(std::sync::atomic::Ordering::SeqCst) >= 3,
+        "two refusals, then delivered"
+    );
+    assert!(orch.is_finished(job).await);
+    let events = state.store.read_all(0, 1000).await.unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.routing_key == "render.task.completed.v1")
+            .count(),
+        1
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
