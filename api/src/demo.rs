@@ -226,7 +226,8 @@ pub async fn run(config: DemoConfig, agent_exe: &Path) -> anyhow::Result<DemoSum
         }
     }
     for bar in node_bars.values() {
-        bar.finish();
+        // `abandon` keeps each node's count where it is (`finish` would fill it).
+        bar.abandon();
     }
 
     // Stop the agents gracefully, then the server.
@@ -241,7 +242,8 @@ pub async fn run(config: DemoConfig, agent_exe: &Path) -> anyhow::Result<DemoSum
     server.abort();
 
     // The charges of the last completions may still be on their way.
-    for event in log.next_batch().await.unwrap_or_default() {
+    let rest = tokio::time::timeout(Duration::from_secs(1), log.next_batch()).await;
+    for event in rest.ok().and_then(Result::ok).unwrap_or_default() {
         if event.routing_key == "tenant.credit_charged.v1" {
             charged_seconds += event.payload["render_seconds"].as_u64().unwrap_or(0);
             charged_minor += event.payload["amount_minor"].as_i64().unwrap_or(0);
