@@ -20,6 +20,15 @@ pub(crate) struct Head {
     pub tenant_id: Option<Uuid>,
 }
 
+impl Head {
+    /// The version and hash an append builds on, if the head belongs to the
+    /// request's stream type and tenant.
+    pub fn base_for(&self, request: &crate::event::AppendRequest) -> Option<(u64, [u8; 32])> {
+        (self.stream_type == request.stream_type && self.tenant_id == request.tenant_id)
+            .then_some((self.version, self.hash))
+    }
+}
+
 /// A bounded map of stream heads.
 #[derive(Debug)]
 pub(crate) struct Heads {
@@ -57,6 +66,17 @@ impl Heads {
                 map.insert(stream_id, head);
             }
         }
+    }
+
+    /// Records a stored event as a head of its stream.
+    pub fn remember_event(&self, event: &crate::event::RecordedEvent) {
+        let head = Head {
+            version: event.stream_version,
+            hash: event.hash,
+            stream_type: event.stream_type.clone(),
+            tenant_id: event.tenant_id,
+        };
+        self.remember(event.stream_id, head);
     }
 
     /// Forgets a stream whose head turned out to be stale.

@@ -22,9 +22,9 @@ use uuid::Uuid;
 use crate::clock::{Clock, SystemClock};
 use crate::error::StoreError;
 use crate::event::{AppendRequest, AppendResult, ExpectedVersion, RecordedEvent};
-use crate::hashing::{GENESIS, chain};
+use crate::hashing::GENESIS;
 use crate::heads::{Head, Heads};
-use crate::store::{self, EventStore};
+use crate::store::{self, EventStore, Rows};
 
 /// How often an append at any version retries after losing a race.
 const ANY_VERSION_ATTEMPTS: u32 = 100;
@@ -101,81 +101,34 @@ SELECT pg_current_xact_id()::text::bigint * 65536 + u.i - 1, u.event_id, u.strea
                             schema_version, tenant_id, payload, metadata, prev, hash, i)
 RETURNING global_position";
 
-/// The rows of one [`APPEND_ON_HEAD_SQL`] statement.
-#[derive(Debug, Default)]
-struct Rows {
-    event_ids: Vec<Uuid>,
-    stream_ids: Vec<Uuid>,
-    stream_types: Vec<String>,
-    versions: Vec<i64>,
-    event_types: Vec<String>,
-    routing_keys: Vec<String>,
-    schema_versions: Vec<i32>,
-    tenant_ids: Vec<Option<Uuid>>,
-    payloads: Vec<String>,
-    metadata: Vec<String>,
-    prevs: Vec<Vec<u8>>,
-    hashes: Vec<Vec<u8>>,
-}
-
-impl Rows {
-    /// Adds one request's events on top of `base`/`prev`; returns the last hash.
-    fn push(
-        &mut self,
-        request: &AppendRequest,
-        prepared: &store::Prepared,
-        base: u64,
-        mut prev: [u8; 32],
-    ) -> [u8; 32] {
-        for (i, event) in request.events.iter().enumerate() {
-            let version = base + 1 + i as u64;
-            let hash = chain(&prev, version, &prepared.digests[i]);
-            self.event_ids.push(event.event_id);
-            self.stream_ids.push(request.stream_id);
-            self.stream_types.push(request.stream_type.clone());
-            self.versions.push(version as i64);
-            self.event_types.push(event.event_type.clone());
-            self.routing_keys.push(prepared.routing_keys[i].clone());
-            self.schema_versions.push(event.schema_version as i32);
-            self.tenant_ids.push(request.tenant_id);
-            self.payloads.push(prepared.payload_json[i].clone());
-            self.metadata.push(prepared.metadata_json[i].clone());
-            self.prevs.push(prev.to_vec());
-            self.hashes.push(hash.to_vec());
-            prev = hash;
-        }
-        prev
-    }
-
-    /// Inserts the rows; returns their positions in row order.
-    async fn insert(
-        self,
-        pool: &PgPool,
-        recorded_at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Vec<i64>, sqlx::Error> {
-        let rows = sqlx::query(APPEND_ON_HEAD_SQL)
-            .bind(recorded_at)
-            .bind(self.event_ids)
-            .bind(self.stream_ids)
-            .bind(self.stream_types)
-            .bind(self.versions)
-            .bind(self.event_types)
-            .bind(self.routing_keys)
-            .bind(self.schema_versions)
-            .bind(self.tenant_ids)
-            .bind(self.payloads)
-            .bind(self.metadata)
-            .bind(self.prevs)
-            .bind(self.hashes)
-            .fetch_all(pool)
-            .await?;
-        let mut positions = rows
-            .iter()
-            .map(|r| r.try_get::<i64, _>(0))
-            .collect::<Result<Vec<_>, _>>()?;
-        positions.sort_unstable();
-        Ok(positions)
-    }
+/// Inserts rows with [`APPEND_ON_HEAD_SQL`]; returns their positions in row order.
+async fn insert_rows(
+    rows: Rows,
+    pool: &PgPool,
+    recorded_at: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<i64>, sqlx::Error> {
+    let result = sqlx::query(APPEND_ON_HEAD_SQL)
+        .bind(recorded_at)
+        .bind(rows.event_ids)
+        .bind(rows.stream_ids)
+        .bind(rows.stream_types)
+        .bind(rows.versions)
+        .bind(rows.event_types)
+        .bind(rows.routing_keys)
+        .bind(rows.schema_versions)
+        .bind(rows.tenant_ids)
+        .bind(rows.payloads)
+        .bind(rows.metadata)
+        .bind(rows.prevs)
+        .bind(rows.hashes)
+        .fetch_all(pool)
+        .await?;
+    let mut positions = result
+        .iter()
+        .map(|r| r.try_get::<i64, _>(0))
+        .collect::<Result<Vec<_>, _>>()?;
+    positions.sort_unstable();
+    Ok(positions)
 }
 
 const COLUMNS: &str = "global_position, event_id, stream_id, stream_type, stream_version, \
@@ -305,7 +258,7 @@ impl PgStore {
         let n = request.events.len();
         let mut rows = Rows::default();
         let last_hash = rows.push(request, prepared, base, prev);
-        let result = rows.insert(&self.inner.pool, prepared.recorded_at).await;
+        let result = insert_rows(rows, &self.inner.pool, prepared.recorded_at).await;
         match result {
             Ok(positions) => {
                 let first_position = positions.first().copied().unwrap_or_default();
@@ -475,12 +428,6 @@ impl PgStore {
     }
 }
 
-/// The base of an append on a known head, if the stream is the request's.
-fn owned(head: &Head, request: &AppendRequest) -> Option<(u64, [u8; 32])> {
-    (head.stream_type == request.stream_type && head.tenant_id == request.tenant_id)
-        .then_some((head.version, head.hash))
-}
-
 /// The outcome of an append on a known head.
 #[derive(Debug)]
 enum OnHead {
@@ -592,56 +539,25 @@ impl EventStore for PgStore {
         requests: Vec<AppendRequest>,
     ) -> Vec<Result<AppendResult, StoreError>> {
         let now = self.inner.clock.now();
+        let prepared: Vec<Result<store::Prepared, StoreError>> =
+            requests.iter().map(|r| store::prepare(r, now)).collect();
+        let (rows, planned) = store::plan_on_known_heads(&requests, &prepared, &self.inner.heads);
         let mut results: Vec<Option<Result<AppendResult, StoreError>>> =
-            requests.iter().map(|_| None).collect();
-        let mut streams = std::collections::HashSet::new();
-        let mut rows = Rows::default();
-        let mut batch = Vec::new();
-        let mut recorded_at = now;
-        for (i, request) in requests.iter().enumerate() {
-            let prepared = match store::prepare(request, now) {
-                Ok(prepared) => prepared,
-                Err(e) => {
-                    results[i] = Some(Err(e));
-                    continue;
-                }
-            };
-            let head = match request.expected {
-                ExpectedVersion::NoStream => Some((0, GENESIS)),
-                ExpectedVersion::Exact(v) => self
-                    .inner
-                    .heads
-                    .get(request.stream_id)
-                    .filter(|h| h.version == v)
-                    .and_then(|h| owned(&h, request)),
-                ExpectedVersion::Any => self
-                    .inner
-                    .heads
-                    .get(request.stream_id)
-                    .and_then(|h| owned(&h, request)),
-            };
-            // Unknown heads, and a second request to a stream, go alone below.
-            let Some((base, prev)) = head else { continue };
-            if !streams.insert(request.stream_id) {
-                continue;
-            }
-            recorded_at = prepared.recorded_at;
-            let last_hash = rows.push(request, &prepared, base, prev);
-            batch.push((i, base, last_hash));
-        }
-        if !batch.is_empty() {
-            match rows.insert(&self.inner.pool, recorded_at).await {
+            prepared.into_iter().map(|p| p.err().map(Err)).collect();
+        if !planned.is_empty() {
+            let recorded_at = crate::hashing::truncate_to_micros(now);
+            match insert_rows(rows, &self.inner.pool, recorded_at).await {
                 Ok(positions) => {
                     let mut at = 0;
-                    for (i, base, last_hash) in batch {
-                        let request = &requests[i];
+                    for p in planned {
+                        let request = &requests[p.index];
                         let n = request.events.len();
                         let first_position = positions.get(at).copied().unwrap_or_default();
                         at += n;
-                        self.remember(request, base + n as u64, last_hash);
-                        results[i] = Some(Ok(self.appended_ok(AppendResult {
-                            first_version: base + 1,
-                            last_version: base + n as u64,
+                        self.remember(request, p.base + n as u64, p.last_hash);
+                        results[p.index] = Some(Ok(self.appended_ok(AppendResult {
+                            first_version: p.base + 1,
+                            last_version: p.base + n as u64,
                             first_position,
                             last_position: first_position + n as i64 - 1,
                             already_stored: false,
@@ -652,8 +568,8 @@ impl EventStore for PgStore {
                     // Some head moved on or an id is already stored: settle
                     // each request alone, as a lone append would.
                     tracing::debug!(error = %e, "batched append refused; appending one by one");
-                    for (i, _, _) in batch {
-                        self.inner.heads.forget(requests[i].stream_id);
+                    for p in planned {
+                        self.inner.heads.forget(requests[p.index].stream_id);
                     }
                 }
             }
@@ -686,13 +602,7 @@ impl EventStore for PgStore {
             .await?;
         let events: Vec<RecordedEvent> = rows.into_iter().map(decode).collect::<Result<_, _>>()?;
         if let Some(last) = events.last() {
-            let head = Head {
-                version: last.stream_version,
-                hash: last.hash,
-                stream_type: last.stream_type.clone(),
-                tenant_id: last.tenant_id,
-            };
-            self.inner.heads.remember(stream_id, head);
+            self.inner.heads.remember_event(last);
         }
         Ok(events)
     }

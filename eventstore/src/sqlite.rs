@@ -21,8 +21,21 @@ use uuid::Uuid;
 use crate::clock::{Clock, SystemClock};
 use crate::error::StoreError;
 use crate::event::{AppendRequest, AppendResult, RecordedEvent};
-use crate::hashing::{GENESIS, chain, format_time};
-use crate::store::{self, EventStore};
+use crate::hashing::{GENESIS, format_time, truncate_to_micros};
+use crate::heads::{Head, Heads};
+use crate::store::{self, EventStore, Rows};
+
+/// How many stream heads a store remembers.
+const HEADS_CAPACITY: usize = 100_000;
+
+/// The most rows one insert statement carries (13 binds each, well under
+/// SQLite's limit of 32,766). Smaller inserts use power-of-two sizes, so a
+/// handful of statements serve every batch from the statement cache.
+const INSERT_CHUNK: usize = 256;
+
+/// What writing one request inside the transaction came to: its result and
+/// last hash, a refusal, or a database error.
+type Outcome = Result<Result<(AppendResult, [u8; 32]), StoreError>, sqlx::Error>;
 
 const COLUMNS: &str = "global_position, event_id, stream_id, stream_type, stream_version, \
      event_type, routing_key, schema_version, tenant_id, payload, metadata, recorded_at, \
@@ -38,6 +51,10 @@ pub struct SqliteStore {
 struct Inner {
     writer: Mutex<SqliteConnection>,
     readers: SqlitePool,
+    /// Heads of streams this process wrote or read: an append on one is a
+    /// plain insert (another process sharing the file is caught by the
+    /// unique key on (stream, version)).
+    heads: Heads,
     clock: Arc<dyn Clock>,
     appended: watch::Sender<i64>,
 }
@@ -81,6 +98,7 @@ impl SqliteStore {
             inner: Arc::new(Inner {
                 writer: Mutex::new(writer),
                 readers,
+                heads: Heads::new(HEADS_CAPACITY),
                 clock,
                 appended,
             }),
@@ -104,7 +122,7 @@ impl SqliteStore {
         tx: &mut SqliteConnection,
         request: &AppendRequest,
         prepared: &store::Prepared,
-    ) -> Result<Result<AppendResult, StoreError>, sqlx::Error> {
+    ) -> Result<Result<(AppendResult, [u8; 32]), StoreError>, sqlx::Error> {
         let head = sqlx::query(
             "SELECT stream_version, hash, stream_type, tenant_id FROM events \
              WHERE stream_id = ? ORDER BY stream_version DESC LIMIT 1",
@@ -112,7 +130,7 @@ impl SqliteStore {
         .bind(request.stream_id)
         .fetch_optional(&mut *tx)
         .await?;
-        let (head, mut prev) = match head {
+        let (head, prev) = match head {
             None => (0u64, GENESIS),
             Some(row) => {
                 let stream_type: String = row.try_get(2)?;
@@ -132,42 +150,20 @@ impl SqliteStore {
         if !store::expectation_holds(request.expected, head) {
             return Ok(Err(store::wrong_version(request, head)));
         }
-        let recorded_at = format_time(prepared.recorded_at);
-        let mut positions = Vec::with_capacity(request.events.len());
-        for (i, event) in request.events.iter().enumerate() {
-            let version = head + 1 + i as u64;
-            let hash = chain(&prev, version, &prepared.digests[i]);
-            let position: i64 = sqlx::query_scalar(
-                "INSERT INTO events (event_id, stream_id, stream_type, stream_version, event_type, \
-                 routing_key, schema_version, tenant_id, payload, metadata, recorded_at, prev_hash, hash) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING global_position",
-            )
-            .bind(event.event_id)
-            .bind(request.stream_id)
-            .bind(&request.stream_type)
-            .bind(version as i64)
-            .bind(&event.event_type)
-            .bind(&prepared.routing_keys[i])
-            .bind(event.schema_version as i64)
-            .bind(request.tenant_id)
-            .bind(&prepared.payload_json[i])
-            .bind(&prepared.metadata_json[i])
-            .bind(&recorded_at)
-            .bind(prev.to_vec())
-            .bind(hash.to_vec())
-            .fetch_one(&mut *tx)
-            .await?;
-            positions.push(position);
-            prev = hash;
-        }
+        let mut rows = Rows::default();
+        let last_hash = rows.push(request, prepared, head, prev);
+        let positions = insert_rows(tx, &rows, &format_time(prepared.recorded_at)).await?;
         let n = request.events.len() as u64;
-        Ok(Ok(AppendResult {
-            first_version: head + 1,
-            last_version: head + n,
-            first_position: positions[0],
-            last_position: positions[positions.len() - 1],
-            already_stored: false,
-        }))
+        Ok(Ok((
+            AppendResult {
+                first_version: head + 1,
+                last_version: head + n,
+                first_position: positions[0],
+                last_position: positions[positions.len() - 1],
+                already_stored: false,
+            },
+            last_hash,
+        )))
     }
 
     /// After a refused append: a retry of a stored append, or the error.
@@ -210,6 +206,64 @@ struct Binds {
     ints: Vec<i64>,
 }
 
+/// `INSERT … VALUES (…), … RETURNING global_position` for `n` rows.
+fn insert_sql(n: usize) -> String {
+    let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    format!(
+        "INSERT INTO events (event_id, stream_id, stream_type, stream_version, event_type, \
+         routing_key, schema_version, tenant_id, payload, metadata, recorded_at, prev_hash, hash) \
+         VALUES {} RETURNING global_position",
+        vec![row; n].join(", ")
+    )
+}
+
+/// Inserts `rows` inside the caller's transaction, in as few statements as
+/// [`INSERT_CHUNK`] allows; returns their positions in row order (the one
+/// writer assigns them in insert order).
+async fn insert_rows(
+    conn: &mut SqliteConnection,
+    rows: &Rows,
+    recorded_at: &str,
+) -> Result<Vec<i64>, sqlx::Error> {
+    let mut positions = Vec::with_capacity(rows.len());
+    let mut start = 0;
+    while start < rows.len() {
+        let left = rows.len() - start;
+        let n = if left >= INSERT_CHUNK {
+            INSERT_CHUNK
+        } else {
+            1 << left.ilog2()
+        };
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(insert_sql(n)));
+        for r in start..start + n {
+            query = query
+                .bind(rows.event_ids[r])
+                .bind(rows.stream_ids[r])
+                .bind(&rows.stream_types[r])
+                .bind(rows.versions[r])
+                .bind(&rows.event_types[r])
+                .bind(&rows.routing_keys[r])
+                .bind(rows.schema_versions[r])
+                .bind(rows.tenant_ids[r])
+                .bind(&rows.payloads[r])
+                .bind(&rows.metadata[r])
+                .bind(recorded_at)
+                .bind(&rows.prevs[r])
+                .bind(&rows.hashes[r]);
+        }
+        let mut got = query
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|row| row.try_get::<i64, _>(0))
+            .collect::<Result<Vec<_>, _>>()?;
+        got.sort_unstable();
+        positions.extend(got);
+        start += n;
+    }
+    Ok(positions)
+}
+
 fn decode(row: SqliteRow) -> Result<RecordedEvent, StoreError> {
     let json = |column: usize| -> Result<serde_json::Value, StoreError> {
         let text: &str = row.try_get(column)?;
@@ -244,8 +298,10 @@ impl EventStore for SqliteStore {
         results.pop().unwrap_or(Err(StoreError::EmptyAppend))
     }
 
-    /// All requests in one write transaction (one sync to disk), each under
-    /// its own savepoint.
+    /// All requests in one write transaction (one sync to disk): those on
+    /// known heads in one multi-row insert (the unique key on (stream,
+    /// version) refuses a head that moved on, and then they go alone), the
+    /// others each under its own savepoint after reading their head.
     #[tracing::instrument(skip_all, fields(requests = requests.len()))]
     async fn append_many(
         &self,
@@ -261,35 +317,66 @@ impl EventStore for SqliteStore {
                 .map(Err)
                 .collect();
         }
-        let mut outcomes: Vec<Result<Result<AppendResult, StoreError>, sqlx::Error>> = Vec::new();
+        let (rows, planned) = store::plan_on_known_heads(&requests, &prepared, &self.inner.heads);
+        let mut outcomes: Vec<Option<Outcome>> = requests.iter().map(|_| None).collect();
         let committed = {
             let mut conn = self.inner.writer.lock().await;
             async {
                 let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-                if let ([request], [Ok(prepared)]) = (requests.as_slice(), prepared.as_slice()) {
-                    // One request: the transaction itself is its undo.
-                    let outcome = Self::write(&mut tx, request, prepared).await;
-                    let keep = matches!(outcome, Ok(Ok(_)));
-                    outcomes.push(outcome);
-                    return if keep {
-                        tx.commit().await
-                    } else {
-                        tx.rollback().await
-                    };
+                if !planned.is_empty() {
+                    let recorded_at = format_time(truncate_to_micros(now));
+                    let mut on_heads = tx.begin().await?;
+                    match insert_rows(&mut on_heads, &rows, &recorded_at).await {
+                        Ok(positions) => {
+                            on_heads.commit().await?;
+                            let mut at = 0;
+                            for p in &planned {
+                                let n = requests[p.index].events.len();
+                                let result = AppendResult {
+                                    first_version: p.base + 1,
+                                    last_version: p.base + n as u64,
+                                    first_position: positions[at],
+                                    last_position: positions[at + n - 1],
+                                    already_stored: false,
+                                };
+                                outcomes[p.index] = Some(Ok(Ok((result, p.last_hash))));
+                                at += n;
+                            }
+                        }
+                        Err(e) => {
+                            on_heads.rollback().await?;
+                            tracing::debug!(error = %e, "batched append refused; appending one by one");
+                            for p in &planned {
+                                self.inner.heads.forget(requests[p.index].stream_id);
+                            }
+                        }
+                    }
                 }
-                for (request, prepared) in requests.iter().zip(&prepared) {
-                    let Ok(prepared) = prepared else {
-                        outcomes.push(Ok(Err(StoreError::EmptyAppend)));
-                        continue;
-                    };
+                let pending: Vec<usize> = (0..requests.len())
+                    .filter(|&i| outcomes[i].is_none() && prepared[i].is_ok())
+                    .collect();
+                let alone = pending.len() == 1 && outcomes.iter().all(Option::is_none);
+                for i in pending {
+                    let Ok(prepared) = &prepared[i] else { continue };
+                    if alone {
+                        // One request: the transaction itself is its undo.
+                        let outcome = Self::write(&mut tx, &requests[i], prepared).await;
+                        let keep = matches!(outcome, Ok(Ok(_)));
+                        outcomes[i] = Some(outcome);
+                        return if keep {
+                            tx.commit().await
+                        } else {
+                            tx.rollback().await
+                        };
+                    }
                     let mut savepoint = tx.begin().await?;
-                    let outcome = Self::write(&mut savepoint, request, prepared).await;
+                    let outcome = Self::write(&mut savepoint, &requests[i], prepared).await;
                     if matches!(outcome, Ok(Ok(_))) {
                         savepoint.commit().await?;
                     } else {
                         savepoint.rollback().await?;
                     }
-                    outcomes.push(outcome);
+                    outcomes[i] = Some(outcome);
                 }
                 tx.commit().await
             }
@@ -310,8 +397,21 @@ impl EventStore for SqliteStore {
                     continue;
                 }
             };
+            let Some(outcome) = outcome else {
+                results.push(Err(StoreError::EmptyAppend));
+                continue;
+            };
             let refusal = match outcome {
-                Ok(Ok(result)) => {
+                Ok(Ok((result, last_hash))) => {
+                    self.inner.heads.remember(
+                        request.stream_id,
+                        Head {
+                            version: result.last_version,
+                            hash: last_hash,
+                            stream_type: request.stream_type.clone(),
+                            tenant_id: request.tenant_id,
+                        },
+                    );
                     self.inner
                         .appended
                         .send_modify(|p| *p = (*p).max(result.last_position));
@@ -345,14 +445,19 @@ impl EventStore for SqliteStore {
             "SELECT {COLUMNS} FROM events WHERE stream_id = ? AND stream_version >= ? \
              ORDER BY stream_version LIMIT ?"
         );
-        self.fetch(
-            sql,
-            Binds {
-                uuids: vec![stream_id],
-                ints: vec![from_version as i64, limit as i64],
-            },
-        )
-        .await
+        let events = self
+            .fetch(
+                sql,
+                Binds {
+                    uuids: vec![stream_id],
+                    ints: vec![from_version as i64, limit as i64],
+                },
+            )
+            .await?;
+        if let Some(last) = events.last() {
+            self.inner.heads.remember_event(last);
+        }
+        Ok(events)
     }
 
     async fn read_all(

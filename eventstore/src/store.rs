@@ -7,7 +7,8 @@ use uuid::Uuid;
 
 use crate::error::StoreError;
 use crate::event::{AppendRequest, AppendResult, AsOf, ExpectedVersion, RecordedEvent};
-use crate::hashing::{DigestInput, canonical, truncate_to_micros};
+use crate::hashing::{DigestInput, GENESIS, canonical, chain, truncate_to_micros};
+use crate::heads::Heads;
 
 /// How many events a stream or audit read fetches per round trip.
 pub const READ_BATCH: usize = 1000;
@@ -176,6 +177,109 @@ pub(crate) struct Prepared {
     /// Metadata as canonical JSON text.
     pub metadata_json: Vec<String>,
     pub digests: Vec<[u8; 32]>,
+}
+
+/// Rows to insert on top of known heads, one column per vector: versions and
+/// hash chain computed here, staleness settled by the database's unique key
+/// on (stream, version).
+#[derive(Debug, Default)]
+pub(crate) struct Rows {
+    pub event_ids: Vec<Uuid>,
+    pub stream_ids: Vec<Uuid>,
+    pub stream_types: Vec<String>,
+    pub versions: Vec<i64>,
+    pub event_types: Vec<String>,
+    pub routing_keys: Vec<String>,
+    pub schema_versions: Vec<i32>,
+    pub tenant_ids: Vec<Option<Uuid>>,
+    pub payloads: Vec<String>,
+    pub metadata: Vec<String>,
+    pub prevs: Vec<Vec<u8>>,
+    pub hashes: Vec<Vec<u8>>,
+}
+
+impl Rows {
+    /// Adds one request's events on top of `base`/`prev`; returns the last hash.
+    pub fn push(
+        &mut self,
+        request: &AppendRequest,
+        prepared: &Prepared,
+        base: u64,
+        mut prev: [u8; 32],
+    ) -> [u8; 32] {
+        for (i, event) in request.events.iter().enumerate() {
+            let version = base + 1 + i as u64;
+            let hash = chain(&prev, version, &prepared.digests[i]);
+            self.event_ids.push(event.event_id);
+            self.stream_ids.push(request.stream_id);
+            self.stream_types.push(request.stream_type.clone());
+            self.versions.push(version as i64);
+            self.event_types.push(event.event_type.clone());
+            self.routing_keys.push(prepared.routing_keys[i].clone());
+            self.schema_versions.push(event.schema_version as i32);
+            self.tenant_ids.push(request.tenant_id);
+            self.payloads.push(prepared.payload_json[i].clone());
+            self.metadata.push(prepared.metadata_json[i].clone());
+            self.prevs.push(prev.to_vec());
+            self.hashes.push(hash.to_vec());
+            prev = hash;
+        }
+        prev
+    }
+
+    /// How many rows.
+    pub fn len(&self) -> usize {
+        self.event_ids.len()
+    }
+}
+
+/// A request of a batch that goes into the one insert on known heads.
+#[derive(Debug)]
+pub(crate) struct OnKnownHead {
+    /// The request's index in the batch.
+    pub index: usize,
+    /// The version the request builds on.
+    pub base: u64,
+    /// The hash of its last event.
+    pub last_hash: [u8; 32],
+}
+
+/// Lays out the rows of the requests of a batch whose heads are known (a
+/// new stream's head is the genesis), at most one request per stream; the
+/// others (unknown heads, refused preparations, a second request to a
+/// stream) are left to the backend's one-by-one path.
+pub(crate) fn plan_on_known_heads(
+    requests: &[AppendRequest],
+    prepared: &[Result<Prepared, StoreError>],
+    heads: &Heads,
+) -> (Rows, Vec<OnKnownHead>) {
+    let mut rows = Rows::default();
+    let mut planned = Vec::new();
+    let mut streams = std::collections::HashSet::new();
+    for (index, (request, prepared)) in requests.iter().zip(prepared).enumerate() {
+        let Ok(prepared) = prepared else { continue };
+        let head = match request.expected {
+            ExpectedVersion::NoStream => Some((0, GENESIS)),
+            ExpectedVersion::Exact(v) => heads
+                .get(request.stream_id)
+                .filter(|h| h.version == v)
+                .and_then(|h| h.base_for(request)),
+            ExpectedVersion::Any => heads
+                .get(request.stream_id)
+                .and_then(|h| h.base_for(request)),
+        };
+        let Some((base, prev)) = head else { continue };
+        if !streams.insert(request.stream_id) {
+            continue;
+        }
+        let last_hash = rows.push(request, prepared, base, prev);
+        planned.push(OnKnownHead {
+            index,
+            base,
+            last_hash,
+        });
+    }
+    (rows, planned)
 }
 
 /// After a refused append: if every event id is already stored with the same

@@ -53,6 +53,7 @@ all_backends!(
     history_exports_as_json_lines,
     node_keys_are_stored_beside_the_log_and_revocable,
     append_many_gives_each_request_its_own_result,
+    a_large_append_many_reports_the_positions_it_stored,
 );
 
 pub async fn open(backend: &str) -> Option<TestDb> {
@@ -935,4 +936,60 @@ pub async fn append_many_gives_each_request_its_own_result(db: &TestDb) {
     }
     assert_eq!(db.store.stream_version(b).await.unwrap(), 10);
     assert_eq!(db.store.stream_version(c).await.unwrap(), 8);
+}
+
+pub async fn a_large_append_many_reports_the_positions_it_stored(db: &TestDb) {
+    // 7 streams × 77 events: more rows than one insert statement carries,
+    // and not a round number of them.
+    let streams: Vec<Uuid> = (0..7).map(|_| Uuid::new_v4()).collect();
+    let events = |s: i64| {
+        (0..77)
+            .map(|i| tenant_event(s * 100 + i))
+            .collect::<Vec<_>>()
+    };
+    for (s, stream) in (0..).zip(&streams).take(3) {
+        // Known heads for some streams, unknown for the others.
+        db.store
+            .append(tenant_append(*stream, ExpectedVersion::NoStream, events(s)))
+            .await
+            .unwrap();
+    }
+    let requests = (0..)
+        .zip(&streams)
+        .map(|(s, stream)| {
+            let expected = if s < 3 {
+                ExpectedVersion::Exact(77)
+            } else {
+                ExpectedVersion::Any
+            };
+            tenant_append(*stream, expected, events(10 + s))
+        })
+        .collect();
+    let results = db.store.append_many(requests).await;
+    let stored = all_events(db, 7 * 77 + 3 * 77).await;
+    for (s, (stream, result)) in (0..).zip(streams.iter().zip(results)) {
+        let result = result.unwrap();
+        let base = if s < 3 { 77 } else { 0 };
+        assert_eq!(
+            (result.first_version, result.last_version),
+            (base + 1, base + 77)
+        );
+        let mine: Vec<_> = stored
+            .iter()
+            .filter(|e| e.stream_id == *stream && e.stream_version > base)
+            .collect();
+        assert_eq!(mine.len(), 77);
+        assert_eq!(mine[0].global_position, result.first_position);
+        assert_eq!(mine[76].global_position, result.last_position);
+        for e in &mine {
+            let n = (10 + s) * 100 + (e.stream_version - base - 1) as i64;
+            assert_eq!(
+                e.payload["n"], n,
+                "event {} of stream {s}",
+                e.stream_version
+            );
+        }
+        let chain = db.store.read_stream(*stream, 1, 1000).await.unwrap();
+        assert_eq!(verify_stream(&chain), Ok(base + 77));
+    }
 }
