@@ -3,5 +3,6 @@
 
 mod conformance;
 mod gap_safety;
+mod sqlite_wal;
 mod support;
 mod wakeups;
