@@ -8,6 +8,7 @@ pub mod error;
 pub mod event;
 pub mod hashing;
 mod heads;
+mod liveness;
 pub mod postgres;
 pub mod sqlite;
 pub mod store;

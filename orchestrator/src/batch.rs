@@ -234,11 +234,12 @@ impl Orchestrator {
         node_id: NodeId,
         work: &mut bool,
     ) -> Result<(Vec<usize>, Option<Assignment>), OrchestratorError> {
-        let Some((node, _)) = st.nodes.get(&node_id) else {
+        if !st.nodes.contains_key(&node_id) {
             return Err(OrchestratorError::UnknownNode);
-        };
+        }
         // A claim is a sign of life; a node heard from again is online.
-        st.last_seen.insert(node_id, st.now);
+        st.heard_from(node_id, st.now);
+        let (node, _) = &st.nodes[&node_id];
         let mut slots = Vec::new();
         if node.connectivity() == domain::node::Connectivity::Offline && !node.is_deregistered() {
             let events = node.decide(domain::NodeCommand::MarkOnline { at: st.now })?;
@@ -288,7 +289,7 @@ impl Orchestrator {
         work: &mut bool,
     ) -> Result<(usize, Option<(usize, Charge)>), OrchestratorError> {
         let live = self.current_lease(st, lease)?;
-        st.last_seen.insert(lease.node_id, st.now);
+        st.heard_from(lease.node_id, st.now);
         let node_class = st
             .nodes
             .get(&lease.node_id)

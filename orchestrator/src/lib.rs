@@ -717,10 +717,11 @@ impl Orchestrator {
     /// going offline is online again (an event).
     async fn touch(&self, st: &mut State, node_id: NodeId) -> Result<(), OrchestratorError> {
         let now = self.now();
-        let Some((node, _)) = st.nodes.get(&node_id) else {
+        if !st.nodes.contains_key(&node_id) {
             return Err(OrchestratorError::UnknownNode);
-        };
-        st.last_seen.insert(node_id, now);
+        }
+        st.heard_from(node_id, now);
+        let (node, _) = &st.nodes[&node_id];
         if node.connectivity() == domain::node::Connectivity::Offline && !node.is_deregistered() {
             let actor = Actor::Node {
                 id: node_id.as_uuid(),
@@ -771,7 +772,7 @@ impl Orchestrator {
     /// Renews a lease (progress counts as a sign of life).
     fn renew(&self, st: &mut State, lease: LeaseRef) {
         let expires = self.now() + self.inner.config.lease_ttl;
-        st.last_seen.insert(lease.node_id, self.now());
+        st.heard_from(lease.node_id, self.now());
         if let Some(l) = st.leases.get_mut(&lease.task_id)
             && l.node_id == lease.node_id
             && l.epoch == lease.lease_epoch
@@ -964,31 +965,72 @@ impl Orchestrator {
             .map(|_| ())
     }
 
-    /// Ends expired leases and marks silent nodes offline (requeueing their
-    /// leases). Returns how many leases were requeued.
+    /// Writes this instance's unshared contacts beside the log and reads
+    /// everyone's. A failure is logged: judging then rests on what this
+    /// instance knows, and the contacts are shared at the next tick.
+    async fn share_liveness(&self) {
+        let unshared: Vec<(Uuid, DateTime<Utc>)> = {
+            let mut st = self.inner.state.lock().await;
+            st.unshared
+                .drain()
+                .map(|(id, t)| (id.as_uuid(), t))
+                .collect()
+        };
+        if let Err(e) = self.inner.store.record_liveness(&unshared).await {
+            tracing::warn!(error = %e, "sharing node liveness failed; retrying at the next tick");
+            let mut st = self.inner.state.lock().await;
+            for (id, t) in unshared {
+                if let Ok(id) = NodeId::new(id) {
+                    st.unshared.entry(id).or_insert(t);
+                }
+            }
+            return;
+        }
+        match self.inner.store.liveness().await {
+            Ok(seen) => {
+                let mut st = self.inner.state.lock().await;
+                st.shared_seen = seen
+                    .into_iter()
+                    .filter_map(|(id, t)| NodeId::new(id).ok().map(|id| (id, t)))
+                    .collect();
+            }
+            Err(e) => tracing::warn!(error = %e, "reading node liveness failed"),
+        }
+    }
+
+    /// Shares with the other instances which nodes this one heard from,
+    /// learns which nodes they heard from (beside the log: heartbeats are
+    /// not events), then ends expired leases and marks silent nodes offline
+    /// (requeueing their leases). Returns how many leases were requeued.
+    ///
+    /// A node counts as heard from when any instance heard it. A lease ends
+    /// when its expiry in this view has passed, unless another instance
+    /// heard from its node more recently than this one and within a lease
+    /// lifetime (that instance renews the lease, and judges it).
     pub async fn tick(&self) -> Result<usize, OrchestratorError> {
+        self.share_liveness().await;
         let now = self.now();
         let offline_after = self.inner.config.offline_after;
+        let lease_ttl = self.inner.config.lease_ttl;
         let (silent, expired): (Vec<NodeId>, Vec<(TaskId, LiveLease)>) = {
             let st = self.inner.state.lock().await;
             let silent = st
                 .nodes
                 .iter()
                 .filter(|(_, (n, _))| n.connectivity() == domain::node::Connectivity::Online)
-                // Only nodes this instance has heard from (or found online at
-                // start) are judged here: a node talking to another instance
-                // is that instance's to judge.
-                .filter(|(id, _)| {
-                    st.last_seen
-                        .get(id)
-                        .is_some_and(|t| now - *t > offline_after)
-                })
+                // Nodes nobody has heard from since this instance started
+                // (and not online at its start) are left alone.
+                .filter(|(id, _)| st.last_heard(**id).is_some_and(|t| now - t > offline_after))
                 .map(|(id, _)| *id)
                 .collect();
             let expired = st
                 .leases
                 .iter()
                 .filter(|(_, l)| l.expires_at <= now)
+                .filter(|(_, l)| {
+                    st.heard_elsewhere_since(l.node_id)
+                        .is_none_or(|t| now - t >= lease_ttl)
+                })
                 .map(|(t, l)| (*t, *l))
                 .collect();
             (silent, expired)

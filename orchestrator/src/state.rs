@@ -58,8 +58,15 @@ pub(crate) struct State {
     pub leases: HashMap<TaskId, LiveLease>,
     /// Leased or running tasks per tenant (for quotas and fair share).
     pub running: HashMap<TenantId, u32>,
-    /// When each node was last heard from (heartbeats are not events).
+    /// When each node was last heard from by this instance (heartbeats are
+    /// not events), or given a grace period at start.
     pub last_seen: HashMap<NodeId, DateTime<Utc>>,
+    /// Contacts not yet shared with the other instances (the next tick
+    /// writes them beside the log).
+    pub unshared: HashMap<NodeId, DateTime<Utc>>,
+    /// When each node was last heard from by any instance, as of the last
+    /// tick.
+    pub shared_seen: HashMap<NodeId, DateTime<Utc>>,
     /// Versions of streams this view does not model (so that every event
     /// is looked at once).
     pub position: i64,
@@ -77,6 +84,29 @@ pub(crate) struct Applied {
 }
 
 impl State {
+    /// Records a contact from the node at `at` (this instance heard it).
+    pub fn heard_from(&mut self, node_id: NodeId, at: DateTime<Utc>) {
+        self.last_seen.insert(node_id, at);
+        self.unshared.insert(node_id, at);
+    }
+
+    /// When the node was last heard from, by this instance or any other.
+    pub fn last_heard(&self, node_id: NodeId) -> Option<DateTime<Utc>> {
+        let mine = self.last_seen.get(&node_id);
+        let shared = self.shared_seen.get(&node_id);
+        mine.into_iter().chain(shared).max().copied()
+    }
+
+    /// When another instance last heard from the node, if that is more
+    /// recent than this instance's own contact.
+    pub fn heard_elsewhere_since(&self, node_id: NodeId) -> Option<DateTime<Utc>> {
+        let shared = *self.shared_seen.get(&node_id)?;
+        match self.last_seen.get(&node_id) {
+            Some(mine) if *mine >= shared => None,
+            _ => Some(shared),
+        }
+    }
+
     /// The version this view holds of a stream it models (0 if unknown).
     pub fn version_of(&self, stream_type: &str, stream_id: Uuid) -> u64 {
         match stream_type {

@@ -54,6 +54,7 @@ all_backends!(
     node_keys_are_stored_beside_the_log_and_revocable,
     append_many_gives_each_request_its_own_result,
     a_large_append_many_reports_the_positions_it_stored,
+    node_liveness_is_shared_and_only_moves_forward,
 );
 
 pub async fn open(backend: &str) -> Option<TestDb> {
@@ -992,4 +993,30 @@ pub async fn a_large_append_many_reports_the_positions_it_stored(db: &TestDb) {
         let chain = db.store.read_stream(*stream, 1, 1000).await.unwrap();
         assert_eq!(verify_stream(&chain), Ok(base + 77));
     }
+}
+
+pub async fn node_liveness_is_shared_and_only_moves_forward(db: &TestDb) {
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let t = t0();
+    db.store
+        .record_liveness(&[(a, t + Duration::seconds(10)), (b, t)])
+        .await
+        .unwrap();
+    // An older contact (from a slower instance) does not move a node back.
+    let other = db.second_instance().await;
+    other
+        .record_liveness(&[(a, t), (b, t + Duration::seconds(5))])
+        .await
+        .unwrap();
+    other.record_liveness(&[]).await.unwrap();
+    let mut seen = db.store.liveness().await.unwrap();
+    seen.sort();
+    let mut expected = vec![
+        (a, t + Duration::seconds(10)),
+        (b, t + Duration::seconds(5)),
+    ];
+    expected.sort();
+    assert_eq!(seen, expected);
+    // Liveness is beside the log, never in it.
+    assert!(all_events(db, 0).await.is_empty());
 }

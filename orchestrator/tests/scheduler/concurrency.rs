@@ -124,7 +124,8 @@ async fn many_claimers(db: TestDb) {
     db.cleanup().await;
 }
 
-async fn two_instances(db: TestDb) {
+/// Two orchestrator instances over one database: a farm and a second one.
+async fn two_farms(db: &TestDb) -> (Farm, Orchestrator) {
     let farm = Farm::open(db.store.clone(), db.clock.clone()).await;
     let second = Orchestrator::open(
         db.second_instance().await,
@@ -133,6 +134,11 @@ async fn two_instances(db: TestDb) {
     )
     .await
     .unwrap();
+    (farm, second)
+}
+
+async fn two_instances(db: TestDb) {
+    let (farm, second) = two_farms(&db).await;
     let tenant = farm.tenant(1, 10_000, 1_000_000).await;
     farm.render(tenant, 80, 1).await;
     farm.render(tenant, 70, 1).await;
@@ -162,4 +168,57 @@ async fn two_orchestrator_instances_sharing_postgres_never_double_lease() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_orchestrator_instances_sharing_sqlite_never_double_lease() {
     two_instances(TestDb::sqlite().await).await;
+}
+
+/// Heartbeats are not events: a node that talks to one instance must still
+/// count as alive for the others, and one that falls silent must be judged
+/// by an instance that never heard from it.
+async fn liveness_is_shared_between_instances(db: TestDb) {
+    let (farm, second) = two_farms(&db).await;
+    let tenant = farm.tenant(1, 10, 1_000_000).await;
+    farm.render(tenant, 1, 1).await;
+    let node = farm.node().await;
+    let a = farm.claim(node).await.expect("a task");
+    let held = [lease(node, &a)];
+    // Three lease lifetimes (30 s each) of a long frame, the node beating
+    // to the first instance only; both instances tick.
+    for _ in 0..18 {
+        farm.clock.advance(chrono::Duration::seconds(5));
+        assert!(farm.orch.heartbeat(node, &held).await.unwrap().is_empty());
+        farm.orch.tick().await.unwrap();
+        second.catch_up().await.unwrap();
+        assert_eq!(
+            second.tick().await.unwrap(),
+            0,
+            "the instance the node does not talk to ended its live lease"
+        );
+        farm.orch.catch_up().await.unwrap();
+    }
+    let events = log(&db.store).await;
+    assert!(of(&events, "render.task.requeued.v1").is_empty());
+    assert!(of(&events, "node.offline.v1").is_empty());
+    assert!(farm.orch.check_lease(held[0]).await.is_ok());
+    // The node falls silent and the instance it talked to is gone: the other
+    // one, which never heard from it, takes its lease back.
+    farm.clock.advance(chrono::Duration::seconds(31));
+    second.catch_up().await.unwrap();
+    assert_eq!(second.tick().await.unwrap(), 1);
+    let events = log(&db.store).await;
+    assert_eq!(of(&events, "node.offline.v1").len(), 1);
+    let requeued = of(&events, "render.task.requeued.v1");
+    assert_eq!(requeued.len(), 1);
+    assert_eq!(requeued[0].payload["reason"], "node_offline");
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liveness_is_shared_between_instances_on_postgres() {
+    if let Some(db) = TestDb::postgres().await {
+        liveness_is_shared_between_instances(db).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liveness_is_shared_between_instances_on_sqlite() {
+    liveness_is_shared_between_instances(TestDb::sqlite().await).await;
 }

@@ -188,14 +188,22 @@ pub fn lease(node_id: NodeId, a: &Assignment) -> LeaseRef {
     }
 }
 
-/// Every event of the store.
+/// Every event of the store, at least up to the last one this process
+/// appended. (On PostgreSQL `read_all` holds events back while any older
+/// transaction of the cluster is open — another test's, say — so an empty
+/// read does not yet mean the end.)
 pub async fn log(store: &AnyStore) -> Vec<RecordedEvent> {
-    let mut out = Vec::new();
+    let appended = *store.appended().borrow();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut out: Vec<RecordedEvent> = Vec::new();
     loop {
-        let after = out.last().map_or(0, |e: &RecordedEvent| e.global_position);
+        let after = out.last().map_or(0, |e| e.global_position);
         let batch = store.read_all(after, 1000).await.unwrap();
         if batch.is_empty() {
-            return out;
+            if after >= appended || std::time::Instant::now() > deadline {
+                return out;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         out.extend(batch);
     }

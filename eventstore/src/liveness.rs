@@ -1,0 +1,78 @@
+//! Node liveness beside the event log (never in it): when each render node
+//! was last heard from, written by every orchestrator instance that hears
+//! it, so that all instances judge nodes and leases on the same facts.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::any::AnyStore;
+use crate::error::StoreError;
+use crate::hashing::{format_time, truncate_to_micros};
+
+impl AnyStore {
+    /// Records when nodes were heard from; a time older than the one
+    /// stored changes nothing.
+    pub async fn record_liveness(&self, seen: &[(Uuid, DateTime<Utc>)]) -> Result<(), StoreError> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        match self {
+            AnyStore::Postgres(s) => {
+                let (ids, times): (Vec<Uuid>, Vec<DateTime<Utc>>) = seen.iter().copied().unzip();
+                sqlx::query(
+                    "INSERT INTO node_liveness (node_id, last_seen) \
+                     SELECT * FROM unnest($1::uuid[], $2::timestamptz[]) \
+                     ON CONFLICT (node_id) DO UPDATE \
+                     SET last_seen = GREATEST(node_liveness.last_seen, excluded.last_seen)",
+                )
+                .bind(ids)
+                .bind(times)
+                .execute(s.pool())
+                .await?;
+            }
+            AnyStore::Sqlite(s) => {
+                s.with_writer(async |conn| {
+                    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                    for (node_id, at) in seen {
+                        sqlx::query(
+                            "INSERT INTO node_liveness (node_id, last_seen) VALUES (?, ?) \
+                             ON CONFLICT (node_id) DO UPDATE \
+                             SET last_seen = max(last_seen, excluded.last_seen)",
+                        )
+                        .bind(node_id)
+                        .bind(format_time(truncate_to_micros(*at)))
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    tx.commit().await
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// When each node was last heard from, by any instance.
+    pub async fn liveness(&self) -> Result<Vec<(Uuid, DateTime<Utc>)>, StoreError> {
+        match self {
+            AnyStore::Postgres(s) => Ok(sqlx::query_as(
+                "SELECT node_id, last_seen FROM node_liveness",
+            )
+            .fetch_all(s.pool())
+            .await?),
+            AnyStore::Sqlite(s) => {
+                let rows: Vec<(Uuid, String)> =
+                    sqlx::query_as("SELECT node_id, last_seen FROM node_liveness")
+                        .fetch_all(s.readers())
+                        .await?;
+                rows.into_iter()
+                    .map(|(id, text)| {
+                        DateTime::parse_from_rfc3339(&text)
+                            .map(|t| (id, t.with_timezone(&Utc)))
+                            .map_err(|e| StoreError::Corrupt(format!("node_liveness: {e}")))
+                    })
+                    .collect()
+            }
+        }
+    }
+}
