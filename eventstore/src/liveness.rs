@@ -9,6 +9,9 @@ use crate::any::AnyStore;
 use crate::error::StoreError;
 use crate::hashing::{format_time, truncate_to_micros};
 
+/// Rows per SQLite upsert statement.
+const SQLITE_CHUNK: usize = 500;
+
 impl AnyStore {
     /// Records when nodes were heard from; a time older than the one
     /// stored changes nothing.
@@ -16,6 +19,14 @@ impl AnyStore {
         if seen.is_empty() {
             return Ok(());
         }
+        // One row per node (an upsert may not touch a row twice).
+        let mut latest: std::collections::HashMap<Uuid, DateTime<Utc>> =
+            std::collections::HashMap::with_capacity(seen.len());
+        for (node_id, at) in seen {
+            let t = latest.entry(*node_id).or_insert(*at);
+            *t = (*t).max(*at);
+        }
+        let seen: Vec<(Uuid, DateTime<Utc>)> = latest.into_iter().collect();
         match self {
             AnyStore::Postgres(s) => {
                 let (ids, times): (Vec<Uuid>, Vec<DateTime<Utc>>) = seen.iter().copied().unzip();
@@ -33,16 +44,20 @@ impl AnyStore {
             AnyStore::Sqlite(s) => {
                 s.with_writer(async |conn| {
                     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-                    for (node_id, at) in seen {
-                        sqlx::query(
-                            "INSERT INTO node_liveness (node_id, last_seen) VALUES (?, ?) \
+                    for chunk in seen.chunks(SQLITE_CHUNK) {
+                        let sql = format!(
+                            "INSERT INTO node_liveness (node_id, last_seen) VALUES {} \
                              ON CONFLICT (node_id) DO UPDATE \
                              SET last_seen = max(last_seen, excluded.last_seen)",
-                        )
-                        .bind(node_id)
-                        .bind(format_time(truncate_to_micros(*at)))
-                        .execute(&mut *tx)
-                        .await?;
+                            vec!["(?, ?)"; chunk.len()].join(", ")
+                        );
+                        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                        for (node_id, at) in chunk {
+                            query = query
+                                .bind(*node_id)
+                                .bind(format_time(truncate_to_micros(*at)));
+                        }
+                        query.execute(&mut *tx).await?;
                     }
                     tx.commit().await
                 })

@@ -1005,7 +1005,7 @@ pub async fn node_liveness_is_shared_and_only_moves_forward(db: &TestDb) {
     // An older contact (from a slower instance) does not move a node back.
     let other = db.second_instance().await;
     other
-        .record_liveness(&[(a, t), (b, t + Duration::seconds(5))])
+        .record_liveness(&[(a, t), (b, t + Duration::seconds(5)), (b, t)])
         .await
         .unwrap();
     other.record_liveness(&[]).await.unwrap();
