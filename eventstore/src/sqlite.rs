@@ -183,8 +183,8 @@ impl SqliteStore {
             AppendResult {
                 first_version: head + 1,
                 last_version: head + n,
-                first_position: positions[0],
-                last_position: positions[positions.len() - 1],
+                first_position: positions.first().copied().unwrap_or_default(),
+                last_position: positions.last().copied().unwrap_or_default(),
                 already_stored: false,
             },
             last_hash,
@@ -376,8 +376,11 @@ impl EventStore for SqliteStore {
                                 let result = AppendResult {
                                     first_version: p.base + 1,
                                     last_version: p.base + n as u64,
-                                    first_position: positions[at],
-                                    last_position: positions[at + n - 1],
+                                    first_position: positions.get(at).copied().unwrap_or_default(),
+                                    last_position: positions
+                                        .get(at + n - 1)
+                                        .copied()
+                                        .unwrap_or_default(),
                                     already_stored: false,
                                 };
                                 outcomes[p.index] = Some(Ok(Ok((result, p.last_hash))));
