@@ -180,6 +180,17 @@ async fn liveness_is_shared_between_instances(db: TestDb) {
     let node = farm.node().await;
     let a = farm.claim(node).await.expect("a task");
     let held = [lease(node, &a)];
+    // The second instance learns of the lease from the log (on PostgreSQL,
+    // once no older transaction of the cluster holds it back).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while second.check_lease(held[0]).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease never reached the second instance"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        second.catch_up().await.unwrap();
+    }
     // Three lease lifetimes (30 s each) of a long frame, the node beating
     // to the first instance only; both instances tick.
     for _ in 0..18 {
@@ -203,7 +214,9 @@ async fn liveness_is_shared_between_instances(db: TestDb) {
     farm.clock.advance(chrono::Duration::seconds(31));
     second.catch_up().await.unwrap();
     assert_eq!(second.tick().await.unwrap(), 1);
-    let events = log(&db.store).await;
+    // Read through the instance that wrote the verdict, so the read waits
+    // for it.
+    let events = log(second.store()).await;
     assert_eq!(of(&events, "node.offline.v1").len(), 1);
     let requeued = of(&events, "render.task.requeued.v1");
     assert_eq!(requeued.len(), 1);
