@@ -70,6 +70,11 @@ impl From<orchestrator::OrchestratorError> for ApiError {
             },
             O::Contention => Self::Conflict("too many concurrent changes; retry".into()),
             O::Storage(message) => Self::Internal(anyhow::anyhow!(message)),
+            O::InvalidOutput(message) => Self::BadRequest {
+                code: "invalid_output",
+                message,
+                details: json!({}),
+            },
         }
     }
 }

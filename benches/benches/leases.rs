@@ -1,6 +1,7 @@
 //! Scheduler throughput: simulated nodes claiming from queued single-frame
-//! tasks and completing each (claim → complete, every lease and completion
-//! an event, every completion charged), in process, against PostgreSQL and
+//! tasks and completing each (claim → start → store and report the frame's
+//! output → complete, every step an event, every completion charged), in
+//! process, against PostgreSQL and
 //! SQLite. Reports leases per second and claim latency p50/p99.
 //!
 //! `cargo bench -p benches --bench leases`. Sizes: `FLATRENDER_BENCH_NODES`
@@ -98,6 +99,17 @@ async fn setup(orch: &Orchestrator, store: &AnyStore, sizes: Sizes) -> Vec<NodeI
     nodes
 }
 
+/// What a node stores for a frame (the bytes are not looked at here).
+fn frame_output(frame: u32) -> orchestrator::FileOutput {
+    orchestrator::FileOutput {
+        name: domain::FileName::parse(format!("frame_{frame:04}.png")).expect("name"),
+        content_type: domain::ContentType::parse("image/png").expect("type"),
+        size_bytes: 100,
+        sha256: domain::Sha256Digest::parse(format!("{:064x}", u128::from(frame) + 1))
+            .expect("digest"),
+    }
+}
+
 async fn run(backend: &str, store: AnyStore, sizes: Sizes) {
     let config = Config {
         // Nothing expires during the run.
@@ -137,6 +149,18 @@ async fn run(backend: &str, store: AnyStore, sizes: Sizes) {
                     let spread = (seed >> 33) % (sizes.render_ms + 1);
                     let ms = sizes.render_ms / 2 + spread;
                     tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                // A task completes only with each frame's output reported
+                // under its lease: start, store and report every frame.
+                orch.progress(lease, None, None).await.expect("start");
+                for frame in a.frames.start..=a.frames.end {
+                    let file = orch
+                        .record_output(lease, frame, frame_output(frame))
+                        .await
+                        .expect("output");
+                    orch.progress(lease, Some(frame), Some(file))
+                        .await
+                        .expect("frame");
                 }
                 orch.complete(lease).await.expect("complete");
             }

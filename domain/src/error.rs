@@ -57,7 +57,7 @@ pub enum DomainError {
     },
     /// A task report (start, progress, complete, fail, release, requeue)
     /// carried a lease that is no longer the task's current lease.
-    #[error("stale lease on task {task_id}: presented epoch {presented}, current {current:?}")]
+    #[error("{}", stale_lease_message(*task_id, *presented, *current))]
     StaleLease {
         /// The task.
         task_id: TaskId,
@@ -65,6 +65,19 @@ pub enum DomainError {
         presented: u32,
         /// The task's current lease epoch, if it is leased at all.
         current: Option<u32>,
+    },
+    /// A task reported complete before every one of its frames was
+    /// reported with its output under the current lease.
+    #[error(
+        "task {task_id} is not finished: {missing} of its {total} frames have no reported output under this lease"
+    )]
+    FramesMissing {
+        /// The task.
+        task_id: TaskId,
+        /// Frames without a reported output.
+        missing: u64,
+        /// Frames of the task.
+        total: u64,
     },
     /// The job was cancelled and accepts no new work.
     #[error("job {job_id} is cancelled")]
@@ -98,10 +111,23 @@ impl DomainError {
             Self::AlreadyExists { .. } => "already_exists",
             Self::InvalidTransition { .. } => "invalid_transition",
             Self::StaleLease { .. } => "stale_lease",
+            Self::FramesMissing { .. } => "frames_missing",
             Self::JobCancelled { .. } => "job_cancelled",
             Self::JobPaused { .. } => "job_paused",
             Self::InsufficientCredit { .. } => "insufficient_credit",
         }
+    }
+}
+
+/// The words of [`DomainError::StaleLease`], for people.
+fn stale_lease_message(task_id: TaskId, presented: u32, current: Option<u32>) -> String {
+    match current {
+        Some(current) => format!(
+            "the lease on task {task_id} is no longer yours: you presented epoch {presented}, the current lease is epoch {current}"
+        ),
+        None => format!(
+            "the lease on task {task_id} is no longer yours: you presented epoch {presented}, and the task holds no lease now"
+        ),
     }
 }
 

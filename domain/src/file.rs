@@ -59,6 +59,9 @@ pub struct OutputStored {
     pub node_id: NodeId,
     /// The frame number.
     pub frame: u32,
+    /// The fencing token of the lease it was rendered under.
+    #[serde(default)]
+    pub lease_epoch: Option<u32>,
     /// Its name.
     pub name: FileName,
     /// Its media type.
@@ -295,6 +298,7 @@ impl EventPayload for OutputStored {
             task_id: TaskId::derive(job_id, 0),
             node_id: NodeId::fixed(0x5f1e_8a2c_3b4d_4e6f_8a9b_0c1d_2e3f_4a5b),
             frame: 3,
+            lease_epoch: Some(1),
             name: FileName::parse("frame_0003.png").expect("valid"),
             content_type: ContentType::parse("image/png").expect("valid"),
             size_bytes: 2_345_678,

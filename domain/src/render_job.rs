@@ -233,8 +233,13 @@ pub struct TaskProgressed {
     pub lease_epoch: u32,
     /// The finished frame.
     pub frame: u32,
-    /// The stored output of that frame, if already uploaded.
+    /// The stored output of that frame (`file.output_stored.v1` of this
+    /// lease); always set by this version of the orchestrator.
     pub output_file_id: Option<FileId>,
+    /// The frame's earlier output (of an earlier lease) that this one
+    /// replaces as the frame's current output, if any.
+    #[serde(default)]
+    pub supersedes_output_file_id: Option<FileId>,
     /// Distinct frames of the task finished so far, this one included.
     pub frames_done: u32,
     /// Frames in the task.
@@ -508,18 +513,21 @@ pub enum RenderJobCommand {
         /// Now.
         at: DateTime<Utc>,
     },
-    /// The node finished a frame. A frame reported twice yields no event.
+    /// The node finished a frame and stored its output. A frame reported
+    /// twice under one lease yields no event.
     ReportFrame {
         /// The node's lease.
         lease: LeaseRef,
         /// The frame.
         frame: u32,
-        /// Its stored output, if already uploaded.
-        output_file_id: Option<FileId>,
+        /// Its stored output (the orchestrator checked it is this lease's
+        /// output of this frame).
+        output_file_id: FileId,
         /// Now.
         at: DateTime<Utc>,
     },
-    /// The node finished the task.
+    /// The node finished the task: refused until every frame of it was
+    /// reported with its output under this lease.
     Complete {
         /// The node's lease.
         lease: LeaseRef,
@@ -705,6 +713,9 @@ pub struct RenderJob {
     paused: bool,
     tasks: BTreeMap<TaskId, Task>,
     failures_by_node: BTreeMap<NodeId, u32>,
+    /// The current output of each frame reported so far: the last one
+    /// reported (a re-render under a later lease supersedes the earlier).
+    outputs: BTreeMap<u32, FileId>,
 }
 
 impl RenderJob {
@@ -737,6 +748,16 @@ impl RenderJob {
             .collect();
         queued.sort_by_key(|t| t.index);
         queued.into_iter()
+    }
+
+    /// The current output of each frame that has one, in frame order.
+    pub fn current_outputs(&self) -> impl Iterator<Item = (u32, FileId)> + '_ {
+        self.outputs.iter().map(|(f, id)| (*f, *id))
+    }
+
+    /// The current output of one frame.
+    pub fn current_output(&self, frame: u32) -> Option<FileId> {
+        self.outputs.get(&frame).copied()
     }
 
     /// How many tasks hold a lease (leased or running), for quotas.
@@ -945,9 +966,17 @@ impl Aggregate for RenderJob {
                     )
                     .into());
                 }
+                if task.status != TaskStatus::Running {
+                    return Err(invalid_task(task, "report a frame of"));
+                }
                 if task.frames_done.contains(&frame) {
                     return Ok(vec![]);
                 }
+                let supersedes_output_file_id = self
+                    .outputs
+                    .get(&frame)
+                    .copied()
+                    .filter(|earlier| *earlier != output_file_id);
                 let frames_done = u32::try_from(task.frames_done.len() + 1).unwrap_or(u32::MAX);
                 let frames_total = u32::try_from(task.frames.len()).unwrap_or(u32::MAX);
                 Ok(vec![
@@ -958,7 +987,8 @@ impl Aggregate for RenderJob {
                         node_id: lease.node_id,
                         lease_epoch: lease.lease_epoch,
                         frame,
-                        output_file_id,
+                        output_file_id: Some(output_file_id),
+                        supersedes_output_file_id,
                         frames_done,
                         frames_total,
                         finished_at: at,
@@ -971,7 +1001,16 @@ impl Aggregate for RenderJob {
                 render_seconds,
                 at,
             } => {
-                self.current_lease(lease)?;
+                let task = self.current_lease(lease)?;
+                let total = task.frames.len();
+                let missing = total.saturating_sub(task.frames_done.len() as u64);
+                if missing > 0 {
+                    return Err(DomainError::FramesMissing {
+                        task_id: lease.task_id,
+                        missing,
+                        total,
+                    });
+                }
                 let mut events: Vec<RenderJobEvent> = vec![
                     TaskCompleted {
                         job_id,
@@ -1234,6 +1273,9 @@ impl Aggregate for RenderJob {
                 if let Some(t) = self.tasks.get_mut(&e.task_id) {
                     t.frames_done.insert(e.frame);
                 }
+                if let Some(output) = e.output_file_id {
+                    self.outputs.insert(e.frame, output);
+                }
             }
             E::TaskCompleted(e) => {
                 if let Some(t) = self.tasks.get_mut(&e.task_id) {
@@ -1408,6 +1450,9 @@ impl EventPayload for TaskProgressed {
             lease_epoch: 1,
             frame: 3,
             output_file_id: Some(FileId::fixed(0x9a8b_7c6d_5e4f_4a3b_8c2d_1e0f_a9b8_c7d6)),
+            supersedes_output_file_id: Some(FileId::fixed(
+                0x1a2b_3c4d_5e6f_4a3b_8c2d_1e0f_a9b8_c7d6,
+            )),
             frames_done: 3,
             frames_total: 8,
             finished_at: sample_time(),

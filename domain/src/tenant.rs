@@ -165,7 +165,8 @@ pub enum TenantCommand {
         /// Now.
         at: DateTime<Utc>,
     },
-    /// Charge render time (also while suspended: running tasks finish and
+    /// Charge render time once per task (a task already charged yields no
+    /// event), also while suspended (running tasks finish and
     /// are paid for). A price above the balance is refused with
     /// [`DomainError::InsufficientCredit`] unless `cap_at_balance`, in which
     /// case the whole balance is taken and the rest recorded as
@@ -218,9 +219,16 @@ pub struct Tenant {
     weight: ShareWeight,
     max_running_tasks: u32,
     balance: AmountMinor,
+    /// Tasks already charged: a task is charged once, whoever asks again.
+    charged: std::collections::BTreeSet<TaskId>,
 }
 
 impl Tenant {
+    /// Whether the task's render time was already charged.
+    pub fn is_charged(&self, task_id: TaskId) -> bool {
+        self.charged.contains(&task_id)
+    }
+
     /// Its id, once created.
     pub fn id(&self) -> Option<TenantId> {
         self.id
@@ -367,6 +375,11 @@ impl Aggregate for Tenant {
                 if amount.is_zero() {
                     return Err(ValidationError::new("amount_minor", "must be positive").into());
                 }
+                // Exactly once per task: a second charge (a retried
+                // completion, another instance) records nothing.
+                if self.charged.contains(&task_id) {
+                    return Ok(vec![]);
+                }
                 let (taken, uncovered) = match self.balance.checked_sub(amount) {
                     Some(_) => (amount, AmountMinor::ZERO),
                     None if cap_at_balance => (
@@ -414,7 +427,10 @@ impl Aggregate for Tenant {
                 self.max_running_tasks = e.max_running_tasks;
             }
             TenantEvent::CreditAdded(e) => self.balance = e.balance_after_minor,
-            TenantEvent::CreditCharged(e) => self.balance = e.balance_after_minor,
+            TenantEvent::CreditCharged(e) => {
+                self.balance = e.balance_after_minor;
+                self.charged.insert(e.task_id);
+            }
         }
         self
     }

@@ -11,19 +11,26 @@
 //! caller decides again on fresh state. No lease is ever granted without its
 //! append succeeding at the exact version: the fencing holds across
 //! instances.
+//!
+//! Charges ride in the batch after their completion's: a completion is
+//! charged only once the store took it (so a refused completion is never
+//! charged, and its retry is charged once), by the instance that appended
+//! it — or, if that instance died before charging, by any instance after
+//! [`CHARGE_ELSEWHERE_AFTER`]. The tenant refuses a second charge of a
+//! task, so two instances racing to charge it record one charge.
 
 use std::collections::HashMap;
 
 use domain::render_job::RenderJobEvent;
 use domain::{
-    Aggregate, AmountMinor, DomainError, DomainEvent, JobId, LeaseRef, NodeId, RenderJobCommand,
+    Aggregate, AmountMinor, DomainEvent, JobId, LeaseRef, NodeId, RenderJobCommand, TaskId,
     TenantCommand, TenantEvent, TenantId,
 };
 use eventstore::{Actor, AppendRequest, EventStore, ExpectedVersion, NewEvent, StoreError};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::state::State;
+use crate::state::{PendingCharge, State};
 use crate::{
     Assignment, Orchestrator, OrchestratorError, assignment, metadata, pick, render_seconds, system,
 };
@@ -37,13 +44,18 @@ pub(crate) enum Op {
     },
     Complete {
         lease: LeaseRef,
-        reply: oneshot::Sender<Result<Option<Charge>, OrchestratorError>>,
+        reply: oneshot::Sender<Result<(), OrchestratorError>>,
+    },
+    /// Charge every completion that is due (answers when the batch's
+    /// charges are stored, or `Contention` if a tenant stream changed).
+    Charge {
+        reply: Option<oneshot::Sender<Result<(), OrchestratorError>>>,
     },
 }
 
-/// A charge the batch could not record (its tenant stream changed under
-/// it): the completion stands, and the caller records the charge alone.
-pub(crate) type Charge = (TenantId, TenantCommand);
+/// How long a completion appended by another instance may stay uncharged
+/// before this one charges it (that instance died before charging).
+pub(crate) const CHARGE_ELSEWHERE_AFTER: chrono::Duration = chrono::Duration::seconds(10);
 
 /// The writes of one batch to one stream.
 struct StreamWrite {
@@ -99,10 +111,11 @@ enum Reply {
         Option<Assignment>,
     ),
     Complete(
-        oneshot::Sender<Result<Option<Charge>, OrchestratorError>>,
+        oneshot::Sender<Result<(), OrchestratorError>>,
         usize,
-        Option<(usize, Charge)>,
+        TaskId,
     ),
+    Charge(Option<oneshot::Sender<Result<(), OrchestratorError>>>),
 }
 
 impl Orchestrator {
@@ -151,20 +164,31 @@ impl Orchestrator {
                 }
                 Op::Complete { lease, reply } => {
                     match self.decide_complete(st, &mut batch, lease, &mut work) {
-                        Ok((job_slot, charge)) => {
-                            replies.push(Reply::Complete(reply, job_slot, charge));
+                        Ok(job_slot) => {
+                            replies.push(Reply::Complete(reply, job_slot, lease.task_id));
                         }
                         Err(e) => {
                             let _ = reply.send(Err(e));
                         }
                     }
                 }
+                Op::Charge { reply } => replies.push(Reply::Charge(reply)),
             }
+        }
+        let charges = self.decide_charges(st, &mut batch);
+        if !charges.is_empty() {
+            work = true;
         }
         if batch.streams.is_empty() {
             for r in replies {
-                if let Reply::Claim(reply, _, a) = r {
-                    let _ = reply.send(Ok(a));
+                match r {
+                    Reply::Claim(reply, _, a) => {
+                        let _ = reply.send(Ok(a));
+                    }
+                    Reply::Charge(Some(reply)) => {
+                        let _ = reply.send(Ok(()));
+                    }
+                    _ => {}
                 }
             }
             return;
@@ -201,6 +225,19 @@ impl Orchestrator {
                 failed.insert(slot, error);
             }
         }
+        // A refused charge is charged again by a later batch, unless the
+        // reloaded tenant shows it was charged meanwhile (another instance).
+        for (slot, task_id, pending) in &charges {
+            if failed.contains_key(slot)
+                && !st
+                    .tenants
+                    .get(&pending.tenant_id)
+                    .is_some_and(|t| t.0.is_charged(*task_id))
+            {
+                st.uncharged.insert(*task_id, *pending);
+            }
+        }
+        let charge_slots: Vec<usize> = charges.iter().map(|(slot, _, _)| *slot).collect();
         let outcome = |slots: &[usize]| -> Result<(), OrchestratorError> {
             match slots.iter().find_map(|s| failed.get(s)) {
                 None => Ok(()),
@@ -213,13 +250,20 @@ impl Orchestrator {
                 Reply::Claim(reply, slots, a) => {
                     let _ = reply.send(outcome(&slots).map(|()| a));
                 }
-                Reply::Complete(reply, job_slot, charge) => {
-                    let result = outcome(&[job_slot]).map(|()| match charge {
-                        Some((slot, charge)) if failed.contains_key(&slot) => Some(charge),
-                        _ => None,
-                    });
+                Reply::Complete(reply, job_slot, task_id) => {
+                    let result = outcome(&[job_slot]);
+                    if result.is_ok()
+                        && let Some(pending) = st.uncharged.get_mut(&task_id)
+                    {
+                        // In the log now: this instance charges it next.
+                        pending.mine = true;
+                    }
                     let _ = reply.send(result);
                 }
+                Reply::Charge(Some(reply)) => {
+                    let _ = reply.send(outcome(&charge_slots));
+                }
+                Reply::Charge(None) => {}
             }
         }
         if work {
@@ -287,15 +331,9 @@ impl Orchestrator {
         batch: &mut Batch,
         lease: LeaseRef,
         work: &mut bool,
-    ) -> Result<(usize, Option<(usize, Charge)>), OrchestratorError> {
+    ) -> Result<usize, OrchestratorError> {
         let live = self.current_lease(st, lease)?;
         st.heard_from(lease.node_id, st.now);
-        let node_class = st
-            .nodes
-            .get(&lease.node_id)
-            .and_then(|n| n.0.capabilities())
-            .map(|c| c.node_class.to_string())
-            .unwrap_or_default();
         let now = st.now;
         let seconds = render_seconds(live.assigned_at, now);
         let job_id = live.job_id;
@@ -321,34 +359,77 @@ impl Orchestrator {
             actor,
         );
         *work |= self.apply_job_events(st, &events);
-        let mut charged = None;
-        let price = self.inner.config.price_of(&node_class);
-        let amount = price.saturating_mul(i64::try_from(seconds).unwrap_or(i64::MAX));
-        if amount > 0
-            && let Some((tenant, _)) = st.tenants.get(&tenant_id)
-        {
-            let charge = TenantCommand::ChargeCredit {
-                job_id,
-                task_id: lease.task_id,
-                render_seconds: seconds,
-                amount: AmountMinor::new(amount).map_err(DomainError::from)?,
-                cap_at_balance: true,
-                at: now,
+        Ok(job_slot)
+    }
+
+    /// Adds a charge for every due completion: this instance's once they
+    /// are in the log, others' after [`CHARGE_ELSEWHERE_AFTER`]. Returns
+    /// the charges added, with their tenant stream's slot.
+    fn decide_charges(
+        &self,
+        st: &mut State,
+        batch: &mut Batch,
+    ) -> Vec<(usize, TaskId, PendingCharge)> {
+        let now = st.now;
+        let due: Vec<(TaskId, PendingCharge)> = st
+            .uncharged
+            .iter()
+            .filter(|(_, c)| c.mine || now - c.completed_at >= CHARGE_ELSEWHERE_AFTER)
+            .map(|(t, c)| (*t, *c))
+            .collect();
+        let mut added = Vec::new();
+        for (task_id, pending) in due {
+            let Some((tenant, _)) = st.tenants.get(&pending.tenant_id) else {
+                tracing::error!(%task_id, tenant_id = %pending.tenant_id, "a completion of an unknown tenant is not charged");
+                st.uncharged.remove(&task_id);
+                continue;
             };
-            let events = tenant.decide(charge.clone())?;
+            let node_class = st
+                .nodes
+                .get(&pending.node_id)
+                .and_then(|n| n.0.capabilities())
+                .map(|c| c.node_class.to_string())
+                .unwrap_or_default();
+            let price = self.inner.config.price_of(&node_class);
+            let seconds = i64::try_from(pending.render_seconds).unwrap_or(i64::MAX);
+            let amount = price.saturating_mul(seconds);
+            let events = match AmountMinor::new(amount) {
+                Ok(amount) if amount.get() > 0 => tenant.decide(TenantCommand::ChargeCredit {
+                    job_id: pending.job_id,
+                    task_id,
+                    render_seconds: pending.render_seconds,
+                    amount,
+                    cap_at_balance: true,
+                    at: now,
+                }),
+                _ => Ok(vec![]),
+            };
+            let events = match events {
+                Ok(events) if !events.is_empty() => events,
+                Ok(_) => {
+                    // Already charged, or nothing to charge.
+                    st.uncharged.remove(&task_id);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(%task_id, error = %e, "a completion could not be charged");
+                    st.uncharged.remove(&task_id);
+                    continue;
+                }
+            };
+            let tenant_uuid = pending.tenant_id.as_uuid();
             let slot = batch.add(
                 st,
                 "tenant",
-                tenant_id.as_uuid(),
-                Some(tenant_id.as_uuid()),
+                tenant_uuid,
+                Some(tenant_uuid),
                 &events,
                 system(),
             );
-            Self::apply_tenant_events(st, tenant_id, &events);
-            charged = Some((slot, (tenant_id, charge)));
-            *work = true;
+            Self::apply_tenant_events(st, pending.tenant_id, &events);
+            added.push((slot, task_id, pending));
         }
-        Ok((job_slot, charged))
+        added
     }
 }
 

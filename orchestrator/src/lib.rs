@@ -86,6 +86,10 @@ pub enum OrchestratorError {
     /// The store failed during a group commit.
     #[error("storage failed: {0}")]
     Storage(String),
+    /// A node reported or uploaded an output that is not this lease's
+    /// output of that frame (or is not a usable image).
+    #[error("{0}")]
+    InvalidOutput(String),
 }
 
 /// Frames of an assignment, as on the wire.
@@ -258,6 +262,11 @@ impl Orchestrator {
     /// The store.
     pub fn store(&self) -> &AnyStore {
         &self.inner.store
+    }
+
+    /// How this scheduler was configured (lease length, offline period, …).
+    pub fn config(&self) -> &Config {
+        &self.inner.config
     }
 
     /// A receiver that changes whenever work may have become available.
@@ -612,23 +621,9 @@ impl Orchestrator {
         frame: u32,
         file: FileOutput,
     ) -> Result<FileId, OrchestratorError> {
+        self.live_lease(lease).await?;
         let mut st = self.inner.state.lock().await;
-        let live = self.current_lease(&st, lease)?;
-        let entry = st
-            .jobs
-            .get(&live.job_id)
-            .ok_or(OrchestratorError::NotFound("job"))?;
-        let task = entry
-            .job
-            .task(lease.task_id)
-            .ok_or(OrchestratorError::NotFound("task"))?;
-        if !task.frames.contains(frame) {
-            return Err(DomainError::Validation(domain::ValidationError::new(
-                "frame",
-                format!("frame {frame} is not in this task"),
-            ))
-            .into());
-        }
+        let (live, _) = self.uploadable(&st, lease, frame)?;
         let file_id = FileId::new(Uuid::new_v4()).map_err(DomainError::from)?;
         let command = FileCommand::StoreOutput(Box::new(OutputStored {
             file_id,
@@ -637,6 +632,7 @@ impl Orchestrator {
             task_id: lease.task_id,
             node_id: lease.node_id,
             frame,
+            lease_epoch: Some(lease.lease_epoch),
             name: file.name,
             content_type: file.content_type,
             size_bytes: file.size_bytes,
@@ -659,9 +655,12 @@ impl Orchestrator {
         Ok(file_id)
     }
 
+    /// The live lease `lease` presents: a task no job has is unknown
+    /// (404), a known task whose lease is another is a stale lease (409).
     fn current_lease(&self, st: &State, lease: LeaseRef) -> Result<LiveLease, OrchestratorError> {
         match st.leases.get(&lease.task_id) {
             Some(l) if l.node_id == lease.node_id && l.epoch == lease.lease_epoch => Ok(*l),
+            None if Self::job_of(st, lease).is_err() => Err(OrchestratorError::NotFound("task")),
             current => Err(DomainError::StaleLease {
                 task_id: lease.task_id,
                 presented: lease.lease_epoch,
@@ -669,6 +668,21 @@ impl Orchestrator {
             }
             .into()),
         }
+    }
+
+    /// Like `current_lease`, but a lease this view does not know yet (it
+    /// was granted by another instance a moment ago) is looked up again
+    /// after catching up with the log.
+    async fn live_lease(&self, lease: LeaseRef) -> Result<LiveLease, OrchestratorError> {
+        {
+            let st = self.inner.state.lock().await;
+            if let Ok(live) = self.current_lease(&st, lease) {
+                return Ok(live);
+            }
+        }
+        self.catch_up().await?;
+        let st = self.inner.state.lock().await;
+        self.current_lease(&st, lease)
     }
 
     /// Submits a render: the tenant must be active and the scene its own upload.
@@ -799,16 +813,35 @@ impl Orchestrator {
         lease: LeaseRef,
         command: impl Fn(DateTime<Utc>) -> RenderJobCommand,
     ) -> Result<(JobId, Vec<RenderJobEvent>), OrchestratorError> {
-        let job_id = {
-            let mut st = self.inner.state.lock().await;
-            self.renew(&mut st, lease);
-            Self::job_of(&st, lease)?
-        };
         let actor = Actor::Node {
             id: lease.node_id.as_uuid(),
         };
-        let events = self.job_command(job_id, actor, command).await?;
-        Ok((job_id, events))
+        let mut caught_up = false;
+        loop {
+            let job_id = {
+                let mut st = self.inner.state.lock().await;
+                self.renew(&mut st, lease);
+                Self::job_of(&st, lease)
+            };
+            let result = match job_id {
+                Ok(job_id) => self
+                    .job_command(job_id, actor.clone(), &command)
+                    .await
+                    .map(|events| (job_id, events)),
+                Err(e) => Err(e),
+            };
+            match result {
+                // Leased through another instance a moment ago?
+                Err(
+                    OrchestratorError::NotFound(_)
+                    | OrchestratorError::Domain(DomainError::StaleLease { .. }),
+                ) if !caught_up => {
+                    caught_up = true;
+                    self.catch_up().await?;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// The node started rendering.
@@ -818,12 +851,13 @@ impl Orchestrator {
             .map(|_| ())
     }
 
-    /// The node finished a frame (stored as `output_file_id`, if uploaded).
-    pub async fn report_frame(
+    /// The node finished a frame, stored as `output_file_id` (checked by
+    /// [`Orchestrator::progress`]).
+    async fn report_frame(
         &self,
         lease: LeaseRef,
         frame: u32,
-        output_file_id: Option<FileId>,
+        output_file_id: FileId,
     ) -> Result<(), OrchestratorError> {
         self.lease_command(lease, |at| RenderJobCommand::ReportFrame {
             lease,
@@ -837,15 +871,45 @@ impl Orchestrator {
 
     /// Progress from a node: the first report starts the task; a frame
     /// finished is an event (reported twice, it is recorded once).
+    ///
+    /// A finished frame names its output: the file the node uploaded for
+    /// that frame under this lease (anything else is refused and nothing
+    /// is recorded).
     pub async fn progress(
         &self,
         lease: LeaseRef,
         frame: Option<u32>,
         output_file_id: Option<FileId>,
     ) -> Result<(), OrchestratorError> {
+        let live = self.live_lease(lease).await?;
+        let report = match (frame, output_file_id) {
+            (None, None) => None,
+            (Some(frame), Some(file_id)) => Some((frame, file_id)),
+            (Some(frame), None) => {
+                return Err(OrchestratorError::InvalidOutput(format!(
+                    "a finished frame names its output: upload frame {frame}, then report it with the output_file_id the upload answered"
+                )));
+            }
+            (None, Some(_)) => {
+                return Err(OrchestratorError::InvalidOutput(
+                    "output_file_id is reported together with its frame".into(),
+                ));
+            }
+        };
+        if let Some((frame, file_id)) = report {
+            let known = {
+                let st = self.inner.state.lock().await;
+                st.files.contains_key(&file_id)
+            };
+            if !known {
+                // Stored through another instance a moment ago?
+                self.catch_up().await?;
+            }
+            let st = self.inner.state.lock().await;
+            Self::check_output(&st, &live, lease, frame, file_id)?;
+        }
         let leased = {
             let mut st = self.inner.state.lock().await;
-            let live = self.current_lease(&st, lease)?;
             self.renew(&mut st, lease);
             st.jobs
                 .get(&live.job_id)
@@ -855,16 +919,110 @@ impl Orchestrator {
         if leased {
             self.start(lease).await?;
         }
-        if let Some(frame) = frame {
-            self.report_frame(lease, frame, output_file_id).await?;
+        if let Some((frame, file_id)) = report {
+            self.report_frame(lease, frame, file_id).await?;
         }
         Ok(())
     }
 
     /// Refuses a stale lease (before an upload is stored).
     pub async fn check_lease(&self, lease: LeaseRef) -> Result<(), OrchestratorError> {
+        self.live_lease(lease).await.map(|_| ())
+    }
+
+    /// Whether the node may upload `frame` under `lease` (the lease is
+    /// current and started, the frame is the task's); answers the width
+    /// and height the image must have, if the render set them.
+    pub async fn check_upload(
+        &self,
+        lease: LeaseRef,
+        frame: u32,
+    ) -> Result<Option<(u32, u32)>, OrchestratorError> {
+        self.live_lease(lease).await?;
         let st = self.inner.state.lock().await;
-        self.current_lease(&st, lease).map(|_| ())
+        self.uploadable(&st, lease, frame).map(|(_, size)| size)
+    }
+
+    /// The checks of an upload, against the view.
+    fn uploadable(
+        &self,
+        st: &State,
+        lease: LeaseRef,
+        frame: u32,
+    ) -> Result<(LiveLease, Option<(u32, u32)>), OrchestratorError> {
+        let live = self.current_lease(st, lease)?;
+        let entry = st
+            .jobs
+            .get(&live.job_id)
+            .ok_or(OrchestratorError::NotFound("job"))?;
+        let task = entry
+            .job
+            .task(lease.task_id)
+            .ok_or(OrchestratorError::NotFound("task"))?;
+        if task.status != domain::render_job::TaskStatus::Running {
+            return Err(DomainError::InvalidTransition {
+                entity: "task",
+                from: task.status.as_str(),
+                command: "upload an output of",
+            }
+            .into());
+        }
+        if !task.frames.contains(frame) {
+            return Err(DomainError::Validation(domain::ValidationError::new(
+                "frame",
+                format!(
+                    "frame {frame} is not in this task (frames {}-{})",
+                    task.frames.start(),
+                    task.frames.end()
+                ),
+            ))
+            .into());
+        }
+        let size = entry
+            .job
+            .submission()
+            .and_then(|s| s.resolution)
+            .map(|r| (r.width(), r.height()));
+        Ok((live, size))
+    }
+
+    /// Checks that `file_id` is the output the node uploaded for `frame`
+    /// under this very lease.
+    fn check_output(
+        st: &State,
+        live: &LiveLease,
+        lease: LeaseRef,
+        frame: u32,
+        file_id: FileId,
+    ) -> Result<(), OrchestratorError> {
+        let Some((file, _)) = st.files.get(&file_id) else {
+            return Err(OrchestratorError::InvalidOutput(format!(
+                "output_file_id {file_id} names no stored output: upload frame {frame} first and report the file_id it answered"
+            )));
+        };
+        let Some(o) = file.output else {
+            return Err(OrchestratorError::InvalidOutput(format!(
+                "file {file_id} is not a rendered output"
+            )));
+        };
+        if o.job_id != live.job_id || o.task_id != lease.task_id {
+            return Err(OrchestratorError::InvalidOutput(format!(
+                "output {file_id} belongs to another task"
+            )));
+        }
+        if o.frame != frame {
+            return Err(OrchestratorError::InvalidOutput(format!(
+                "output {file_id} is frame {}, not frame {frame}",
+                o.frame
+            )));
+        }
+        if o.node_id != lease.node_id || o.lease_epoch != Some(lease.lease_epoch) {
+            return Err(OrchestratorError::InvalidOutput(format!(
+                "output {file_id} was not uploaded under this lease (epoch {})",
+                lease.lease_epoch
+            )));
+        }
+        Ok(())
     }
 
     /// Whether `node_id` holds a lease whose job renders the input `sha256`.
@@ -883,32 +1041,61 @@ impl Orchestrator {
     }
 
     /// The node finished the task: it completes (refused with a stale
-    /// lease) and the tenant is charged the lease's render time at the
-    /// node class's price.
+    /// lease, or while a frame has no reported output) and then the tenant
+    /// is charged the lease's render time at the node class's price.
+    ///
+    /// Money is exactly once by construction: the charge is decided from
+    /// the completion once it is in the log (never beside it in one batch
+    /// where it could stand while the completion is refused), and the
+    /// tenant refuses a second charge for a task, whichever instance asks.
     pub async fn complete(&self, lease: LeaseRef) -> Result<(), OrchestratorError> {
+        let mut caught_up = false;
+        let mut done = false;
         for _ in 0..MAX_ATTEMPTS {
             let (reply, answer) = tokio::sync::oneshot::channel();
             self.submit_op(batch::Op::Complete { lease, reply });
             match answer.await.map_err(|_| OrchestratorError::Contention)? {
-                Err(OrchestratorError::Contention) => continue,
-                Err(e) => return Err(e),
-                Ok(None) => return Ok(()),
-                Ok(Some((tenant_id, charge))) => {
-                    // The completion stands; its charge is recorded on its own.
-                    return self.tenant_command(tenant_id, charge).await;
+                Ok(()) => {
+                    done = true;
+                    break;
                 }
+                Err(OrchestratorError::Contention) => {}
+                // Leased through another instance a moment ago?
+                Err(
+                    OrchestratorError::NotFound(_)
+                    | OrchestratorError::Domain(DomainError::StaleLease { .. }),
+                ) if !caught_up => {
+                    caught_up = true;
+                    self.catch_up().await?;
+                }
+                Err(e) => return Err(e),
             }
         }
-        Err(OrchestratorError::Contention)
+        if !done {
+            return Err(OrchestratorError::Contention);
+        }
+        for _ in 0..MAX_ATTEMPTS {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            self.submit_op(batch::Op::Charge { reply: Some(reply) });
+            match answer.await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(OrchestratorError::Contention)) => continue,
+                Ok(Err(e)) => {
+                    // The completion stands; the charge stays pending and
+                    // the ticker records it.
+                    tracing::warn!(error = %e, task_id = %lease.task_id, "charging a completion failed; retrying later");
+                    return Ok(());
+                }
+                Err(_) => return Ok(()),
+            }
+        }
+        Ok(())
     }
 
     /// The node failed the task: it is retried or the job fails; a node
     /// that failed the job `blocklist_after` times is blocklisted for it.
     pub async fn fail(&self, lease: LeaseRef, error: Note) -> Result<(), OrchestratorError> {
-        let started = {
-            let st = self.inner.state.lock().await;
-            self.current_lease(&st, lease)?.assigned_at
-        };
+        let started = self.live_lease(lease).await?.assigned_at;
         let seconds = render_seconds(started, self.now());
         let (job_id, _) = self
             .lease_command(lease, |at| RenderJobCommand::Fail {
@@ -998,7 +1185,8 @@ impl Orchestrator {
         }
     }
 
-    /// Shares with the other instances which nodes this one heard from,
+    /// Charges completions still uncharged (see `batch`), shares with the
+    /// other instances which nodes this one heard from,
     /// learns which nodes they heard from (beside the log: heartbeats are
     /// not events), then ends expired leases and marks silent nodes offline
     /// (requeueing their leases). Returns how many leases were requeued.
@@ -1010,6 +1198,17 @@ impl Orchestrator {
     pub async fn tick(&self) -> Result<usize, OrchestratorError> {
         self.share_liveness().await;
         let now = self.now();
+        let charges_due = {
+            let st = self.inner.state.lock().await;
+            st.uncharged
+                .values()
+                .any(|c| c.mine || now - c.completed_at >= batch::CHARGE_ELSEWHERE_AFTER)
+        };
+        if charges_due {
+            // Completions whose charge failed, or whose instance died
+            // before charging them.
+            self.submit_op(batch::Op::Charge { reply: None });
+        }
         let offline_after = self.inner.config.offline_after;
         let lease_ttl = self.inner.config.lease_ttl;
         let (silent, expired): (Vec<NodeId>, Vec<(TaskId, LiveLease)>) = {
@@ -1111,6 +1310,17 @@ impl Orchestrator {
             frames_done: job.tasks().map(|t| t.frames_done.len() as u64).sum(),
             leased: job.leased_task_count(),
         })
+    }
+
+    /// The current output of each frame of a job that has one (a frame
+    /// re-rendered under a later lease has the later output), in frame
+    /// order.
+    pub async fn current_outputs(&self, job_id: JobId) -> Vec<(u32, FileId)> {
+        let st = self.inner.state.lock().await;
+        st.jobs
+            .get(&job_id)
+            .map(|j| j.job.current_outputs().collect())
+            .unwrap_or_default()
     }
 
     /// Leased or running tasks per tenant right now.

@@ -38,7 +38,7 @@ pub(crate) struct LiveLease {
     pub expires_at: DateTime<Utc>,
 }
 
-/// A stored scene: what an assignment names.
+/// A stored file: a scene an assignment names, or a rendered frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SceneFile {
     pub tenant_id: TenantId,
@@ -46,6 +46,33 @@ pub(crate) struct SceneFile {
     pub size_bytes: u64,
     /// An upload (usable as a job's input), not a rendered output.
     pub input: bool,
+    /// For a rendered frame: what rendered it.
+    pub output: Option<OutputOf>,
+}
+
+/// What a rendered frame belongs to (`file.output_stored.v1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OutputOf {
+    pub job_id: JobId,
+    pub task_id: TaskId,
+    pub node_id: NodeId,
+    pub frame: u32,
+    /// `None` in logs written before outputs recorded their lease.
+    pub lease_epoch: Option<u32>,
+}
+
+/// A completed task whose charge is not in this view yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PendingCharge {
+    pub tenant_id: TenantId,
+    pub job_id: JobId,
+    pub node_id: NodeId,
+    pub render_seconds: u64,
+    pub completed_at: DateTime<Utc>,
+    /// This instance appended the completion (and charges it at once);
+    /// others' completions are charged here only if still uncharged after
+    /// a grace period (their instance died before charging).
+    pub mine: bool,
 }
 
 /// Everything the scheduler knows.
@@ -56,6 +83,9 @@ pub(crate) struct State {
     pub nodes: HashMap<NodeId, (Node, u64)>,
     pub files: HashMap<FileId, (SceneFile, u64)>,
     pub leases: HashMap<TaskId, LiveLease>,
+    /// Completions without a charge in this view (charged exactly once,
+    /// after the completion is in the log: see `batch`).
+    pub uncharged: HashMap<TaskId, PendingCharge>,
     /// Leased or running tasks per tenant (for quotas and fair share).
     pub running: HashMap<TenantId, u32>,
     /// When each node was last heard from by this instance (heartbeats are
@@ -151,6 +181,9 @@ impl State {
                         *n = n.saturating_sub(1);
                     }
                 }
+                // Completions this view applied but the store refused are
+                // not charged; the reload brings back those that stand.
+                self.uncharged.retain(|_, c| c.job_id != job_id);
                 self.jobs.remove(&job_id);
             }
             "tenant" => {
@@ -247,7 +280,26 @@ impl State {
                     *self.running.entry(e.tenant_id).or_default() += 1;
                 }
             }
-            E::TaskCompleted(e) => ended.push(e.task_id),
+            E::TaskCompleted(e) => {
+                ended.push(e.task_id);
+                let charged = self
+                    .tenants
+                    .get(&e.tenant_id)
+                    .is_some_and(|t| t.0.is_charged(e.task_id));
+                if !charged {
+                    self.uncharged.insert(
+                        e.task_id,
+                        PendingCharge {
+                            tenant_id: e.tenant_id,
+                            job_id,
+                            node_id: e.node_id,
+                            render_seconds: e.render_seconds,
+                            completed_at: e.completed_at,
+                            mine: false,
+                        },
+                    );
+                }
+            }
             E::TaskFailed(e) => ended.push(e.task_id),
             E::TaskRequeued(e) => {
                 ended.push(e.task_id);
@@ -306,6 +358,9 @@ impl State {
         let entry = self.tenants.entry(id).or_default();
         entry.0 = std::mem::take(&mut entry.0).evolve(event);
         entry.1 = version;
+        if let TenantEvent::CreditCharged(e) = event {
+            self.uncharged.remove(&e.task_id);
+        }
     }
 
     pub fn apply_node(&mut self, event: &NodeEvent, version: u64) {
@@ -320,11 +375,23 @@ impl State {
     pub fn apply_file(&mut self, event: &FileEvent, version: u64) {
         // Uploads are inputs a job may name; outputs are remembered for
         // their version only.
-        let (file_id, file) = match event {
-            FileEvent::Uploaded(e) => (e.file_id, (e.tenant_id, &e.sha256, e.size_bytes, true)),
-            FileEvent::OutputStored(e) => {
-                (e.file_id, (e.tenant_id, &e.sha256, e.size_bytes, false))
-            }
+        let (file_id, file, output) = match event {
+            FileEvent::Uploaded(e) => (
+                e.file_id,
+                (e.tenant_id, &e.sha256, e.size_bytes, true),
+                None,
+            ),
+            FileEvent::OutputStored(e) => (
+                e.file_id,
+                (e.tenant_id, &e.sha256, e.size_bytes, false),
+                Some(OutputOf {
+                    job_id: e.job_id,
+                    task_id: e.task_id,
+                    node_id: e.node_id,
+                    frame: e.frame,
+                    lease_epoch: e.lease_epoch,
+                }),
+            ),
             FileEvent::Deleted(e) => {
                 if let Some(f) = self.files.get_mut(&e.file_id) {
                     f.0.input = false;
@@ -339,6 +406,7 @@ impl State {
             sha256: sha256.as_str().to_owned(),
             size_bytes,
             input,
+            output,
         };
         self.files.insert(file_id, (scene, version));
     }

@@ -133,7 +133,18 @@ fn errors_have_stable_codes() {
         current: Some(2),
     };
     assert_eq!(e.code(), "stale_lease");
-    assert!(e.to_string().contains("stale lease"));
+    assert!(e.to_string().contains("no longer yours"));
+    assert!(e.to_string().contains("epoch 2"));
+    // Messages are for people: no Rust debug formatting.
+    let none = DomainError::StaleLease {
+        task_id: crate::fixtures::task_id(0),
+        presented: 1,
+        current: None,
+    };
+    for e in [e, none] {
+        let text = e.to_string();
+        assert!(!text.contains("Some(") && !text.contains("None"), "{text}");
+    }
     let e: DomainError = ValidationError::new("priority", "too high").into();
     assert_eq!(
         (e.code(), e.to_string().as_str()),

@@ -28,6 +28,7 @@ fn output() -> OutputStored {
         task_id: task_id(0),
         node_id: node_id(1),
         frame: 7,
+        lease_epoch: Some(1),
         name: FileName::parse("frame_0007.png").unwrap(),
         content_type: ContentType::parse("image/png").unwrap(),
         size_bytes: 99,

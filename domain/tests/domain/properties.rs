@@ -159,7 +159,10 @@ fn command(job: &RenderJob, op: &JobOp, step: i64) -> RenderJobCommand {
             RenderJobCommand::ReportFrame {
                 lease: lease_for(job, pick(task), forge),
                 frame: frames.start().saturating_add(offset),
-                output_file_id: None,
+                output_file_id: FileId::new(uuid::Uuid::from_u128(
+                    0xf11e_0000 + u128::from(offset),
+                ))
+                .unwrap(),
                 at,
             }
         }

@@ -53,6 +53,58 @@ fn assigned(index: u32, node: u128, epoch: u32) -> RenderJobEvent {
     .into()
 }
 
+fn started(index: u32, node: u128, epoch: u32) -> RenderJobEvent {
+    TaskStarted {
+        job_id: job_id(),
+        tenant_id: tenant_id(),
+        task_id: task_id(index),
+        node_id: node_id(node),
+        lease_epoch: epoch,
+        started_at: t(11),
+    }
+    .into()
+}
+
+/// The output file a node stored for `frame` under lease `epoch`.
+fn output_of(frame: u32, epoch: u32) -> FileId {
+    file_id(1000 + u128::from(epoch) * 100 + u128::from(frame))
+}
+
+fn progressed(
+    index: u32,
+    node: u128,
+    epoch: u32,
+    frame: u32,
+    done: u32,
+    supersedes: Option<FileId>,
+) -> RenderJobEvent {
+    let frames = [(1, 4), (5, 8), (9, 10)][index as usize];
+    TaskProgressed {
+        job_id: job_id(),
+        tenant_id: tenant_id(),
+        task_id: task_id(index),
+        node_id: node_id(node),
+        lease_epoch: epoch,
+        frame,
+        output_file_id: Some(output_of(frame, epoch)),
+        supersedes_output_file_id: supersedes,
+        frames_done: done,
+        frames_total: frames.1 - frames.0 + 1,
+        finished_at: t(12),
+    }
+    .into()
+}
+
+/// A lease that rendered and reported every frame of its task.
+fn rendered(index: u32, node: u128, epoch: u32) -> Vec<RenderJobEvent> {
+    let frames = [(1, 4), (5, 8), (9, 10)][index as usize];
+    let mut events = vec![assigned(index, node, epoch), started(index, node, epoch)];
+    for (i, frame) in (frames.0..=frames.1).enumerate() {
+        events.push(progressed(index, node, epoch, frame, i as u32 + 1, None));
+    }
+    events
+}
+
 fn completed(index: u32, node: u128, epoch: u32, seconds: u64) -> RenderJobEvent {
     TaskCompleted {
         job_id: job_id(),
@@ -336,7 +388,7 @@ fn reports_from_a_stale_lease_are_refused() {
         .when(RenderJobCommand::ReportFrame {
             lease: lease(0, 1, 1),
             frame: 2,
-            output_file_id: None,
+            output_file_id: output_of(2, 1),
             at: t(30),
         })
         .then_err(stale);
@@ -389,64 +441,110 @@ fn start_twice_is_an_invalid_transition() {
 
 #[test]
 fn report_frame_records_each_frame_once() {
-    let progressed: RenderJobEvent = TaskProgressed {
-        job_id: job_id(),
-        tenant_id: tenant_id(),
-        task_id: task_id(0),
-        node_id: node_id(1),
-        lease_epoch: 1,
-        frame: 2,
-        output_file_id: Some(file_id(9)),
-        frames_done: 1,
-        frames_total: 4,
-        finished_at: t(12),
-    }
-    .into();
-    given::<RenderJob>(with(submitted(), [assigned(0, 1, 1)]))
+    let progressed = progressed(0, 1, 1, 2, 1, None);
+    let running = [assigned(0, 1, 1), started(0, 1, 1)];
+    given::<RenderJob>(with(submitted(), running.clone()))
         .when(RenderJobCommand::ReportFrame {
             lease: lease(0, 1, 1),
             frame: 2,
-            output_file_id: Some(file_id(9)),
+            output_file_id: output_of(2, 1),
             at: t(12),
         })
         .then([progressed.clone()]);
-    given::<RenderJob>(with(submitted(), [assigned(0, 1, 1), progressed]))
+    given::<RenderJob>(with(with(submitted(), running.clone()), [progressed]))
         .when(RenderJobCommand::ReportFrame {
             lease: lease(0, 1, 1),
             frame: 2,
-            output_file_id: None,
+            output_file_id: output_of(2, 1),
             at: t(13),
         })
         .then([]);
-    given::<RenderJob>(with(submitted(), [assigned(0, 1, 1)]))
+    given::<RenderJob>(with(submitted(), running))
         .when(RenderJobCommand::ReportFrame {
             lease: lease(0, 1, 1),
             frame: 9,
-            output_file_id: None,
+            output_file_id: output_of(9, 1),
             at: t(13),
         })
         .then_err_matches(|e| matches!(e, DomainError::Validation(v) if v.field == "frame"));
 }
 
 #[test]
-fn completing_the_last_task_completes_the_job() {
+fn a_frame_is_reported_only_once_the_task_started() {
     given::<RenderJob>(with(submitted(), [assigned(0, 1, 1)]))
+        .when(RenderJobCommand::ReportFrame {
+            lease: lease(0, 1, 1),
+            frame: 2,
+            output_file_id: output_of(2, 1),
+            at: t(12),
+        })
+        .then_err(DomainError::InvalidTransition {
+            entity: "task",
+            from: "leased",
+            command: "report a frame of",
+        });
+}
+
+#[test]
+fn a_task_completes_only_when_every_frame_has_a_reported_output() {
+    let complete = RenderJobCommand::Complete {
+        lease: lease(0, 1, 1),
+        render_seconds: 4,
+        at: t(20),
+    };
+    // Nothing reported, not even started.
+    given::<RenderJob>(with(submitted(), [assigned(0, 1, 1)]))
+        .when(complete.clone())
+        .then_err(DomainError::FramesMissing {
+            task_id: task_id(0),
+            missing: 4,
+            total: 4,
+        });
+    // Three of four frames.
+    let mut three = rendered(0, 1, 1);
+    three.pop();
+    given::<RenderJob>(with(submitted(), three))
+        .when(complete.clone())
+        .then_err(DomainError::FramesMissing {
+            task_id: task_id(0),
+            missing: 1,
+            total: 4,
+        });
+    // Frames reported under an earlier lease do not count for this one.
+    let mut earlier = rendered(0, 1, 1);
+    earlier.push(requeued(0, 1, 1, RequeueReason::LeaseExpired));
+    earlier.push(assigned(0, 1, 2));
+    given::<RenderJob>(with(submitted(), earlier))
+        .when(RenderJobCommand::Complete {
+            lease: lease(0, 1, 2),
+            render_seconds: 4,
+            at: t(20),
+        })
+        .then_err(DomainError::FramesMissing {
+            task_id: task_id(0),
+            missing: 4,
+            total: 4,
+        });
+    given::<RenderJob>(with(submitted(), rendered(0, 1, 1)))
+        .when(complete)
+        .then([completed(0, 1, 1, 4)]);
+}
+
+#[test]
+fn completing_the_last_task_completes_the_job() {
+    given::<RenderJob>(with(submitted(), rendered(0, 1, 1)))
         .when(RenderJobCommand::Complete {
             lease: lease(0, 1, 1),
             render_seconds: 40,
             at: t(20),
         })
         .then([completed(0, 1, 1, 40)]);
-    let history = with(
-        submitted(),
-        [
-            assigned(0, 1, 1),
-            completed(0, 1, 1, 40),
-            assigned(1, 1, 1),
-            completed(1, 1, 1, 30),
-            assigned(2, 2, 1),
-        ],
-    );
+    let mut history = submitted();
+    history.extend(rendered(0, 1, 1));
+    history.push(completed(0, 1, 1, 40));
+    history.extend(rendered(1, 1, 1));
+    history.push(completed(1, 1, 1, 30));
+    history.extend(rendered(2, 2, 1));
     let job = given::<RenderJob>(history)
         .when(RenderJobCommand::Complete {
             lease: lease(2, 2, 1),
@@ -675,7 +773,7 @@ fn pause_and_resume() {
 
 #[test]
 fn a_paused_job_still_accepts_reports_from_running_tasks() {
-    given::<RenderJob>(with(submitted(), [assigned(0, 1, 1), paused()]))
+    given::<RenderJob>(with(with(submitted(), rendered(0, 1, 1)), [paused()]))
         .when(RenderJobCommand::Complete {
             lease: lease(0, 1, 1),
             render_seconds: 4,
@@ -763,50 +861,29 @@ fn retrying_a_job_that_failed_while_paused_leaves_it_paused() {
 }
 
 #[test]
-fn a_new_lease_reports_every_frame_again() {
-    let first: RenderJobEvent = TaskProgressed {
-        job_id: job_id(),
-        tenant_id: tenant_id(),
-        task_id: task_id(0),
-        node_id: node_id(1),
-        lease_epoch: 1,
-        frame: 1,
-        output_file_id: None,
-        frames_done: 1,
-        frames_total: 4,
-        finished_at: t(12),
-    }
-    .into();
+fn a_new_lease_reports_every_frame_again_and_its_output_supersedes_the_earlier() {
     let history = with(
         submitted(),
         [
             assigned(0, 1, 1),
-            first,
+            started(0, 1, 1),
+            progressed(0, 1, 1, 1, 1, None),
             requeued(0, 1, 1, RequeueReason::NodeOffline),
             assigned(0, 2, 2),
+            started(0, 2, 2),
         ],
     );
-    let again: RenderJobEvent = TaskProgressed {
-        job_id: job_id(),
-        tenant_id: tenant_id(),
-        task_id: task_id(0),
-        node_id: node_id(2),
-        lease_epoch: 2,
-        frame: 1,
-        output_file_id: None,
-        frames_done: 1,
-        frames_total: 4,
-        finished_at: t(20),
-    }
-    .into();
-    given::<RenderJob>(history)
+    let job = given::<RenderJob>(history)
         .when(RenderJobCommand::ReportFrame {
             lease: lease(0, 2, 2),
             frame: 1,
-            output_file_id: None,
-            at: t(20),
+            output_file_id: output_of(1, 2),
+            at: t(12),
         })
-        .then([again]);
+        .then([progressed(0, 2, 2, 1, 1, Some(output_of(1, 1)))]);
+    // One current output per frame: the re-render's.
+    assert_eq!(job.current_output(1), Some(output_of(1, 2)));
+    assert_eq!(job.current_outputs().count(), 1);
 }
 
 #[test]

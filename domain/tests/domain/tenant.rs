@@ -200,3 +200,38 @@ fn charge_credit_never_goes_below_zero() {
         .when(charge(10, false))
         .then([charged(10, 0, 90)]);
 }
+
+#[test]
+fn a_task_is_charged_once_whoever_asks_again() {
+    // A retried completion, or a second instance, asks to charge the same
+    // task again: nothing is recorded, whatever the amount.
+    let tenant = given::<Tenant>([created(), credited(100, 100), charged(40, 0, 60)])
+        .when(charge(40, false))
+        .then([]);
+    assert!(tenant.is_charged(task_id(0)));
+    assert!(!tenant.is_charged(task_id(1)));
+    given::<Tenant>([created(), credited(100, 100), charged(40, 0, 60)])
+        .when(charge(7, true))
+        .then([]);
+    // Another task of the same job is charged.
+    given::<Tenant>([created(), credited(100, 100), charged(40, 0, 60)])
+        .when(TenantCommand::ChargeCredit {
+            job_id: job_id(),
+            task_id: task_id(1),
+            render_seconds: 60,
+            amount: amount(10),
+            cap_at_balance: false,
+            at: t(3),
+        })
+        .then([CreditCharged {
+            tenant_id: tenant_id(),
+            job_id: job_id(),
+            task_id: task_id(1),
+            render_seconds: 60,
+            amount_minor: amount(10),
+            uncovered_minor: AmountMinor::ZERO,
+            balance_after_minor: amount(50),
+            charged_at: t(3),
+        }
+        .into()]);
+}

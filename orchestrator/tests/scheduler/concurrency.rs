@@ -9,7 +9,7 @@ use domain::NodeId;
 use eventstore::AnyStore;
 use orchestrator::Orchestrator;
 
-use crate::{Farm, TestDb, lease, log, of};
+use crate::{Farm, TestDb, finish, lease, log, of};
 
 #[tokio::test]
 async fn running_shares_converge_to_the_tenants_weights() {
@@ -32,7 +32,7 @@ async fn running_shares_converge_to_the_tenants_weights() {
     let mut ratios = Vec::new();
     for _ in 0..200 {
         let (node, a) = held.pop_front().unwrap();
-        farm.orch.complete(lease(node, &a)).await.unwrap();
+        finish(&farm.orch, node, &a).await;
         held.push_back((node, farm.claim(node).await.expect("work left")));
         let running = farm.orch.running_by_tenant().await;
         let (l, h) = (running[&light] as f64, running[&heavy] as f64);
@@ -77,7 +77,7 @@ async fn race(instances: Vec<Orchestrator>, farm: &Farm, store: &AnyStore, tasks
                 orch.heartbeat(node, &[]).await.unwrap();
                 match orch.claim(node).await {
                     Ok(Some(a)) => {
-                        orch.complete(lease(node, &a)).await.unwrap();
+                        finish(&orch, node, &a).await;
                         done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     }
                     Ok(None) | Err(orchestrator::OrchestratorError::Contention) => {
@@ -114,6 +114,73 @@ async fn race(instances: Vec<Orchestrator>, farm: &Farm, store: &AnyStore, tasks
     assert_eq!(completed.len(), tasks);
     assert_eq!(completed_tasks.len(), tasks);
     assert!(of(&events, "render.task.requeued.v1").is_empty());
+    assert_charged_once_per_completion(&instances, store, tasks).await;
+}
+
+/// Money exactly once: one charge per completed task, whatever instance
+/// won each race, and every tenant's balance is its top-ups minus its
+/// charges. (Charges land just after their completion; an instance's
+/// ticker records any still pending.)
+async fn assert_charged_once_per_completion(
+    instances: &[Orchestrator],
+    store: &AnyStore,
+    tasks: usize,
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let events = loop {
+        let events = log(store).await;
+        if of(&events, "tenant.credit_charged.v1").len() >= tasks
+            || std::time::Instant::now() > deadline
+        {
+            break events;
+        }
+        for orch in instances {
+            orch.catch_up().await.unwrap();
+            orch.tick().await.unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let charges = of(&events, "tenant.credit_charged.v1");
+    let mut per_task: BTreeMap<String, usize> = BTreeMap::new();
+    for e in &charges {
+        *per_task
+            .entry(e.payload["task_id"].to_string())
+            .or_default() += 1;
+    }
+    let completed: BTreeSet<String> = of(&events, "render.task.completed.v1")
+        .iter()
+        .map(|e| e.payload["task_id"].to_string())
+        .collect();
+    assert!(
+        per_task.values().all(|n| *n == 1),
+        "a task was charged more than once: {} charges for {} tasks",
+        charges.len(),
+        per_task.len()
+    );
+    assert_eq!(charges.len(), completed.len(), "charges equal completions");
+    assert_eq!(per_task.keys().cloned().collect::<BTreeSet<_>>(), completed);
+    let mut by_tenant: BTreeMap<String, (i64, i64, (u64, i64))> = BTreeMap::new();
+    for e in &events {
+        let minor = |field: &str| e.payload[field].as_i64().unwrap_or(0);
+        let entry = by_tenant
+            .entry(e.payload["tenant_id"].to_string())
+            .or_default();
+        match e.routing_key.as_str() {
+            "tenant.credit_added.v1" => entry.0 += minor("amount_minor"),
+            "tenant.credit_charged.v1" => {
+                entry.1 += minor("amount_minor");
+                if e.stream_version > entry.2.0 {
+                    entry.2 = (e.stream_version, minor("balance_after_minor"));
+                }
+            }
+            _ => {}
+        }
+    }
+    for (tenant, (added, charged, (_, balance))) in by_tenant {
+        if charged > 0 {
+            assert_eq!(added - charged, balance, "tenant {tenant}'s balance");
+        }
+    }
 }
 
 async fn many_claimers(db: TestDb) {

@@ -7,6 +7,7 @@
 mod support;
 
 mod concurrency;
+mod outputs;
 mod rules;
 
 use std::sync::Arc;
@@ -177,6 +178,35 @@ impl Farm {
     pub async fn claim(&self, node_id: NodeId) -> Option<Assignment> {
         self.orch.claim(node_id).await.unwrap()
     }
+}
+
+/// What a node uploads for a frame (the bytes are not looked at here).
+pub fn frame_output(frame: u32) -> orchestrator::FileOutput {
+    orchestrator::FileOutput {
+        name: FileName::parse(format!("frame_{frame:04}.png")).unwrap(),
+        content_type: ContentType::parse("image/png").unwrap(),
+        size_bytes: 100,
+        sha256: Sha256Digest::parse(format!("{:064x}", u128::from(frame) + 1)).unwrap(),
+    }
+}
+
+/// The node starts the task, uploads and reports every frame.
+pub async fn render_frames(orch: &Orchestrator, node_id: NodeId, a: &Assignment) {
+    let l = lease(node_id, a);
+    orch.progress(l, None, None).await.unwrap();
+    for frame in a.frames.start..=a.frames.end {
+        let file = orch
+            .record_output(l, frame, frame_output(frame))
+            .await
+            .unwrap();
+        orch.progress(l, Some(frame), Some(file)).await.unwrap();
+    }
+}
+
+/// The node renders every frame of the task and completes it.
+pub async fn finish(orch: &Orchestrator, node_id: NodeId, a: &Assignment) {
+    render_frames(orch, node_id, a).await;
+    orch.complete(lease(node_id, a)).await.unwrap();
 }
 
 /// The lease an assignment grants `node_id`.

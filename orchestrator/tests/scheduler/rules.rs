@@ -5,7 +5,7 @@ use domain::render_job::Requirements;
 use domain::{DomainError, Note, RenderJobCommand};
 use orchestrator::OrchestratorError;
 
-use crate::{Farm, TestDb, lease, log, of};
+use crate::{Farm, TestDb, finish, lease, log, of, render_frames};
 
 async fn farm() -> (Farm, TestDb) {
     let db = TestDb::sqlite().await;
@@ -24,9 +24,7 @@ async fn a_task_is_leased_completed_and_charged_at_the_node_class_price() {
     assert_eq!((a.frames.start, a.frames.end, a.lease_epoch), (1, 2, 1));
     assert_eq!(a.job_id, job.as_uuid());
     let l = lease(node, &a);
-    farm.orch.progress(l, None, None).await.unwrap();
-    farm.orch.progress(l, Some(1), None).await.unwrap();
-    farm.orch.progress(l, Some(2), None).await.unwrap();
+    render_frames(&farm.orch, node, &a).await;
     farm.clock.advance(Duration::milliseconds(2_500));
     farm.orch.complete(l).await.unwrap();
     // 2.5 s rounds up to 3 render-seconds at the default price of 1.
@@ -34,7 +32,7 @@ async fn a_task_is_leased_completed_and_charged_at_the_node_class_price() {
 
     let b = farm.claim(node).await.expect("second task");
     assert_eq!((b.frames.start, b.frames.end), (3, 4));
-    farm.orch.complete(lease(node, &b)).await.unwrap();
+    finish(&farm.orch, node, &b).await;
     assert!(farm.orch.is_finished(job).await);
     assert_eq!(farm.claim(node).await, None);
 
@@ -44,7 +42,7 @@ async fn a_task_is_leased_completed_and_charged_at_the_node_class_price() {
     assert_eq!(charges[0].payload["render_seconds"], 3);
     assert_eq!(charges[0].payload["amount_minor"], 3);
     assert_eq!(of(&events, "render.job.completed.v1").len(), 1);
-    assert_eq!(of(&events, "render.task.progressed.v1").len(), 2);
+    assert_eq!(of(&events, "render.task.progressed.v1").len(), 4);
     db.cleanup().await;
 }
 
@@ -73,7 +71,7 @@ async fn an_expired_lease_is_requeued_with_its_reason_and_leased_again_with_a_ne
         farm.orch.complete(lease(node, &a)).await,
         Err(OrchestratorError::Domain(DomainError::StaleLease { .. }))
     ));
-    farm.orch.complete(lease(node, &b)).await.unwrap();
+    finish(&farm.orch, node, &b).await;
     db.cleanup().await;
 }
 
@@ -90,7 +88,7 @@ async fn heartbeats_and_progress_renew_a_lease() {
         assert!(farm.orch.heartbeat(node, &[l]).await.unwrap().is_empty());
         farm.orch.tick().await.unwrap();
     }
-    farm.orch.complete(l).await.unwrap();
+    finish(&farm.orch, node, &a).await;
     assert!(of(&log(&db.store).await, "render.task.requeued.v1").is_empty());
     db.cleanup().await;
 }
@@ -121,7 +119,7 @@ async fn a_node_back_from_offline_is_told_to_stop_and_its_late_completion_is_ref
         })) => assert_eq!((presented, current), (1, Some(2))),
         other => panic!("a stale completion was not refused: {other:?}"),
     }
-    farm.orch.complete(lease(other, &second)).await.unwrap();
+    finish(&farm.orch, other, &second).await;
     assert!(farm.orch.is_finished(job).await);
 
     // The log tells the story: offline, requeued (why), leased again, one completion.
@@ -165,7 +163,7 @@ async fn a_tenant_gets_no_more_running_tasks_than_its_quota_and_none_without_cre
     assert_eq!(running.get(&broke), None, "no credit, no leases");
     // A finished task frees a slot.
     let (node, a) = &leased[0];
-    farm.orch.complete(lease(*node, a)).await.unwrap();
+    finish(&farm.orch, *node, a).await;
     assert!(farm.claim(*node).await.is_some());
     db.cleanup().await;
 }
@@ -289,10 +287,10 @@ async fn a_restarted_orchestrator_rebuilds_its_view_from_the_log() {
     drop(farm);
     let again = Farm::open(db.store.clone(), db.clock.clone()).await;
     // The lease survived the restart; the other task is still queued.
-    again.orch.complete(lease(node, &a)).await.unwrap();
+    finish(&again.orch, node, &a).await;
     let b = again.claim(node).await.expect("the second task");
     assert_ne!(b.task_id, a.task_id);
-    again.orch.complete(lease(node, &b)).await.unwrap();
+    finish(&again.orch, node, &b).await;
     assert!(again.orch.is_finished(job).await);
     db.cleanup().await;
 }
