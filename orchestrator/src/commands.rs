@@ -1,0 +1,216 @@
+//! Commands that are not node reports: tenants, node registration, client
+//! uploads, submissions and job control, each decided in the domain and
+//! appended at the stream's exact version (retried on contention).
+
+use chrono::{DateTime, Utc};
+use domain::file::FileEvent;
+use domain::node::Capabilities;
+use domain::render_job::RenderJobEvent;
+use domain::{
+    Aggregate, FileCommand, FileId, JobId, NodeCommand, NodeEvent, NodeId, RenderJob,
+    RenderJobCommand, SubmitJob, TenantCommand, TenantEvent, TenantId,
+};
+use eventstore::Actor;
+
+use crate::state::State;
+use crate::{MAX_ATTEMPTS, Orchestrator, OrchestratorError, system};
+
+impl Orchestrator {
+    /// Runs a job command against fresh state, retrying on contention.
+    pub(crate) async fn job_command(
+        &self,
+        job_id: JobId,
+        actor: Actor,
+        command: impl Fn(DateTime<Utc>) -> RenderJobCommand,
+    ) -> Result<Vec<RenderJobEvent>, OrchestratorError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let mut st = self.inner.state.lock().await;
+            let entry = st
+                .jobs
+                .get(&job_id)
+                .ok_or(OrchestratorError::NotFound("job"))?;
+            let events = entry.job.decide(command(self.now()))?;
+            match self
+                .commit_job(&mut st, job_id, &events, actor.clone())
+                .await
+            {
+                Ok(()) => return Ok(events),
+                Err(OrchestratorError::Contention) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(OrchestratorError::Contention)
+    }
+
+    /// Creates a tenant, adds credit, changes its quota…
+    pub async fn tenant_command(
+        &self,
+        tenant_id: TenantId,
+        command: TenantCommand,
+    ) -> Result<(), OrchestratorError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let mut st = self.inner.state.lock().await;
+            let tenant = st
+                .tenants
+                .get(&tenant_id)
+                .map(|t| t.0.clone())
+                .unwrap_or_default();
+            let events = tenant.decide(command.clone())?;
+            let result = self
+                .commit(
+                    &mut st,
+                    "tenant",
+                    tenant_id.as_uuid(),
+                    Some(tenant_id.as_uuid()),
+                    &events,
+                    system(),
+                    |st, e: &TenantEvent, v| st.apply_tenant(e, v),
+                )
+                .await;
+            match result {
+                Ok(()) => {
+                    self.signal_work();
+                    return Ok(());
+                }
+                Err(OrchestratorError::Contention) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(OrchestratorError::Contention)
+    }
+
+    pub(crate) async fn node_command(
+        &self,
+        st: &mut State,
+        node_id: NodeId,
+        command: NodeCommand,
+        actor: Actor,
+    ) -> Result<(), OrchestratorError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let node = st
+                .nodes
+                .get(&node_id)
+                .map(|n| n.0.clone())
+                .unwrap_or_default();
+            let events = node.decide(command.clone())?;
+            let result = self
+                .commit(
+                    st,
+                    "node",
+                    node_id.as_uuid(),
+                    None,
+                    &events,
+                    actor.clone(),
+                    |st, e: &NodeEvent, v| st.apply_node(e, v),
+                )
+                .await;
+            match result {
+                Err(OrchestratorError::Contention) => continue,
+                other => return other,
+            }
+        }
+        Err(OrchestratorError::Contention)
+    }
+
+    /// Registers a node with its capabilities (`node.registered.v1`), or
+    /// records changed capabilities of a known node
+    /// (`node.capabilities_changed.v1`; nothing when unchanged).
+    pub async fn register_node(
+        &self,
+        node_id: NodeId,
+        name: domain::Label,
+        capabilities: Capabilities,
+        secret_key_id: domain::SecretKeyId,
+    ) -> Result<(), OrchestratorError> {
+        let mut st = self.inner.state.lock().await;
+        let at = self.now();
+        let known = st
+            .nodes
+            .get(&node_id)
+            .is_some_and(|n| n.0.registration().is_some());
+        let command = if known {
+            NodeCommand::ChangeCapabilities { capabilities, at }
+        } else {
+            NodeCommand::Register {
+                node_id,
+                name,
+                capabilities,
+                secret_key_id,
+                at,
+            }
+        };
+        let actor = Actor::Node {
+            id: node_id.as_uuid(),
+        };
+        self.node_command(&mut st, node_id, command, actor).await?;
+        drop(st);
+        self.signal_work();
+        Ok(())
+    }
+
+    /// Records a client upload (`file.uploaded.v1`); the bytes are already stored.
+    pub async fn record_upload(
+        &self,
+        file_id: FileId,
+        command: FileCommand,
+    ) -> Result<(), OrchestratorError> {
+        let mut st = self.inner.state.lock().await;
+        let events = domain::File::default().decide(command)?;
+        let tenant = events
+            .first()
+            .and_then(FileEvent::tenant_id)
+            .map(|t| t.as_uuid());
+        self.commit(
+            &mut st,
+            "file",
+            file_id.as_uuid(),
+            tenant,
+            &events,
+            system(),
+            |st, e, v| st.apply_file(e, v),
+        )
+        .await
+    }
+
+    /// Submits a render: the tenant must be active and the scene its own upload.
+    pub async fn submit(&self, command: SubmitJob) -> Result<(), OrchestratorError> {
+        let mut st = self.inner.state.lock().await;
+        let tenant = st
+            .tenants
+            .get(&command.tenant_id)
+            .ok_or(OrchestratorError::NotFound("tenant"))?;
+        if !tenant.0.can_submit() {
+            return Err(OrchestratorError::Invalid(
+                "the tenant is suspended and may not submit renders".into(),
+            ));
+        }
+        match st.files.get(&command.scene_file_id) {
+            Some((f, _)) if f.input && f.tenant_id == command.tenant_id => {}
+            _ => return Err(OrchestratorError::NotFound("scene file")),
+        }
+        let job_id = command.job_id;
+        let events = RenderJob::default().decide(RenderJobCommand::Submit(command))?;
+        self.commit_job(&mut st, job_id, &events, system()).await
+    }
+
+    /// Pauses, resumes, cancels or retries a job on a client's behalf.
+    pub async fn control(
+        &self,
+        job_id: JobId,
+        tenant_id: TenantId,
+        command: impl Fn(DateTime<Utc>) -> RenderJobCommand,
+    ) -> Result<Vec<RenderJobEvent>, OrchestratorError> {
+        {
+            let st = self.inner.state.lock().await;
+            let owned = st
+                .jobs
+                .get(&job_id)
+                .and_then(|j| j.job.submission())
+                .is_some_and(|s| s.tenant_id == tenant_id);
+            if !owned {
+                return Err(OrchestratorError::NotFound("job"));
+            }
+        }
+        self.job_command(job_id, system(), command).await
+    }
+}

@@ -1,0 +1,234 @@
+//! The view and how it keeps current: catch-up from the log (its own
+//! appends and other instances'), reloading a stream after a refused
+//! append, the follower, committing at the exact stream version, and the
+//! read-only queries for displays and tests.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use domain::render_job::{JobStatus, RenderJobEvent};
+use domain::{DomainEvent, FileId, JobId, TenantId};
+use eventstore::{Actor, AppendRequest, EventStore, ExpectedVersion, NewEvent, StoreError};
+use uuid::Uuid;
+
+use crate::state::{Gap, State};
+use crate::{JobProgress, Orchestrator, OrchestratorError, metadata};
+
+impl Orchestrator {
+    /// Applies every event appended since the view's position (by this or
+    /// another instance). Returns how many events were applied.
+    pub async fn catch_up(&self) -> Result<usize, OrchestratorError> {
+        let mut applied = 0;
+        let mut work = false;
+        loop {
+            let mut st = self.inner.state.lock().await;
+            let batch = self
+                .inner
+                .store
+                .read_all(st.position, eventstore::store::READ_BATCH)
+                .await?;
+            let Some(last) = batch.last().map(|e| e.global_position) else {
+                break;
+            };
+            for event in &batch {
+                match st.apply_recorded(event) {
+                    Ok(Some(a)) => {
+                        applied += 1;
+                        work |= a.work;
+                    }
+                    Ok(None) => {}
+                    Err(Gap) => {
+                        self.reload(&mut st, &event.stream_type, event.stream_id)
+                            .await?;
+                        work = true;
+                    }
+                }
+            }
+            st.position = last;
+        }
+        if work {
+            self.signal_work();
+        }
+        Ok(applied)
+    }
+
+    /// Reads a stream from the view's version on and applies it.
+    pub(crate) async fn reload(
+        &self,
+        st: &mut State,
+        stream_type: &str,
+        stream_id: Uuid,
+    ) -> Result<(), OrchestratorError> {
+        loop {
+            let from = st.version_of(stream_type, stream_id) + 1;
+            let batch = self
+                .inner
+                .store
+                .read_stream(stream_id, from, eventstore::store::READ_BATCH)
+                .await?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            for event in &batch {
+                // In version order from the view's version: never a gap.
+                let _ = st.apply_recorded(event);
+            }
+        }
+    }
+
+    /// Keeps the view current with other instances' appends until the
+    /// returned task is aborted.
+    pub fn spawn_follower(&self) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        eventstore::task::spawn_named("orchestrator-follower", async move {
+            let mut appended = this.inner.store.appended();
+            loop {
+                let _ = tokio::time::timeout(Duration::from_secs(1), appended.changed()).await;
+                if let Err(e) = this.catch_up().await {
+                    tracing::warn!(error = %e, "scheduler catch-up failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        })
+    }
+
+    /// Appends `events` to a stream at the version the view holds, applying
+    /// them to the view on success. A concurrent writer's change reloads the
+    /// stream and returns [`OrchestratorError::Contention`] so that the
+    /// caller decides again on fresh state.
+    // The stream's identity (type, id, tenant) is spelled out at each call.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn commit<E: DomainEvent>(
+        &self,
+        st: &mut State,
+        stream_type: &'static str,
+        stream_id: Uuid,
+        tenant_id: Option<Uuid>,
+        events: &[E],
+        actor: Actor,
+        apply: impl Fn(&mut State, &E, u64),
+    ) -> Result<(), OrchestratorError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let version = st.version_of(stream_type, stream_id);
+        let meta = metadata(actor);
+        let request = AppendRequest {
+            stream_id,
+            stream_type: stream_type.into(),
+            tenant_id,
+            expected: if version == 0 {
+                ExpectedVersion::NoStream
+            } else {
+                ExpectedVersion::Exact(version)
+            },
+            events: events
+                .iter()
+                .map(|e| NewEvent::from_domain(Uuid::new_v4(), e, meta.clone()))
+                .collect(),
+        };
+        match self.inner.store.append(request).await {
+            Ok(result) => {
+                for (event, v) in events.iter().zip(result.first_version..) {
+                    apply(st, event, v);
+                }
+                Ok(())
+            }
+            Err(StoreError::WrongExpectedVersion { .. }) => {
+                self.reload(st, stream_type, stream_id).await?;
+                Err(OrchestratorError::Contention)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub(crate) async fn commit_job(
+        &self,
+        st: &mut State,
+        job_id: JobId,
+        events: &[RenderJobEvent],
+        actor: Actor,
+    ) -> Result<(), OrchestratorError> {
+        let now = self.now();
+        st.now = now;
+        let tenant = match events.first() {
+            Some(RenderJobEvent::Submitted(e)) => Some(e.tenant_id.as_uuid()),
+            _ => st
+                .jobs
+                .get(&job_id)
+                .and_then(|j| j.job.submission())
+                .map(|s| s.tenant_id.as_uuid()),
+        };
+        self.commit(
+            st,
+            "render_job",
+            job_id.as_uuid(),
+            tenant,
+            events,
+            actor,
+            |st, e, v| {
+                let a = st.apply_job(e, v, now);
+                if a.work {
+                    self.signal_work();
+                }
+            },
+        )
+        .await
+    }
+
+    /// Progress of a job, for displays and tests.
+    pub async fn job_progress(&self, job_id: JobId) -> Option<JobProgress> {
+        let st = self.inner.state.lock().await;
+        let entry = st.jobs.get(&job_id)?;
+        let job = &entry.job;
+        Some(JobProgress {
+            status: job.status().as_str(),
+            tasks: job.tasks().count(),
+            tasks_completed: job
+                .tasks()
+                .filter(|t| t.status == domain::render_job::TaskStatus::Completed)
+                .count(),
+            frames_total: job.submission().map_or(0, |s| s.frames.len()),
+            frames_done: job.tasks().map(|t| t.frames_done.len() as u64).sum(),
+            leased: job.leased_task_count(),
+        })
+    }
+
+    /// The current output of each frame of a job that has one (a frame
+    /// re-rendered under a later lease has the later output), in frame
+    /// order.
+    pub async fn current_outputs(&self, job_id: JobId) -> Vec<(u32, FileId)> {
+        let st = self.inner.state.lock().await;
+        st.jobs
+            .get(&job_id)
+            .map(|j| j.job.current_outputs().collect())
+            .unwrap_or_default()
+    }
+
+    /// Leased or running tasks per tenant right now.
+    pub async fn running_by_tenant(&self) -> BTreeMap<TenantId, u32> {
+        let st = self.inner.state.lock().await;
+        st.running
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(t, n)| (*t, *n))
+            .collect()
+    }
+
+    /// Whether the job reached a final state.
+    pub async fn is_finished(&self, job_id: JobId) -> bool {
+        let st = self.inner.state.lock().await;
+        st.jobs.get(&job_id).is_some_and(|j| {
+            matches!(
+                j.job.status(),
+                JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled
+            )
+        })
+    }
+
+    /// A tenant's balance in minor units.
+    pub async fn balance(&self, tenant_id: TenantId) -> Option<i64> {
+        let st = self.inner.state.lock().await;
+        st.tenants.get(&tenant_id).map(|t| t.0.balance().get())
+    }
+}
