@@ -27,7 +27,7 @@ impl Orchestrator {
         frame: u32,
         file: FileOutput,
     ) -> Result<FileId, OrchestratorError> {
-        self.live_lease(lease).await?;
+        self.upload_checked(lease, frame).await?;
         let mut st = self.inner.state.lock().await;
         let (live, _) = self.uploadable(&st, lease, frame)?;
         let file_id = FileId::new(Uuid::new_v4()).map_err(DomainError::from)?;
@@ -126,8 +126,23 @@ impl Orchestrator {
         node_id: NodeId,
         held: &[LeaseRef],
     ) -> Result<Vec<LeaseRef>, OrchestratorError> {
+        let stop = {
+            let mut st = self.inner.state.lock().await;
+            self.touch(&mut st, node_id).await?;
+            self.renew_held(&mut st, node_id, held)
+        };
+        if stop.is_empty() {
+            return Ok(stop);
+        }
+        // Leases this view does not know may have been granted by another
+        // instance a moment ago: never tell a node to stop one of those.
+        self.catch_up().await?;
         let mut st = self.inner.state.lock().await;
-        self.touch(&mut st, node_id).await?;
+        Ok(self.renew_held(&mut st, node_id, &stop))
+    }
+
+    /// Renews the leases among `held` that are current; returns the others.
+    fn renew_held(&self, st: &mut State, node_id: NodeId, held: &[LeaseRef]) -> Vec<LeaseRef> {
         let expires = self.now() + self.inner.config.lease_ttl;
         let mut stop = Vec::new();
         for lease in held {
@@ -138,7 +153,7 @@ impl Orchestrator {
                 _ => stop.push(*lease),
             }
         }
-        Ok(stop)
+        stop
     }
 
     /// Leases the best task for this node, if any (see the crate docs for
@@ -289,7 +304,15 @@ impl Orchestrator {
                 .is_some_and(|t| t.status == domain::render_job::TaskStatus::Leased)
         };
         if leased {
-            self.start(lease).await?;
+            match self.start(lease).await {
+                // Started through another instance meanwhile.
+                Err(OrchestratorError::Domain(DomainError::InvalidTransition {
+                    from: "running",
+                    ..
+                }))
+                | Ok(()) => {}
+                Err(e) => return Err(e),
+            }
         }
         if let Some((frame, file_id)) = report {
             self.report_frame(lease, frame, file_id).await?;
@@ -310,9 +333,24 @@ impl Orchestrator {
         lease: LeaseRef,
         frame: u32,
     ) -> Result<Option<(u32, u32)>, OrchestratorError> {
-        self.live_lease(lease).await?;
+        self.upload_checked(lease, frame).await?;
         let st = self.inner.state.lock().await;
         self.uploadable(&st, lease, frame).map(|(_, size)| size)
+    }
+
+    /// Checks an upload; if the view refuses it, checks again after
+    /// catching up (the task was leased or started through another instance
+    /// a moment ago).
+    async fn upload_checked(&self, lease: LeaseRef, frame: u32) -> Result<(), OrchestratorError> {
+        {
+            let st = self.inner.state.lock().await;
+            if self.uploadable(&st, lease, frame).is_ok() {
+                return Ok(());
+            }
+        }
+        self.catch_up().await?;
+        let st = self.inner.state.lock().await;
+        self.uploadable(&st, lease, frame).map(|_| ())
     }
 
     /// The checks of an upload, against the view.
@@ -398,7 +436,20 @@ impl Orchestrator {
     }
 
     /// Whether `node_id` holds a lease whose job renders the input `sha256`.
+    /// A lease granted by another instance a moment ago is looked up again
+    /// after catching up with the log.
     pub async fn may_read_input(&self, node_id: NodeId, sha256: &str) -> bool {
+        if self.holds_lease_reading(node_id, sha256).await {
+            return true;
+        }
+        if let Err(e) = self.catch_up().await {
+            tracing::warn!(error = %e, "catching up before an input download failed");
+            return false;
+        }
+        self.holds_lease_reading(node_id, sha256).await
+    }
+
+    async fn holds_lease_reading(&self, node_id: NodeId, sha256: &str) -> bool {
         let st = self.inner.state.lock().await;
         st.leases
             .values()

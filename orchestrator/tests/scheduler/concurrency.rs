@@ -302,3 +302,55 @@ async fn liveness_is_shared_between_instances_on_postgres() {
 async fn liveness_is_shared_between_instances_on_sqlite() {
     liveness_is_shared_between_instances(TestDb::sqlite().await).await;
 }
+
+/// A node that claimed through one instance and reports through another
+/// (failover, a round-robin balancer) before that one has read the lease:
+/// it is never told to stop a lease it holds, and its reports and upload
+/// checks are taken.
+async fn reports_through_an_instance_that_has_not_read_the_lease_yet(db: TestDb) {
+    let (farm, second) = two_farms(&db).await;
+    let tenant = farm.tenant(1, 10, 1_000_000).await;
+    farm.render(tenant, 2, 2).await;
+    let node = farm.node().await;
+    second.catch_up().await.unwrap();
+    let a = farm.claim(node).await.expect("a task");
+    let held = lease(node, &a);
+    // The second instance's view is behind (no follower runs here).
+    assert!(
+        second.heartbeat(node, &[held]).await.unwrap().is_empty(),
+        "a node was told to stop a lease it holds"
+    );
+    second.progress(held, None, None).await.unwrap();
+    assert_eq!(second.check_upload(held, 1).await.unwrap(), None);
+    let file = second
+        .record_output(held, 1, crate::frame_output(1))
+        .await
+        .unwrap();
+    second.progress(held, Some(1), Some(file)).await.unwrap();
+    // The first instance's view is behind now: a start it has not seen is
+    // no error, and the completion needs the frames the second recorded.
+    farm.orch.progress(held, None, None).await.unwrap();
+    let file = farm
+        .orch
+        .record_output(held, 2, crate::frame_output(2))
+        .await
+        .unwrap();
+    farm.orch.progress(held, Some(2), Some(file)).await.unwrap();
+    farm.orch.complete(held).await.unwrap();
+    let events = log(farm.orch.store()).await;
+    assert_eq!(of(&events, "render.task.completed.v1").len(), 1);
+    assert!(of(&events, "render.task.requeued.v1").is_empty());
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_through_a_lagging_instance_are_taken_on_postgres() {
+    if let Some(db) = TestDb::postgres().await {
+        reports_through_an_instance_that_has_not_read_the_lease_yet(db).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_through_a_lagging_instance_are_taken_on_sqlite() {
+    reports_through_an_instance_that_has_not_read_the_lease_yet(TestDb::sqlite().await).await;
+}
