@@ -21,10 +21,12 @@
 
 use std::collections::HashMap;
 
+use domain::file::OutputStored;
 use domain::render_job::RenderJobEvent;
+use domain::render_job::TaskStatus;
 use domain::{
-    Aggregate, AmountMinor, DomainEvent, JobId, LeaseRef, NodeId, RenderJobCommand, TaskId,
-    TenantCommand, TenantEvent, TenantId,
+    Aggregate, AmountMinor, DomainEvent, FileCommand, FileId, JobId, LeaseRef, NodeId,
+    RenderJobCommand, TaskId, TenantCommand, TenantEvent, TenantId,
 };
 use eventstore::{Actor, AppendRequest, EventStore, ExpectedVersion, NewEvent, StoreError};
 use tokio::sync::oneshot;
@@ -32,7 +34,8 @@ use uuid::Uuid;
 
 use crate::state::{PendingCharge, State};
 use crate::{
-    Assignment, Orchestrator, OrchestratorError, assignment, metadata, pick, render_seconds, system,
+    Assignment, FileOutput, Orchestrator, OrchestratorError, assignment, metadata, pick,
+    render_seconds, system,
 };
 
 /// An operation waiting for the next batch.
@@ -50,6 +53,22 @@ pub(crate) enum Op {
     /// charges are stored, or `Contention` if a tenant stream changed).
     Charge {
         reply: Option<oneshot::Sender<Result<(), OrchestratorError>>>,
+    },
+    /// The node goes on (starting the task if it is only leased) and, with
+    /// a frame, finished that frame with this output (already checked to
+    /// be known to the view; checked again here against the lease).
+    Progress {
+        lease: LeaseRef,
+        frame: Option<(u32, FileId)>,
+        reply: oneshot::Sender<Result<(), OrchestratorError>>,
+    },
+    /// A rendered frame's bytes are stored: record them as an output of
+    /// this lease (`file.output_stored.v1`), answering its file id.
+    Output {
+        lease: LeaseRef,
+        frame: u32,
+        file: Box<FileOutput>,
+        reply: oneshot::Sender<Result<FileId, OrchestratorError>>,
     },
 }
 
@@ -116,6 +135,15 @@ enum Reply {
         TaskId,
     ),
     Charge(Option<oneshot::Sender<Result<(), OrchestratorError>>>),
+    Progress(
+        oneshot::Sender<Result<(), OrchestratorError>>,
+        Option<usize>,
+    ),
+    Output(
+        oneshot::Sender<Result<FileId, OrchestratorError>>,
+        usize,
+        FileId,
+    ),
 }
 
 impl Orchestrator {
@@ -173,6 +201,27 @@ impl Orchestrator {
                     }
                 }
                 Op::Charge { reply } => replies.push(Reply::Charge(reply)),
+                Op::Progress {
+                    lease,
+                    frame,
+                    reply,
+                } => match self.decide_progress(st, &mut batch, lease, frame) {
+                    Ok(slot) => replies.push(Reply::Progress(reply, slot)),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                },
+                Op::Output {
+                    lease,
+                    frame,
+                    file,
+                    reply,
+                } => match self.decide_output(st, &mut batch, lease, frame, *file) {
+                    Ok((slot, file_id)) => replies.push(Reply::Output(reply, slot, file_id)),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                },
             }
         }
         let charges = self.decide_charges(st, &mut batch);
@@ -186,6 +235,9 @@ impl Orchestrator {
                         let _ = reply.send(Ok(a));
                     }
                     Reply::Charge(Some(reply)) => {
+                        let _ = reply.send(Ok(()));
+                    }
+                    Reply::Progress(reply, None) => {
                         let _ = reply.send(Ok(()));
                     }
                     _ => {}
@@ -264,6 +316,12 @@ impl Orchestrator {
                     let _ = reply.send(outcome(&charge_slots));
                 }
                 Reply::Charge(None) => {}
+                Reply::Progress(reply, slot) => {
+                    let _ = reply.send(outcome(slot.as_slice()));
+                }
+                Reply::Output(reply, slot, file_id) => {
+                    let _ = reply.send(outcome(&[slot]).map(|()| file_id));
+                }
             }
         }
         if work {
@@ -360,6 +418,109 @@ impl Orchestrator {
         );
         *work |= self.apply_job_events(st, &events);
         Ok(job_slot)
+    }
+
+    /// A progress report: the start (if the task is only leased) and the
+    /// frame with its output, as one write to the job's stream (`None`:
+    /// nothing to record, e.g. a frame reported twice).
+    fn decide_progress(
+        &self,
+        st: &mut State,
+        batch: &mut Batch,
+        lease: LeaseRef,
+        frame: Option<(u32, FileId)>,
+    ) -> Result<Option<usize>, OrchestratorError> {
+        let live = self.current_lease(st, lease)?;
+        if let Some((frame, file_id)) = frame {
+            Self::check_output(st, &live, lease, frame, file_id)?;
+        }
+        self.renew(st, lease);
+        let at = st.now;
+        let entry = st
+            .jobs
+            .get(&live.job_id)
+            .ok_or(OrchestratorError::NotFound("job"))?;
+        let leased = entry
+            .job
+            .task(lease.task_id)
+            .is_some_and(|t| t.status == TaskStatus::Leased);
+        let report = |frame: u32, output_file_id: FileId| RenderJobCommand::ReportFrame {
+            lease,
+            frame,
+            output_file_id,
+            at,
+        };
+        let start = RenderJobCommand::Start { lease, at };
+        let events = match (leased, frame) {
+            (false, None) => vec![],
+            (true, None) => entry.job.decide(start)?,
+            (false, Some((frame, file_id))) => entry.job.decide(report(frame, file_id))?,
+            // Both at once (rare: agents start first): decide the frame on
+            // the started job.
+            (true, Some((frame, file_id))) => {
+                let mut events = entry.job.decide(start)?;
+                let started = events
+                    .iter()
+                    .fold(entry.job.clone(), |job, e| job.evolve(e));
+                events.extend(started.decide(report(frame, file_id))?);
+                events
+            }
+        };
+        if events.is_empty() {
+            return Ok(None);
+        }
+        let tenant = Some(live.tenant_id.as_uuid());
+        let actor = Actor::Node {
+            id: lease.node_id.as_uuid(),
+        };
+        let slot = batch.add(
+            st,
+            "render_job",
+            live.job_id.as_uuid(),
+            tenant,
+            &events,
+            actor,
+        );
+        self.apply_job_events(st, &events);
+        Ok(Some(slot))
+    }
+
+    /// A rendered frame stored under a started lease: a new file stream.
+    fn decide_output(
+        &self,
+        st: &mut State,
+        batch: &mut Batch,
+        lease: LeaseRef,
+        frame: u32,
+        file: FileOutput,
+    ) -> Result<(usize, FileId), OrchestratorError> {
+        let (live, _) = self.uploadable(st, lease, frame)?;
+        self.renew(st, lease);
+        let file_id = FileId::new(Uuid::new_v4()).map_err(domain::DomainError::from)?;
+        let command = FileCommand::StoreOutput(Box::new(OutputStored {
+            file_id,
+            tenant_id: live.tenant_id,
+            job_id: live.job_id,
+            task_id: lease.task_id,
+            node_id: lease.node_id,
+            frame,
+            lease_epoch: Some(lease.lease_epoch),
+            name: file.name,
+            content_type: file.content_type,
+            size_bytes: file.size_bytes,
+            sha256: file.sha256,
+            stored_at: st.now,
+        }));
+        let events = domain::File::default().decide(command)?;
+        let tenant = Some(live.tenant_id.as_uuid());
+        let actor = Actor::Node {
+            id: lease.node_id.as_uuid(),
+        };
+        let slot = batch.add(st, "file", file_id.as_uuid(), tenant, &events, actor);
+        for e in &events {
+            st.apply_file(e, 1);
+        }
+        Ok((slot, file_id))
     }
 
     /// Adds a charge for every due completion: this instance's once they

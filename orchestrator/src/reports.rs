@@ -3,14 +3,9 @@
 //! report is checked against the lease's fencing token first.
 
 use chrono::{DateTime, Utc};
-use domain::file::{FileEvent, OutputStored};
 use domain::render_job::RenderJobEvent;
-use domain::{
-    Aggregate, DomainError, FileCommand, FileId, JobId, LeaseRef, NodeCommand, NodeId, Note,
-    RenderJobCommand,
-};
+use domain::{DomainError, FileId, JobId, LeaseRef, NodeCommand, NodeId, Note, RenderJobCommand};
 use eventstore::Actor;
-use uuid::Uuid;
 
 use crate::state::{LiveLease, State};
 use crate::{
@@ -27,38 +22,41 @@ impl Orchestrator {
         frame: u32,
         file: FileOutput,
     ) -> Result<FileId, OrchestratorError> {
-        self.upload_checked(lease, frame).await?;
-        let mut st = self.inner.state.lock().await;
-        let (live, _) = self.uploadable(&st, lease, frame)?;
-        let file_id = FileId::new(Uuid::new_v4()).map_err(DomainError::from)?;
-        let command = FileCommand::StoreOutput(Box::new(OutputStored {
-            file_id,
-            tenant_id: live.tenant_id,
-            job_id: live.job_id,
-            task_id: lease.task_id,
-            node_id: lease.node_id,
+        self.batched(|reply| batch::Op::Output {
+            lease,
             frame,
-            lease_epoch: Some(lease.lease_epoch),
-            name: file.name,
-            content_type: file.content_type,
-            size_bytes: file.size_bytes,
-            sha256: file.sha256,
-            stored_at: self.now(),
-        }));
-        let events = domain::File::default().decide(command)?;
-        self.commit(
-            &mut st,
-            "file",
-            file_id.as_uuid(),
-            Some(live.tenant_id.as_uuid()),
-            &events,
-            Actor::Node {
-                id: lease.node_id.as_uuid(),
-            },
-            |st, e: &FileEvent, v| st.apply_file(e, v),
-        )
-        .await?;
-        Ok(file_id)
+            file: Box::new(file.clone()),
+            reply,
+        })
+        .await
+    }
+
+    /// Runs a group-committed operation, deciding it again when another
+    /// writer changed its stream; a refusal that a view behind the log
+    /// could explain (a lease, start or output recorded through another
+    /// instance a moment ago) is decided once more after catching up.
+    pub(crate) async fn batched<T>(
+        &self,
+        op: impl Fn(tokio::sync::oneshot::Sender<Result<T, OrchestratorError>>) -> batch::Op,
+    ) -> Result<T, OrchestratorError> {
+        let mut caught_up = false;
+        for _ in 0..MAX_ATTEMPTS {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            self.submit_op(op(reply));
+            match answer.await.map_err(|_| OrchestratorError::Contention)? {
+                Err(OrchestratorError::Contention) => {}
+                Err(
+                    OrchestratorError::NotFound(_)
+                    | OrchestratorError::InvalidOutput(_)
+                    | OrchestratorError::Domain(_),
+                ) if !caught_up => {
+                    caught_up = true;
+                    self.catch_up().await?;
+                }
+                other => return other,
+            }
+        }
+        Err(OrchestratorError::Contention)
     }
 
     /// The live lease `lease` presents: a task no job has is unknown
@@ -238,24 +236,6 @@ impl Orchestrator {
             .map(|_| ())
     }
 
-    /// The node finished a frame, stored as `output_file_id` (checked by
-    /// [`Orchestrator::progress`]).
-    pub(crate) async fn report_frame(
-        &self,
-        lease: LeaseRef,
-        frame: u32,
-        output_file_id: FileId,
-    ) -> Result<(), OrchestratorError> {
-        self.lease_command(lease, |at| RenderJobCommand::ReportFrame {
-            lease,
-            frame,
-            output_file_id,
-            at,
-        })
-        .await
-        .map(|_| ())
-    }
-
     /// Progress from a node: the first report starts the task; a frame
     /// finished is an event (reported twice, it is recorded once).
     ///
@@ -268,8 +248,7 @@ impl Orchestrator {
         frame: Option<u32>,
         output_file_id: Option<FileId>,
     ) -> Result<(), OrchestratorError> {
-        let live = self.live_lease(lease).await?;
-        let report = match (frame, output_file_id) {
+        let frame = match (frame, output_file_id) {
             (None, None) => None,
             (Some(frame), Some(file_id)) => Some((frame, file_id)),
             (Some(frame), None) => {
@@ -283,41 +262,12 @@ impl Orchestrator {
                 ));
             }
         };
-        if let Some((frame, file_id)) = report {
-            let known = {
-                let st = self.inner.state.lock().await;
-                st.files.contains_key(&file_id)
-            };
-            if !known {
-                // Stored through another instance a moment ago?
-                self.catch_up().await?;
-            }
-            let st = self.inner.state.lock().await;
-            Self::check_output(&st, &live, lease, frame, file_id)?;
-        }
-        let leased = {
-            let mut st = self.inner.state.lock().await;
-            self.renew(&mut st, lease);
-            st.jobs
-                .get(&live.job_id)
-                .and_then(|j| j.job.task(lease.task_id))
-                .is_some_and(|t| t.status == domain::render_job::TaskStatus::Leased)
-        };
-        if leased {
-            match self.start(lease).await {
-                // Started through another instance meanwhile.
-                Err(OrchestratorError::Domain(DomainError::InvalidTransition {
-                    from: "running",
-                    ..
-                }))
-                | Ok(()) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        if let Some((frame, file_id)) = report {
-            self.report_frame(lease, frame, file_id).await?;
-        }
-        Ok(())
+        self.batched(|reply| batch::Op::Progress {
+            lease,
+            frame,
+            reply,
+        })
+        .await
     }
 
     /// Refuses a stale lease (before an upload is stored).
@@ -472,31 +422,8 @@ impl Orchestrator {
     /// where it could stand while the completion is refused), and the
     /// tenant refuses a second charge for a task, whichever instance asks.
     pub async fn complete(&self, lease: LeaseRef) -> Result<(), OrchestratorError> {
-        let mut caught_up = false;
-        let mut done = false;
-        for _ in 0..MAX_ATTEMPTS {
-            let (reply, answer) = tokio::sync::oneshot::channel();
-            self.submit_op(batch::Op::Complete { lease, reply });
-            match answer.await.map_err(|_| OrchestratorError::Contention)? {
-                Ok(()) => {
-                    done = true;
-                    break;
-                }
-                Err(OrchestratorError::Contention) => {}
-                // Leased through another instance a moment ago?
-                Err(
-                    OrchestratorError::NotFound(_)
-                    | OrchestratorError::Domain(DomainError::StaleLease { .. }),
-                ) if !caught_up => {
-                    caught_up = true;
-                    self.catch_up().await?;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        if !done {
-            return Err(OrchestratorError::Contention);
-        }
+        self.batched(|reply| batch::Op::Complete { lease, reply })
+            .await?;
         for _ in 0..MAX_ATTEMPTS {
             let (reply, answer) = tokio::sync::oneshot::channel();
             self.submit_op(batch::Op::Charge { reply: Some(reply) });
