@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod canonical;
+pub mod node_agent;
 pub mod node_signing;
 
 pub use canonical::canonical_json;

@@ -155,8 +155,27 @@ fn check_nonce(nonce: &str) -> Result<(), SignatureError> {
     }
 }
 
+/// Whether `text` is lower-case hex digits only (and not empty).
+fn is_lower_hex(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Whether `text` is a UUID in its one signed spelling: lower-case,
+/// hyphenated (`8c5d1f5e-3b0a-4c55-9a53-0d6b6f1e2a77`).
+fn is_lower_uuid(text: &str) -> bool {
+    text.len() == 36
+        && text.split('-').map(str::len).eq([8, 4, 4, 4, 12])
+        && text.split('-').all(is_lower_hex)
+}
+
 /// Checks a request's signature and timestamp (constant-time comparison).
 /// The nonce must still be checked against a [`NonceCache`] afterwards.
+/// Every header must be in the one form the contract gives it (ids and hex
+/// in lower case): a signature over another spelling is refused as
+/// malformed.
 pub fn verify_request(
     secret: &NodeSecret,
     parts: &SignedParts<'_>,
@@ -164,13 +183,23 @@ pub fn verify_request(
     now_unix: i64,
 ) -> Result<(), SignatureError> {
     check_nonce(parts.nonce)?;
-    if parts.content_sha256.len() != 64 || hex::decode(parts.content_sha256).is_err() {
-        return Err(SignatureError::Malformed("content sha256 is 64 hex digits"));
+    if !is_lower_uuid(parts.node_id) || !is_lower_uuid(parts.key_id) {
+        return Err(SignatureError::Malformed(
+            "node and key ids are lower-case hyphenated UUIDs",
+        ));
+    }
+    if parts.content_sha256.len() != 64 || !is_lower_hex(parts.content_sha256) {
+        return Err(SignatureError::Malformed(
+            "content sha256 is 64 lower-case hex digits",
+        ));
     }
     let given = signature
         .strip_prefix("v1=")
+        .filter(|h| h.len() == 64 && is_lower_hex(h))
         .and_then(|h| hex::decode(h).ok())
-        .ok_or(SignatureError::Malformed("signature is v1=<hex>"))?;
+        .ok_or(SignatureError::Malformed(
+            "signature is v1=<64 lower-case hex digits>",
+        ))?;
     if (now_unix - parts.timestamp).abs() > WINDOW_SECONDS {
         return Err(SignatureError::Stale);
     }

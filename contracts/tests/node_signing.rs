@@ -74,12 +74,12 @@ fn every_tampered_part_is_refused() {
     let ex = Example::load();
     let signature = text(&ex.v, "signature").to_string();
     let now = ex.parts().timestamp;
-    let other_body: &'static str =
-        Box::leak(content_sha256(b"{\"wait_seconds\":21}").into_boxed_str());
+    let other_body: &'static str = Box::leak(content_sha256(b"{}").into_boxed_str());
     let mutations: Vec<Mutation> = vec![
         Box::new(|p| p.method = "GET"),
         Box::new(|p| p.path = "/v1/agent/claim/"),
-        Box::new(|p| p.query = "wait_seconds=21&max=1"),
+        Box::new(|p| p.query = "wait_seconds=21"),
+        Box::new(|p| p.query = ""),
         Box::new(|p| p.node_id = "8c5d1f5e-3b0a-4c55-9a53-0d6b6f1e2a78"),
         Box::new(|p| p.key_id = "2f6a8e1c-7d4b-4e0f-b1a2-5c3d9e8f7a62"),
         Box::new(|p| p.timestamp += 1),
@@ -101,11 +101,19 @@ fn every_tampered_part_is_refused() {
         Err(SignatureError::BadSignature)
     );
     // Query parameter order does not matter; their content does.
+    let mut two = ex.parts();
+    two.query = "wait_seconds=20&b=1";
+    let signed_two = sign_request(&ex.secret, &two);
     let mut reordered = ex.parts();
-    reordered.query = "max=1&wait_seconds=20";
+    reordered.query = "b=1&wait_seconds=20";
     assert_eq!(
-        verify_request(&ex.secret, &reordered, &signature, now),
+        verify_request(&ex.secret, &reordered, &signed_two, now),
         Ok(())
+    );
+    reordered.query = "b=2&wait_seconds=20";
+    assert_eq!(
+        verify_request(&ex.secret, &reordered, &signed_two, now),
+        Err(SignatureError::BadSignature)
     );
 }
 
@@ -148,6 +156,61 @@ fn malformed_headers_are_refused_before_any_hmac() {
     }
     assert!(NodeSecret::from_hex("abcd").is_err());
     assert!(NodeSecret::from_hex("not hex at all").is_err());
+}
+
+/// The contract gives ids and hex in lower case; another spelling is
+/// refused even when it is signed as sent (the signature covers the text).
+#[test]
+fn upper_case_ids_digests_and_signatures_are_refused_even_when_signed() {
+    let ex = Example::load();
+    let now = ex.parts().timestamp;
+    let upper_signature = text(&ex.v, "signature").replace("v1=", "").to_uppercase();
+    assert!(matches!(
+        verify_request(
+            &ex.secret,
+            &ex.parts(),
+            &format!("v1={upper_signature}"),
+            now
+        ),
+        Err(SignatureError::Malformed(_))
+    ));
+    let node = text(&ex.v, "node_id").to_uppercase();
+    let key = text(&ex.v, "key_id").to_uppercase();
+    let digest = text(&ex.v, "content_sha256").to_uppercase();
+    let simple = text(&ex.v, "node_id").replace('-', "");
+    let braced = format!("{{{}}}", text(&ex.v, "node_id"));
+    let spellings = [
+        SignedParts {
+            node_id: &node,
+            ..ex.parts()
+        },
+        SignedParts {
+            key_id: &key,
+            ..ex.parts()
+        },
+        SignedParts {
+            content_sha256: &digest,
+            ..ex.parts()
+        },
+        SignedParts {
+            node_id: &simple,
+            ..ex.parts()
+        },
+        SignedParts {
+            node_id: &braced,
+            ..ex.parts()
+        },
+    ];
+    for (i, parts) in spellings.iter().enumerate() {
+        let signature = sign_request(&ex.secret, parts);
+        assert!(
+            matches!(
+                verify_request(&ex.secret, parts, &signature, now),
+                Err(SignatureError::Malformed(_))
+            ),
+            "spelling {i} was accepted"
+        );
+    }
 }
 
 #[test]
