@@ -2,15 +2,25 @@
 //! upload, report, and drain on shutdown.
 //!
 //! - Claims back off exponentially with jitter while the orchestrator is
-//!   unreachable (0.5 s doubling to 30 s, ±50 %).
+//!   unreachable or failing (0.5 s doubling to 4 s, ±50 %); as soon as any
+//!   request succeeds again (a heartbeat, say) the backoff starts over and
+//!   a pending wait is cut short, so work resumes within a heartbeat.
+//! - The client fails over between the configured orchestrator URLs (see
+//!   [`crate::client`]).
 //! - Every assignment's orchestrator signature is checked by the client
 //!   before anything is downloaded or run.
 //! - Inputs are downloaded once, checked by SHA-256, and cached by digest.
 //! - The renderer runs with a cancel token that a heartbeat answer trips
 //!   when the lease was revoked (requeued, cancelled job): the child process
 //!   group is killed and nothing more is reported for that lease.
-//! - Completions and failures that cannot be delivered are kept and retried
-//!   until the orchestrator accepts or refuses them.
+//! - Completions, failures and releases that cannot be delivered are kept
+//!   and retried until the orchestrator accepts or refuses them.
+//! - Uploads and progress reports of a running task are retried while the
+//!   orchestrator cannot take them, for at most
+//!   [`AgentSettings::give_up_after`]; then the task is given back: its
+//!   lease is released (now, or from the outbox once the orchestrator
+//!   answers again) so that it is requeued at once instead of when the
+//!   lease expires.
 //! - On shutdown the running task is stopped and its lease released.
 
 use std::collections::{HashMap, VecDeque};
@@ -19,6 +29,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::StatusCode;
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::client::{AgentClient, Assignment, ClientError, LeaseRef};
 use crate::renderer::{CancelToken, FrameJob, RenderError, RenderParams, Renderers, Resolution};
@@ -36,6 +48,18 @@ pub struct AgentSettings {
     pub claim_wait_seconds: u32,
     /// Stop after this many tasks (for tests and benchmarks); `None` runs on.
     pub max_tasks: Option<usize>,
+    /// How registration, claims and a running task's uploads and reports
+    /// back off while they fail.
+    pub backoff: Backoff,
+    /// How long a running task's uploads and reports are retried while the
+    /// orchestrator cannot take them before the task is given back.
+    pub give_up_after: Duration,
+}
+
+impl AgentSettings {
+    /// How long a running task's uploads and reports are retried by
+    /// default before the task is given back.
+    pub const GIVE_UP_AFTER: Duration = Duration::from_secs(15);
 }
 
 /// What a run did.
@@ -49,6 +73,9 @@ pub struct RunSummary {
     pub revoked: usize,
     /// Frames rendered and uploaded.
     pub frames: usize,
+    /// Tasks given back (lease released) because their uploads or reports
+    /// could not reach the orchestrator.
+    pub abandoned: usize,
 }
 
 /// Why the agent stopped early.
@@ -85,16 +112,43 @@ pub struct Agent {
     outbox: VecDeque<Report>,
 }
 
-/// A delay of `base × 2^attempt`, capped at 30 s, times a random factor in 0.5..1.5.
-pub fn backoff(attempt: u32) -> Duration {
-    let base = 500u64.saturating_mul(1u64 << attempt.min(6)).min(30_000);
-    let mut raw = [0u8; 2];
-    let r = if getrandom::fill(&mut raw).is_ok() {
-        u64::from(u16::from_le_bytes(raw))
-    } else {
-        32_768
+/// Exponential backoff with jitter: the `attempt`-th wait (from 0) is
+/// `first × 2^attempt`, at most `cap`, times a random factor in 0.5..1.5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// The base of the first wait.
+    pub first: Duration,
+    /// The largest base.
+    pub cap: Duration,
+}
+
+impl Backoff {
+    /// 0.5 s doubling to 4 s (so no wait is longer than 6 s).
+    pub const DEFAULT: Self = Self {
+        first: Duration::from_millis(500),
+        cap: Duration::from_secs(4),
     };
-    Duration::from_millis(base / 2 + base * r / 65_536)
+
+    /// The wait before retry number `attempt + 1`.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let base = self
+            .first
+            .saturating_mul(1 << attempt.min(20))
+            .min(self.cap);
+        let mut raw = [0u8; 2];
+        let r = if getrandom::fill(&mut raw).is_ok() {
+            u16::from_le_bytes(raw)
+        } else {
+            32_768
+        };
+        base.mul_f64(0.5 + f64::from(r) / 65_536.0)
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -105,6 +159,9 @@ enum TaskEnd {
     Completed(usize),
     Failed,
     Revoked,
+    /// The orchestrator could not take the task's uploads or reports: the
+    /// lease is to be released.
+    Abandoned,
     Shutdown,
 }
 
@@ -136,41 +193,46 @@ impl Agent {
                     source,
                 })?;
         }
-        // Register, backing off while the orchestrator is unreachable.
+        // Register, backing off while the orchestrator is unreachable or
+        // failing; a refusal (unknown node, revoked key) ends the run.
         let mut attempt = 0;
         loop {
             match self.client.register(&self.settings.capabilities).await {
                 Ok(()) => break,
-                Err(ClientError::Unreachable(e)) => {
-                    tracing::warn!(error = %e, "orchestrator unreachable; retrying registration");
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(error = %e, "registration failed; retrying");
                 }
                 Err(e) => return Err(AgentError::Refused(e)),
             }
             tokio::select! {
-                () = tokio::time::sleep(backoff(attempt)) => {}
+                () = tokio::time::sleep(self.settings.backoff.delay(attempt)) => {}
                 () = &mut shutdown => return Ok(RunSummary::default()),
             }
             attempt += 1;
         }
         let heartbeat = self.spawn_heartbeat(stop_rx);
         let mut summary = RunSummary::default();
+        let mut successes = self.client.successes();
         let mut attempt = 0;
         let result = loop {
             self.flush_outbox().await;
-            if self
-                .settings
-                .max_tasks
-                .is_some_and(|m| summary.completed + summary.failed + summary.revoked >= m)
-            {
+            if self.settings.max_tasks.is_some_and(|m| {
+                summary.completed + summary.failed + summary.revoked + summary.abandoned >= m
+            }) {
                 break Ok(());
             }
+            // Successes from now on (the claim's own, a heartbeat's) end a
+            // backoff after this claim.
+            successes.borrow_and_update();
             let claim = tokio::select! {
                 c = self.client.claim(self.settings.claim_wait_seconds) => c,
                 () = &mut shutdown => break Ok(()),
             };
-            match claim {
+            let error = match claim {
                 Ok(Some(assignment)) => {
                     attempt = 0;
+                    // The orchestrator answers: deliver what is owed first.
+                    self.flush_outbox().await;
                     match self.run_task(&assignment, &mut shutdown).await {
                         TaskEnd::Completed(frames) => {
                             summary.completed += 1;
@@ -178,26 +240,29 @@ impl Agent {
                         }
                         TaskEnd::Failed => summary.failed += 1,
                         TaskEnd::Revoked => summary.revoked += 1,
+                        TaskEnd::Abandoned => summary.abandoned += 1,
                         TaskEnd::Shutdown => break Ok(()),
                     }
+                    continue;
                 }
-                Ok(None) => attempt = 0,
-                Err(ClientError::Refused { status, .. }) if status == StatusCode::UNAUTHORIZED => {
-                    tracing::error!("the orchestrator refuses this node's signature");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff(attempt)) => {}
-                        () = &mut shutdown => break Ok(()),
-                    }
-                    attempt += 1;
+                Ok(None) => {
+                    attempt = 0;
+                    continue;
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "claim failed; backing off");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff(attempt)) => {}
-                        () = &mut shutdown => break Ok(()),
-                    }
-                    attempt += 1;
+                Err(e) => e,
+            };
+            if error.status() == Some(StatusCode::UNAUTHORIZED) {
+                tracing::error!(error = %error, "the orchestrator refuses this node's signature");
+            } else {
+                tracing::warn!(error = %error, "claim failed; backing off");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.settings.backoff.delay(attempt)) => attempt += 1,
+                Ok(()) = successes.changed() => {
+                    tracing::info!("the orchestrator answers again; claiming now");
+                    attempt = 0;
                 }
+                () = &mut shutdown => break Ok(()),
             }
         };
         // Deliver what is owed before leaving (bounded).
@@ -223,6 +288,7 @@ impl Agent {
         let held = self.held.clone();
         let every = self.settings.heartbeat_every;
         tokio::spawn(async move {
+            let mut failing = false;
             loop {
                 let leases: Vec<LeaseRef> = lock(&held)
                     .iter()
@@ -233,6 +299,9 @@ impl Agent {
                     .collect();
                 match client.heartbeat(&leases).await {
                     Ok(stop_list) => {
+                        if std::mem::take(&mut failing) {
+                            tracing::info!(server = %client.current_server(), "heartbeat answered again");
+                        }
                         let held = lock(&held);
                         for lease in stop_list {
                             if let Some((epoch, cancel)) = held.get(&lease.task_id)
@@ -243,7 +312,10 @@ impl Agent {
                             }
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+                    Err(e) => {
+                        failing = true;
+                        tracing::warn!(error = %e, "heartbeat failed");
+                    }
                 }
                 tokio::select! {
                     () = tokio::time::sleep(every) => {}
@@ -261,27 +333,21 @@ impl Agent {
         }
     }
 
-    /// Whether a failed report should be kept and sent again.
-    fn retryable(error: &ClientError) -> bool {
-        match error {
-            ClientError::Unreachable(_) => true,
-            ClientError::Refused { status, .. } => status.is_server_error(),
-            _ => false,
-        }
-    }
-
-    /// Sends buffered reports; keeps those the orchestrator could not be
-    /// reached for, drops those it refused (a stale lease stays stale).
+    /// Sends buffered reports; keeps those the orchestrator could not take
+    /// (and, once one could not be delivered, the rest for the next time),
+    /// drops those it refused (a stale lease stays stale).
     async fn flush_outbox(&mut self) {
-        let mut kept = VecDeque::new();
         while let Some(report) = self.outbox.pop_front() {
             match self.send(&report).await {
-                Ok(()) => {}
-                Err(e) if Self::retryable(&e) => kept.push_back(report),
+                Ok(()) => tracing::info!(?report, "buffered report delivered"),
+                Err(e) if e.is_transient() => {
+                    tracing::debug!(error = %e, "buffered reports not delivered yet");
+                    self.outbox.push_front(report);
+                    return;
+                }
                 Err(e) => tracing::warn!(error = %e, ?report, "report refused; dropped"),
             }
         }
-        self.outbox = kept;
     }
 
     /// Sends a final report now, or keeps it for later if the orchestrator
@@ -289,8 +355,8 @@ impl Agent {
     async fn report(&mut self, report: Report) -> bool {
         match self.send(&report).await {
             Ok(()) => true,
-            Err(e) if Self::retryable(&e) => {
-                tracing::warn!(error = %e, "orchestrator unreachable; report buffered");
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, ?report, "report not delivered; kept to send again");
                 self.outbox.push_back(report);
                 true
             }
@@ -360,6 +426,10 @@ impl Agent {
                 self.report(Report::Release(lease)).await;
                 TaskEnd::Shutdown
             }
+            TaskEnd::Abandoned => {
+                self.report(Report::Release(lease)).await;
+                TaskEnd::Abandoned
+            }
             other => other,
         }
     }
@@ -375,9 +445,13 @@ impl Agent {
                 return TaskEnd::Failed;
             }
         };
-        let client = &self.client;
-        if let Err(e) = retrying(cancel, || client.progress(lease, None, None)).await {
-            return self.lost(lease, e);
+        let (client, settings) = (&self.client, &self.settings);
+        if let Err(e) = retrying(client, settings, cancel, || {
+            client.progress(lease, None, None)
+        })
+        .await
+        {
+            return self.lost(lease, cancel, e);
         }
         let output_dir = self
             .settings
@@ -429,46 +503,81 @@ impl Agent {
                     return TaskEnd::Failed;
                 }
             };
-            let client = &self.client;
-            let uploaded =
-                retrying(cancel, || client.upload_output(lease, frame, png.clone())).await;
+            let (client, settings) = (&self.client, &self.settings);
+            let uploaded = retrying(client, settings, cancel, || {
+                client.upload_output(lease, frame, png.clone())
+            })
+            .await;
             let file_id = match uploaded {
                 Ok(id) => id,
-                Err(e) => return self.lost(lease, e),
+                Err(e) => return self.lost(lease, cancel, e),
             };
-            let reported = retrying(cancel, || {
+            let reported = retrying(client, settings, cancel, || {
                 client.progress(lease, Some(frame), Some(file_id))
             })
             .await;
             if let Err(e) = reported {
-                return self.lost(lease, e);
+                return self.lost(lease, cancel, e);
             }
             frames += 1;
         }
         TaskEnd::Completed(frames)
     }
 
-    /// A report during the task failed: a refusal means the lease is gone.
-    fn lost(&self, lease: LeaseRef, error: ClientError) -> TaskEnd {
-        tracing::warn!(task_id = %lease.task_id, error = %error, "task abandoned");
-        TaskEnd::Revoked
+    /// An upload or report during the task failed for good: a refusal (or
+    /// a revoked lease) means the lease is gone; an orchestrator that could
+    /// not take it for [`AgentSettings::give_up_after`] gets the task back.
+    fn lost(&self, lease: LeaseRef, cancel: &CancelToken, error: ClientError) -> TaskEnd {
+        if cancel.is_cancelled() {
+            tracing::warn!(task_id = %lease.task_id, "lease revoked; task stopped");
+            TaskEnd::Revoked
+        } else if error.is_transient() {
+            tracing::warn!(
+                task_id = %lease.task_id,
+                error = %error,
+                give_up_after = ?self.settings.give_up_after,
+                "the orchestrator cannot take this task's uploads or reports; \
+                 giving the task back (releasing its lease)"
+            );
+            TaskEnd::Abandoned
+        } else {
+            tracing::warn!(task_id = %lease.task_id, error = %error, "refused; task abandoned");
+            TaskEnd::Revoked
+        }
     }
 }
 
-/// Calls `call` until it succeeds, is refused, or the orchestrator stayed
-/// unreachable for about 15 s (backing off with jitter); a revoked lease
-/// stops the retries.
-async fn retrying<T, F, Fut>(cancel: &CancelToken, call: F) -> Result<T, ClientError>
+/// Calls `call` until it succeeds, is refused, the lease is revoked, or
+/// the orchestrator could not take it for `settings.give_up_after` (backing
+/// off with jitter; a success of any other request, such as a heartbeat,
+/// ends a wait early).
+async fn retrying<T, F, Fut>(
+    client: &AgentClient,
+    settings: &AgentSettings,
+    cancel: &CancelToken,
+    call: F,
+) -> Result<T, ClientError>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<T, ClientError>>,
 {
+    let mut successes: watch::Receiver<u64> = client.successes();
+    let mut failing_since = None;
     let mut attempt = 0;
     loop {
+        successes.borrow_and_update();
         match call().await {
-            Err(e) if Agent::retryable(&e) && attempt < 5 && !cancel.is_cancelled() => {
-                tracing::warn!(error = %e, "orchestrator unreachable; retrying");
-                tokio::time::sleep(backoff(attempt)).await;
+            Err(e) if e.is_transient() && !cancel.is_cancelled() => {
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                let left = settings.give_up_after.saturating_sub(since.elapsed());
+                if left.is_zero() {
+                    return Err(e);
+                }
+                tracing::warn!(error = %e, "retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(settings.backoff.delay(attempt).min(left)) => {}
+                    Ok(()) = successes.changed() => {}
+                }
                 attempt += 1;
             }
             other => return other,
@@ -480,4 +589,31 @@ async fn read(path: &Path) -> Result<Vec<u8>, String> {
     tokio::fs::read(path)
         .await
         .map_err(|e| format!("reading the rendered frame: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_its_cap() {
+        let backoff = Backoff::DEFAULT;
+        for attempt in 0..100 {
+            let base = Duration::from_millis(500)
+                .saturating_mul(1 << attempt.min(20))
+                .min(Duration::from_secs(4));
+            let delay = backoff.delay(attempt);
+            assert!(
+                delay >= base / 2 && delay <= base * 3 / 2,
+                "{attempt}: {delay:?}"
+            );
+            assert!(delay <= Duration::from_secs(6));
+        }
+        let slow = Backoff {
+            first: Duration::from_secs(20),
+            cap: Duration::from_secs(30),
+        };
+        assert!(slow.delay(0) >= Duration::from_secs(10));
+        assert!(slow.delay(7) <= Duration::from_secs(45));
+    }
 }

@@ -1,26 +1,85 @@
 //! The agent's side of the node-agent API: every request signed with the
 //! node's secret as `contracts/rest/node-agent.openapi.yaml` specifies.
+//!
+//! A client knows one or more orchestrator URLs ([`ServerUrls`]) and sends
+//! each request to the current one. A connection failure, a timeout or a
+//! 502/503/504 answer moves it on to the next URL (round robin) for the
+//! next request; otherwise it stays on the URL that works. Every URL is
+//! signed the same way: the signature covers the method, path and query,
+//! not the host.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use contracts::node_signing::{self, NodeSecret, SignedParts, headers};
 use reqwest::{Method, StatusCode};
+use tokio::sync::watch;
 use uuid::Uuid;
+
+/// How long connecting to an orchestrator may take before it counts as
+/// unreachable (and the client moves on to the next URL).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request may take; a claim adds its long-poll wait.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an upload or a download may take.
+pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Why a call to the orchestrator failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The orchestrator could not be reached or the transfer broke.
-    #[error("orchestrator unreachable: {0}")]
-    Unreachable(#[from] reqwest::Error),
-    /// The orchestrator answered with the contract's error body.
-    #[error("refused with {status}: {code}: {message}")]
+    /// No answer: the connection failed or broke, or the request timed out.
+    #[error("orchestrator unreachable at {url}: {}", describe(.source))]
+    Unreachable {
+        /// The orchestrator's base URL.
+        url: String,
+        /// What the HTTP client saw.
+        source: reqwest::Error,
+    },
+    /// The orchestrator (or a proxy in front of it) answered 5xx.
+    #[error(
+        "orchestrator answered {} {code}: {message} (at {url}{})",
+        status.as_u16(),
+        trace(trace_id)
+    )]
+    ServerError {
+        /// The orchestrator's base URL.
+        url: String,
+        /// The HTTP status.
+        status: StatusCode,
+        /// The contract error body's `code` (or the status's reason when
+        /// there was no such body).
+        code: String,
+        /// Its `message`.
+        message: String,
+        /// Its `trace_id` (empty when there was none).
+        trace_id: String,
+    },
+    /// The orchestrator refused the request (4xx) with the contract's error
+    /// body: bad signature, stale lease, unknown file, …
+    #[error(
+        "orchestrator refused the request with {} {code}: {message} (at {url}{})",
+        status.as_u16(),
+        trace(trace_id)
+    )]
     Refused {
+        /// The orchestrator's base URL.
+        url: String,
         /// The HTTP status.
         status: StatusCode,
         /// The error code of the body.
         code: String,
         /// Its message.
+        message: String,
+        /// Its `trace_id` (empty when there was none).
+        trace_id: String,
+    },
+    /// A successful answer whose body is not what the contract says.
+    #[error("orchestrator at {url} sent an unreadable reply: {message}")]
+    BadReply {
+        /// The orchestrator's base URL.
+        url: String,
+        /// What is wrong with it.
         message: String,
     },
     /// Downloaded bytes do not hash to the digest they were asked by.
@@ -33,6 +92,186 @@ pub enum ClientError {
     /// No randomness for a nonce.
     #[error("no randomness available for a nonce")]
     Random,
+}
+
+impl ClientError {
+    /// Whether the same request may succeed later: the orchestrator was
+    /// unreachable, answered 5xx or garbled its reply, asked to be called
+    /// again later (408, 429), or met a concurrent change (409 `conflict`).
+    /// Any other refusal (401, 404, 409 `stale_lease`, …) stays a refusal.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } | Self::ServerError { .. } | Self::BadReply { .. } => true,
+            Self::Refused { status, code, .. } => {
+                *status == StatusCode::REQUEST_TIMEOUT
+                    || *status == StatusCode::TOO_MANY_REQUESTS
+                    || (*status == StatusCode::CONFLICT && code == "conflict")
+            }
+            Self::Integrity | Self::BadAssignmentSignature | Self::Random => false,
+        }
+    }
+
+    /// The HTTP status of an answered request (5xx or 4xx).
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Self::ServerError { status, .. } | Self::Refused { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// The longest failure reason the contract takes, in characters.
+pub const MAX_FAILURE_CHARS: usize = 1000;
+
+/// A renderer's error output as the contract's `fail.error` takes it:
+/// control characters other than newline and tab (carriage returns,
+/// terminal colours) dropped, blank edges trimmed, the last
+/// [`MAX_FAILURE_CHARS`] characters kept (the end of a log says most), and
+/// never empty.
+pub fn failure_text(error: &str) -> String {
+    let clean: String = error
+        .chars()
+        .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
+        .collect();
+    let clean = clean.trim();
+    let count = clean.chars().count();
+    let kept: String = clean
+        .chars()
+        .skip(count.saturating_sub(MAX_FAILURE_CHARS))
+        .collect();
+    let kept = kept.trim();
+    if kept.is_empty() {
+        "the renderer failed without a message".to_owned()
+    } else {
+        kept.to_owned()
+    }
+}
+
+/// What went wrong on the way: the innermost cause (reqwest's own message
+/// only repeats the request URL), and whether it was a timeout or a failed
+/// connection.
+fn describe(error: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let mut cause = None;
+    let mut next = error.source();
+    while let Some(source) = next {
+        cause = Some(source.to_string());
+        next = source.source();
+    }
+    let cause = cause.unwrap_or_else(|| error.to_string());
+    if error.is_timeout() {
+        format!("timed out ({cause})")
+    } else if error.is_connect() {
+        format!("cannot connect ({cause})")
+    } else {
+        cause
+    }
+}
+
+fn trace(trace_id: &str) -> String {
+    if trace_id.is_empty() {
+        String::new()
+    } else {
+        format!(", trace_id {trace_id}")
+    }
+}
+
+/// A bad orchestrator URL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServerUrlError {
+    /// No URL at all.
+    #[error("at least one server URL is required")]
+    Empty,
+    /// A URL the agent cannot use.
+    #[error("server URL {url:?} {reason}")]
+    Invalid {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// One or more orchestrator base URLs (`http://host:port`, optionally with
+/// a path prefix), checked, without duplicates, in the order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerUrls(Vec<String>);
+
+impl ServerUrls {
+    /// Checks URLs given as a list whose entries may themselves be
+    /// comma-separated (`"http://a:8080,http://b:8080"`); empty entries are
+    /// skipped, duplicates kept once. Only `http` is accepted: this build
+    /// has no TLS, so an `https` URL is refused here rather than failing on
+    /// every request.
+    pub fn parse<I, S>(urls: I) -> Result<Self, ServerUrlError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut out: Vec<String> = Vec::new();
+        for entry in urls {
+            for raw in entry.as_ref().split(',') {
+                let raw = raw.trim();
+                if raw.is_empty() {
+                    continue;
+                }
+                let url = check_url(raw)?;
+                if !out.contains(&url) {
+                    out.push(url);
+                }
+            }
+        }
+        if out.is_empty() {
+            return Err(ServerUrlError::Empty);
+        }
+        Ok(Self(out))
+    }
+
+    /// The URLs, in failover order.
+    pub fn as_slice(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ServerUrls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(","))
+    }
+}
+
+fn check_url(raw: &str) -> Result<String, ServerUrlError> {
+    let invalid = |reason: &str| ServerUrlError::Invalid {
+        url: raw.to_string(),
+        reason: reason.to_string(),
+    };
+    let parsed = reqwest::Url::parse(raw)
+        .map_err(|_| invalid("is not a URL; write it like http://127.0.0.1:8080"))?;
+    match parsed.scheme() {
+        "http" => {}
+        "https" => {
+            return Err(invalid(
+                "uses https, but this build of the agent has no TLS support; \
+                 use http:// (e.g. to a TLS-terminating proxy next to the node)",
+            ));
+        }
+        _ => {
+            return Err(invalid(
+                "must start with http:// (for example http://127.0.0.1:8080)",
+            ));
+        }
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("has no host"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(invalid(
+            "must not carry a user name or password (requests are signed with the node's secret)",
+        ));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(invalid("must not have a query (?…) or a fragment (#…)"));
+    }
+    Ok(raw.trim_end_matches('/').to_string())
 }
 
 /// A lease as the agent presents it.
@@ -113,26 +352,120 @@ impl Assignment {
     }
 }
 
-/// A signed client of one orchestrator, for one node.
+/// A signed client of the orchestrator, for one node. Clones share the
+/// current URL and the [`AgentClient::successes`] signal.
 #[derive(Debug, Clone)]
 pub struct AgentClient {
     http: reqwest::Client,
-    base_url: String,
+    servers: Arc<Servers>,
     node_id: String,
     key_id: String,
     secret: NodeSecret,
+    successes: Arc<watch::Sender<u64>>,
+}
+
+/// The URLs and which one requests go to.
+#[derive(Debug)]
+struct Servers {
+    urls: Vec<String>,
+    current: AtomicUsize,
+}
+
+impl Servers {
+    fn current(&self) -> usize {
+        self.current.load(Ordering::SeqCst) % self.urls.len()
+    }
+
+    /// The URL at `index` failed: the next request goes to the next one,
+    /// unless a concurrent request already moved on.
+    fn failed(&self, index: usize) {
+        let next = (index + 1) % self.urls.len();
+        if next != index
+            && self
+                .current
+                .compare_exchange(index, next, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            tracing::warn!(
+                failed = %self.urls[index],
+                next = %self.urls[next],
+                "moving on to the next orchestrator URL"
+            );
+        }
+    }
+}
+
+/// An answered request (2xx), with the URL it came from.
+struct Answer<'a> {
+    client: &'a AgentClient,
+    index: usize,
+    response: reqwest::Response,
+}
+
+impl Answer<'_> {
+    fn url(&self) -> String {
+        self.client.servers.urls[self.index].clone()
+    }
+
+    async fn bytes(self) -> Result<Vec<u8>, ClientError> {
+        let url = self.url();
+        match self.response.bytes().await {
+            Ok(bytes) => Ok(bytes.to_vec()),
+            Err(source) => {
+                self.client.servers.failed(self.index);
+                Err(ClientError::Unreachable { url, source })
+            }
+        }
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(self) -> Result<T, ClientError> {
+        let url = self.url();
+        let bytes = self.bytes().await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::BadReply {
+            url,
+            message: e.to_string(),
+        })
+    }
 }
 
 impl AgentClient {
-    /// A client for `base_url` (e.g. `http://127.0.0.1:8080`).
+    /// A client of the one orchestrator at `base_url` (e.g.
+    /// `http://127.0.0.1:8080`), taken as it is.
     pub fn new(base_url: &str, node_id: Uuid, key_id: Uuid, secret: NodeSecret) -> Self {
+        let urls = ServerUrls(vec![base_url.trim_end_matches('/').to_string()]);
+        Self::with_servers(urls, node_id, key_id, secret)
+    }
+
+    /// A client of the orchestrator instances at `urls`, starting with the
+    /// first and failing over as the module documentation says.
+    pub fn with_servers(urls: ServerUrls, node_id: Uuid, key_id: Uuid, secret: NodeSecret) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
         Self {
-            http: reqwest::Client::new(),
-            base_url: base_url.trim_end_matches('/').to_string(),
+            http,
+            servers: Arc::new(Servers {
+                urls: urls.0,
+                current: AtomicUsize::new(0),
+            }),
             node_id: node_id.to_string(),
             key_id: key_id.to_string(),
             secret,
+            successes: Arc::new(watch::channel(0).0),
         }
+    }
+
+    /// The URL the next request goes to.
+    pub fn current_server(&self) -> &str {
+        &self.servers.urls[self.servers.current()]
+    }
+
+    /// A receiver that is marked changed each time any request (by this
+    /// client or a clone) is answered with success: the orchestrator is
+    /// back, so whoever is backing off may stop waiting.
+    pub fn successes(&self) -> watch::Receiver<u64> {
+        self.successes.subscribe()
     }
 
     async fn send(
@@ -141,7 +474,8 @@ impl AgentClient {
         path: &str,
         query: &str,
         body: Vec<u8>,
-    ) -> Result<reqwest::Response, ClientError> {
+        timeout: Duration,
+    ) -> Result<Answer<'_>, ClientError> {
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
@@ -160,14 +494,17 @@ impl AgentClient {
             content_sha256: &digest,
         };
         let signature = node_signing::sign_request(&self.secret, &parts);
+        let index = self.servers.current();
+        let base = &self.servers.urls[index];
         let url = if query.is_empty() {
-            format!("{}{path}", self.base_url)
+            format!("{base}{path}")
         } else {
-            format!("{}{path}?{query}", self.base_url)
+            format!("{base}{path}?{query}")
         };
-        let response = self
+        let sent = self
             .http
             .request(method, url)
+            .timeout(timeout)
             .header(headers::NODE, &self.node_id)
             .header(headers::KEY_ID, &self.key_id)
             .header(headers::TIMESTAMP, timestamp.to_string())
@@ -176,27 +513,67 @@ impl AgentClient {
             .header(headers::SIGNATURE, signature)
             .body(body)
             .send()
-            .await?;
-        if response.status().is_client_error() || response.status().is_server_error() {
-            let status = response.status();
-            let body: serde_json::Value = response.json().await.unwrap_or_default();
-            return Err(ClientError::Refused {
-                status,
-                code: body["error"]["code"]
-                    .as_str()
-                    .unwrap_or("unknown")
-                    .to_string(),
-                message: body["error"]["message"].as_str().unwrap_or("").to_string(),
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(source) => {
+                self.servers.failed(index);
+                return Err(ClientError::Unreachable {
+                    url: base.clone(),
+                    source,
+                });
+            }
+        };
+        let status = response.status();
+        if !status.is_client_error() && !status.is_server_error() {
+            if status.is_success() {
+                self.successes.send_modify(|n| *n = n.wrapping_add(1));
+            }
+            return Ok(Answer {
+                client: self,
+                index,
+                response,
             });
         }
-        Ok(response)
+        if matches!(
+            status,
+            StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+        ) {
+            self.servers.failed(index);
+        }
+        let text = response.bytes().await.unwrap_or_default();
+        let (code, message, trace_id) = error_body(status, &text);
+        let url = base.clone();
+        Err(if status.is_server_error() {
+            ClientError::ServerError {
+                url,
+                status,
+                code,
+                message,
+                trace_id,
+            }
+        } else {
+            ClientError::Refused {
+                url,
+                status,
+                code,
+                message,
+                trace_id,
+            }
+        })
     }
 
     /// Reports the machine's capabilities (the contract's `Capabilities`).
     pub async fn register(&self, capabilities: &serde_json::Value) -> Result<(), ClientError> {
         let body = serde_json::to_vec(capabilities).unwrap_or_default();
-        self.send(Method::POST, "/v1/agent/register", "", body)
-            .await?;
+        self.send(
+            Method::POST,
+            "/v1/agent/register",
+            "",
+            body,
+            REQUEST_TIMEOUT,
+        )
+        .await?;
         Ok(())
     }
 
@@ -204,24 +581,32 @@ impl AgentClient {
     /// must stop (revoked, requeued, or their job cancelled).
     pub async fn heartbeat(&self, held: &[LeaseRef]) -> Result<Vec<LeaseRef>, ClientError> {
         let body = serde_json::to_vec(&serde_json::json!({ "leases": held })).unwrap_or_default();
-        let response = self
-            .send(Method::POST, "/v1/agent/heartbeat", "", body)
+        let reply: HeartbeatReply = self
+            .send(
+                Method::POST,
+                "/v1/agent/heartbeat",
+                "",
+                body,
+                REQUEST_TIMEOUT,
+            )
+            .await?
+            .json()
             .await?;
-        let body: HeartbeatReply = response.json().await?;
-        Ok(body.stop)
+        Ok(reply.stop)
     }
 
     /// Long-polls for work for up to `wait_seconds`; checks the
     /// orchestrator's signature on an assignment before returning it.
     pub async fn claim(&self, wait_seconds: u32) -> Result<Option<Assignment>, ClientError> {
         let query = format!("wait_seconds={wait_seconds}");
-        let response = self
-            .send(Method::POST, "/v1/agent/claim", &query, Vec::new())
+        let timeout = REQUEST_TIMEOUT + Duration::from_secs(u64::from(wait_seconds));
+        let answer = self
+            .send(Method::POST, "/v1/agent/claim", &query, Vec::new(), timeout)
             .await?;
-        if response.status() == StatusCode::NO_CONTENT {
+        if answer.response.status() == StatusCode::NO_CONTENT {
             return Ok(None);
         }
-        let value: serde_json::Value = response.json().await?;
+        let value: serde_json::Value = answer.json().await?;
         if node_signing::verify_assignment(&self.secret, &value).is_err() {
             return Err(ClientError::BadAssignmentSignature);
         }
@@ -238,7 +623,8 @@ impl AgentClient {
     ) -> Result<(), ClientError> {
         let path = format!("/v1/agent/tasks/{task_id}/{what}");
         let body = serde_json::to_vec(&body).unwrap_or_default();
-        self.send(Method::POST, &path, "", body).await?;
+        self.send(Method::POST, &path, "", body, REQUEST_TIMEOUT)
+            .await?;
         Ok(())
     }
 
@@ -264,9 +650,11 @@ impl AgentClient {
         self.task_call(lease.task_id, "complete", body).await
     }
 
-    /// Reports the task failed with the renderer's error lines.
+    /// Reports the task failed with the renderer's error lines (as the
+    /// contract takes them: see [`failure_text`]).
     pub async fn fail(&self, lease: LeaseRef, error: &str) -> Result<(), ClientError> {
-        let body = serde_json::json!({ "lease_epoch": lease.lease_epoch, "error": error });
+        let body =
+            serde_json::json!({ "lease_epoch": lease.lease_epoch, "error": failure_text(error) });
         self.task_call(lease.task_id, "fail", body).await
     }
 
@@ -285,14 +673,16 @@ impl AgentClient {
     ) -> Result<Uuid, ClientError> {
         let path = format!("/v1/agent/outputs/{}/{frame}", lease.task_id);
         let query = format!("lease_epoch={}", lease.lease_epoch);
-        let response = self.send(Method::PUT, &path, &query, png).await?;
-        let body: serde_json::Value = response.json().await?;
+        let answer = self
+            .send(Method::PUT, &path, &query, png, TRANSFER_TIMEOUT)
+            .await?;
+        let url = answer.url();
+        let body: serde_json::Value = answer.json().await?;
         body["file_id"]
             .as_str()
             .and_then(|s| s.parse().ok())
-            .ok_or(ClientError::Refused {
-                status: StatusCode::BAD_GATEWAY,
-                code: "bad_reply".into(),
+            .ok_or(ClientError::BadReply {
+                url,
                 message: "the upload reply names no file".into(),
             })
     }
@@ -301,13 +691,201 @@ impl AgentClient {
     pub async fn download(&self, sha256: &str) -> Result<Vec<u8>, ClientError> {
         let path = format!("/v1/agent/files/{sha256}");
         let bytes = self
-            .send(Method::GET, &path, "", Vec::new())
+            .send(Method::GET, &path, "", Vec::new(), TRANSFER_TIMEOUT)
             .await?
             .bytes()
             .await?;
         if node_signing::content_sha256(&bytes) != sha256 {
             return Err(ClientError::Integrity);
         }
-        Ok(bytes.to_vec())
+        Ok(bytes)
+    }
+}
+
+/// The contract's error body `{"error": {code, message, details, trace_id}}`
+/// of a refused request, or the status's reason and the start of whatever
+/// came instead (a proxy's page).
+fn error_body(status: StatusCode, body: &[u8]) -> (String, String, String) {
+    let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let error = &value["error"];
+    if let Some(code) = error["code"].as_str() {
+        return (
+            code.to_string(),
+            error["message"].as_str().unwrap_or("").to_string(),
+            error["trace_id"].as_str().unwrap_or("").to_string(),
+        );
+    }
+    let code = status
+        .canonical_reason()
+        .unwrap_or("unknown")
+        .to_ascii_lowercase()
+        .replace(' ', "_");
+    let text: String = String::from_utf8_lossy(body)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(200)
+        .collect();
+    let message = if text.is_empty() {
+        "(no error body)".to_string()
+    } else {
+        text
+    };
+    (code, message, String::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_text_is_what_the_contract_takes() {
+        let blender = format!(
+            "\x1b[31mError: {}\r\nFra:1 Mem:12M\ttotal\u{9b}\n\n",
+            "x".repeat(1500)
+        );
+        for raw in [blender.as_str(), "", " \r\n\t ", "boom", &"é".repeat(1001)] {
+            let text = failure_text(raw);
+            let body = serde_json::json!({ "lease_epoch": 1, "error": text });
+            assert!(
+                contracts::node_agent::validate_schema("FailReport", &body).is_ok(),
+                "{raw:?} became {text:?}, which the contract refuses"
+            );
+            assert!(text.chars().count() <= MAX_FAILURE_CHARS);
+        }
+        // The end of the output is kept; terminal escapes are not.
+        let text = failure_text(&blender);
+        assert!(text.ends_with("Fra:1 Mem:12M\ttotal"), "{text}");
+        assert!(!text.contains('\x1b') && !text.contains('\r'));
+        assert_eq!(failure_text("  boom\n"), "boom");
+    }
+
+    #[test]
+    fn urls_are_split_checked_and_deduplicated() {
+        let urls = ServerUrls::parse([
+            "http://a:8080/, http://b:8080",
+            "",
+            "http://a:8080",
+            "http://c:8080/prefix",
+        ])
+        .unwrap();
+        assert_eq!(
+            urls.as_slice(),
+            ["http://a:8080", "http://b:8080", "http://c:8080/prefix"]
+        );
+        assert_eq!(
+            urls.to_string(),
+            "http://a:8080,http://b:8080,http://c:8080/prefix"
+        );
+    }
+
+    #[test]
+    fn unusable_urls_are_refused_with_the_reason() {
+        assert_eq!(ServerUrls::parse(["", " , "]), Err(ServerUrlError::Empty));
+        assert_eq!(
+            ServerUrls::parse(Vec::<String>::new()),
+            Err(ServerUrlError::Empty)
+        );
+        for (url, reason) in [
+            ("127.0.0.1:8080", "is not a URL"),
+            ("localhost:8080", "must start with http://"),
+            ("ftp://a:21", "must start with http://"),
+            ("https://a:443", "no TLS"),
+            ("http://user:pw@a:8080", "user name or password"),
+            ("http://a:8080/?x=1", "query"),
+            ("http://a:8080#top", "fragment"),
+        ] {
+            match ServerUrls::parse(["http://ok:1", url]) {
+                Err(ServerUrlError::Invalid {
+                    url: bad,
+                    reason: why,
+                }) => {
+                    assert_eq!(bad, url);
+                    assert!(why.contains(reason), "{url}: {why}");
+                }
+                other => panic!("{url} was not refused: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn error_bodies_are_read_as_the_contract_says() {
+        let body =
+            br#"{"error":{"code":"internal","message":"boom","details":{},"trace_id":"t-1"}}"#;
+        assert_eq!(
+            error_body(StatusCode::INTERNAL_SERVER_ERROR, body),
+            ("internal".into(), "boom".into(), "t-1".into())
+        );
+        assert_eq!(
+            error_body(
+                StatusCode::BAD_GATEWAY,
+                b"<html>\n <b>Bad</b> gateway</html>"
+            ),
+            (
+                "bad_gateway".into(),
+                "<html> <b>Bad</b> gateway</html>".into(),
+                String::new()
+            )
+        );
+        assert_eq!(
+            error_body(StatusCode::SERVICE_UNAVAILABLE, b""),
+            (
+                "service_unavailable".into(),
+                "(no error body)".into(),
+                String::new()
+            )
+        );
+    }
+
+    #[test]
+    fn answers_and_refusals_read_apart() {
+        let server = ClientError::ServerError {
+            url: "http://a:8080".into(),
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal".into(),
+            message: "boom".into(),
+            trace_id: "t-1".into(),
+        };
+        assert_eq!(
+            server.to_string(),
+            "orchestrator answered 500 internal: boom (at http://a:8080, trace_id t-1)"
+        );
+        assert!(server.is_transient());
+        let refused = ClientError::Refused {
+            url: "http://a:8080".into(),
+            status: StatusCode::CONFLICT,
+            code: "stale_lease".into(),
+            message: "not yours".into(),
+            trace_id: String::new(),
+        };
+        assert_eq!(
+            refused.to_string(),
+            "orchestrator refused the request with 409 stale_lease: not yours (at http://a:8080)"
+        );
+        assert!(!refused.is_transient());
+    }
+
+    #[tokio::test]
+    async fn a_dead_url_is_unreachable_and_the_next_request_goes_to_the_next_url() {
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead_url = format!("http://{}", dead.local_addr().unwrap());
+        drop(dead);
+        let urls = ServerUrls::parse([dead_url.as_str(), "http://127.0.0.1:1"]).unwrap();
+        let secret = NodeSecret::from_bytes(vec![7; 32]).unwrap();
+        let client = AgentClient::with_servers(urls, Uuid::new_v4(), Uuid::new_v4(), secret);
+        assert_eq!(client.current_server(), dead_url);
+        let error = client.heartbeat(&[]).await.unwrap_err();
+        assert!(matches!(&error, ClientError::Unreachable { url, .. } if *url == dead_url));
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("orchestrator unreachable at {dead_url}: ")),
+            "{error}"
+        );
+        assert!(error.is_transient());
+        assert_eq!(client.clone().current_server(), "http://127.0.0.1:1");
+        let _ = client.heartbeat(&[]).await;
+        assert_eq!(client.current_server(), dead_url, "round robin");
     }
 }

@@ -10,8 +10,8 @@ use contracts::node_signing::NodeSecret;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::agent::{Agent, AgentError, AgentSettings, RunSummary};
-use crate::client::AgentClient;
+use crate::agent::{Agent, AgentError, AgentSettings, Backoff, RunSummary};
+use crate::client::{AgentClient, ServerUrlError, ServerUrls};
 use crate::renderer::Renderers;
 use crate::renderer::blender::{BlenderConfig, BlenderRenderer};
 use crate::renderer::builtin::BuiltinRenderer;
@@ -19,12 +19,23 @@ use crate::renderer::builtin::BuiltinRenderer;
 /// Flags (each also read from its environment variable).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct NodeArgs {
-    /// A TOML file with any of the settings below (flags and variables win).
+    /// A TOML file with any of the settings below, keys spelled with `_`
+    /// (`server_url`, or `server_urls = [...]` for several; `secret_file`
+    /// names a file holding the secret); flags and variables win.
     #[arg(long, env = "FLATRENDER_NODE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// The orchestrator, e.g. `http://127.0.0.1:8080`.
-    #[arg(long, env = "FLATRENDER_SERVER_URL")]
-    pub server_url: Option<String>,
+    /// The orchestrator, e.g. `http://127.0.0.1:8080`. Name several
+    /// instances by repeating the flag or separating URLs with commas: on a
+    /// connection failure, a timeout or a 502/503/504 the next request goes
+    /// to the next URL, and the agent stays on one that works. Plain
+    /// `http://` only (this build has no TLS).
+    #[arg(
+        long,
+        env = "FLATRENDER_SERVER_URL",
+        value_name = "URL[,URL…]",
+        value_delimiter = ','
+    )]
+    pub server_url: Vec<String>,
     /// The node id printed by `flatrender node enroll`.
     #[arg(long, env = "FLATRENDER_NODE_ID")]
     pub node_id: Option<Uuid>,
@@ -55,8 +66,12 @@ pub struct NodeArgs {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    /// See [`NodeArgs::server_url`].
+    /// One orchestrator URL (or several, comma-separated); see
+    /// [`NodeArgs::server_url`].
     pub server_url: Option<String>,
+    /// Several orchestrator URLs, in failover order (after `server_url` if
+    /// both are given).
+    pub server_urls: Option<Vec<String>>,
     /// See [`NodeArgs::node_id`].
     pub node_id: Option<Uuid>,
     /// See [`NodeArgs::key_id`].
@@ -92,13 +107,16 @@ pub enum ConfigError {
     /// The secret is not 64 hex digits.
     #[error("the node secret must be 64 hex digits (32 bytes)")]
     Secret,
+    /// A server URL the agent cannot use.
+    #[error(transparent)]
+    ServerUrl(ServerUrlError),
 }
 
 /// A complete, checked configuration.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
-    /// The orchestrator.
-    pub server_url: String,
+    /// The orchestrator instances, in failover order.
+    pub server_urls: ServerUrls,
     /// This node.
     pub node_id: Uuid,
     /// Its key.
@@ -145,11 +163,20 @@ impl NodeConfig {
             (None, None) => return Err(ConfigError::Missing("FLATRENDER_NODE_SECRET")),
         };
         let secret = NodeSecret::from_hex(secret_hex.trim()).map_err(|_| ConfigError::Secret)?;
+        let urls: Vec<String> = if args.server_url.is_empty() {
+            file.server_url
+                .into_iter()
+                .chain(file.server_urls.into_iter().flatten())
+                .collect()
+        } else {
+            args.server_url
+        };
+        let server_urls = ServerUrls::parse(&urls).map_err(|e| match e {
+            ServerUrlError::Empty => ConfigError::Missing("server_url"),
+            invalid => ConfigError::ServerUrl(invalid),
+        })?;
         Ok(Self {
-            server_url: args
-                .server_url
-                .or(file.server_url)
-                .ok_or(ConfigError::Missing("server_url"))?,
+            server_urls,
             node_id: args
                 .node_id
                 .or(file.node_id)
@@ -223,8 +250,11 @@ impl NodeConfig {
             heartbeat_every: self.heartbeat,
             claim_wait_seconds: 20,
             max_tasks: self.max_tasks,
+            backoff: Backoff::DEFAULT,
+            give_up_after: AgentSettings::GIVE_UP_AFTER,
         };
-        let client = AgentClient::new(&self.server_url, self.node_id, self.key_id, self.secret);
+        let client =
+            AgentClient::with_servers(self.server_urls, self.node_id, self.key_id, self.secret);
         Agent::new(client, renderers, settings).run(shutdown).await
     }
 }
@@ -262,7 +292,7 @@ pub async fn main_with(args: NodeArgs) -> i32 {
             return 2;
         }
     };
-    tracing::info!(node_id = %config.node_id, server = %config.server_url, "node agent starting");
+    tracing::info!(node_id = %config.node_id, servers = %config.server_urls, "node agent starting");
     match config.run(shutdown_signal()).await {
         Ok(summary) => {
             tracing::info!(?summary, "node agent stopped");
@@ -272,5 +302,101 @@ pub async fn main_with(args: NodeArgs) -> i32 {
             eprintln!("flatrender-node: {e}");
             1
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        node: NodeArgs,
+    }
+
+    const SECRET: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+    fn resolve(argv: &[&str]) -> Result<NodeConfig, ConfigError> {
+        let mut full = vec![
+            "flatrender-node",
+            "--node-id",
+            "8c5d1f5e-3b0a-4c55-9a53-0d6b6f1e2a77",
+        ];
+        full.extend(["--key-id", "2f6a8e1c-7d4b-4e0f-b1a2-5c3d9e8f7a61"]);
+        full.extend(argv);
+        let args = Cli::try_parse_from(full).unwrap().node;
+        NodeConfig::resolve(args, Some(SECRET.into()))
+    }
+
+    fn urls(config: &NodeConfig) -> Vec<&str> {
+        config
+            .server_urls
+            .as_slice()
+            .iter()
+            .map(String::as_str)
+            .collect()
+    }
+
+    #[test]
+    fn server_urls_come_from_repeated_and_comma_separated_flags() {
+        let config = resolve(&[
+            "--server-url",
+            "http://a:8080,http://b:8080/",
+            "--server-url",
+            "http://c:8080",
+        ])
+        .unwrap();
+        assert_eq!(
+            urls(&config),
+            ["http://a:8080", "http://b:8080", "http://c:8080"]
+        );
+    }
+
+    #[test]
+    fn server_urls_come_from_the_file_unless_flags_name_some() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "server_url = \"http://a:8080\"\nserver_urls = [\"http://b:8080\", \"http://c:8080\"]\n",
+        )
+        .unwrap();
+        let file = path.to_str().unwrap();
+        let config = resolve(&["--config", file]).unwrap();
+        assert_eq!(
+            urls(&config),
+            ["http://a:8080", "http://b:8080", "http://c:8080"]
+        );
+        let config = resolve(&["--config", file, "--server-url", "http://d:8080"]).unwrap();
+        assert_eq!(urls(&config), ["http://d:8080"]);
+
+        std::fs::write(&path, "server_urls = [\"http://b:8080\"]\n").unwrap();
+        assert_eq!(
+            urls(&resolve(&["--config", file]).unwrap()),
+            ["http://b:8080"]
+        );
+    }
+
+    #[test]
+    fn missing_or_unusable_server_urls_are_refused_clearly() {
+        let missing = resolve(&[]).unwrap_err();
+        assert!(
+            matches!(missing, ConfigError::Missing("server_url")),
+            "{missing}"
+        );
+        let empty = resolve(&["--server-url", ","]).unwrap_err();
+        assert!(
+            matches!(empty, ConfigError::Missing("server_url")),
+            "{empty}"
+        );
+        let bad = resolve(&["--server-url", "http://a:8080,ftp://b:21"]).unwrap_err();
+        assert_eq!(
+            bad.to_string(),
+            "server URL \"ftp://b:21\" must start with http:// (for example http://127.0.0.1:8080)"
+        );
+        let bare = resolve(&["--server-url", "127.0.0.1:8080"]).unwrap_err();
+        assert!(bare.to_string().contains("is not a URL"), "{bare}");
     }
 }

@@ -1,6 +1,8 @@
 //! The agent's signed client against the real `flatrender` HTTP application
 //! over a real socket.
 
+mod outage;
+
 use std::sync::Arc;
 
 use api::AppState;
@@ -177,7 +179,7 @@ async fn a_completion_the_orchestrator_could_not_take_is_buffered_and_delivered(
     );
     let config = node_agent::config::NodeConfig::resolve(
         node_agent::config::NodeArgs {
-            server_url: Some(url.clone()),
+            server_url: vec![url.clone()],
             node_id: Some(enrolment.node_id),
             key_id: Some(enrolment.key_id),
             data_dir: Some(dir.join("node")),
@@ -193,6 +195,8 @@ async fn a_completion_the_orchestrator_could_not_take_is_buffered_and_delivered(
         heartbeat_every: std::time::Duration::from_secs(1),
         claim_wait_seconds: 1,
         max_tasks: Some(1),
+        backoff: node_agent::agent::Backoff::DEFAULT,
+        give_up_after: node_agent::agent::AgentSettings::GIVE_UP_AFTER,
     };
     let summary = node_agent::agent::Agent::new(client, renderers, settings)
         .run(std::future::pending())
