@@ -78,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/agent/files/{sha256}", get(crate::node_api::download))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -86,12 +87,26 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Readiness: the event store answers.
+/// The longest readiness waits for the event store.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Readiness: the event store answers (503 while it does not).
 async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    state.store.stream_version(uuid::Uuid::nil()).await?;
+    // A store that hangs (a network partition) is as unready as one that
+    // refuses.
+    tokio::time::timeout(READY_TIMEOUT, state.store.stream_version(uuid::Uuid::nil()))
+        .await
+        .map_err(|_| {
+            ApiError::Unavailable(anyhow::anyhow!("the event store did not answer in time"))
+        })?
+        .map_err(|e| ApiError::Unavailable(e.into()))?;
     Ok(Json(json!({ "status": "ready" })))
 }
 
 async fn not_found() -> ApiError {
     ApiError::NotFound
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }

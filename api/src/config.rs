@@ -4,6 +4,9 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::server::ServerLimits;
 
 /// Where the store and files live.
 #[derive(Debug, Clone, clap::Args)]
@@ -33,7 +36,61 @@ pub struct ServeConfig {
     /// Largest accepted upload, in bytes.
     #[arg(long, env = "FLATRENDER_MAX_UPLOAD_BYTES", default_value_t = 512 * 1024 * 1024)]
     pub max_upload_bytes: u64,
+    /// How long a lease lives unless the node renews it (heartbeat or
+    /// progress), in seconds.
+    #[arg(long, env = "FLATRENDER_LEASE_SECONDS",
+          default_value_t = orchestrator::Config::default().lease_ttl.num_seconds(),
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub lease_seconds: i64,
+    /// A node not heard from for this many seconds goes offline and its
+    /// leases are requeued.
+    #[arg(long, env = "FLATRENDER_OFFLINE_AFTER_SECONDS",
+          default_value_t = orchestrator::Config::default().offline_after.num_seconds(),
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub offline_after_seconds: i64,
+    /// Connections served at once; more wait until one closes.
+    #[arg(long, env = "FLATRENDER_MAX_CONNECTIONS",
+          default_value_t = ServerLimits::default().max_connections,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Seconds from a request's first byte to the end of its headers.
+    #[arg(long, env = "FLATRENDER_HEADER_READ_TIMEOUT_SECONDS",
+          default_value_t = ServerLimits::default().header_read_timeout.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_seconds: u64,
+    /// Seconds a request body may go without sending data (then 408).
+    #[arg(long, env = "FLATRENDER_BODY_READ_TIMEOUT_SECONDS",
+          default_value_t = ServerLimits::default().body_read_timeout.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_read_timeout_seconds: u64,
+    /// Seconds a kept-alive connection may wait for its next request.
+    #[arg(long, env = "FLATRENDER_IDLE_TIMEOUT_SECONDS",
+          default_value_t = ServerLimits::default().idle_timeout.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_seconds: u64,
     /// Storage.
     #[command(flatten)]
     pub storage: StorageConfig,
+}
+
+impl ServeConfig {
+    /// The scheduler's settings.
+    pub fn orchestrator(&self) -> orchestrator::Config {
+        orchestrator::Config {
+            lease_ttl: chrono::Duration::seconds(self.lease_seconds),
+            offline_after: chrono::Duration::seconds(self.offline_after_seconds),
+            ..orchestrator::Config::default()
+        }
+    }
+
+    /// The HTTP server's limits.
+    pub fn server_limits(&self) -> ServerLimits {
+        ServerLimits {
+            max_connections: self.max_connections,
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_seconds),
+            body_read_timeout: Duration::from_secs(self.body_read_timeout_seconds),
+            idle_timeout: Duration::from_secs(self.idle_timeout_seconds),
+            ..ServerLimits::default()
+        }
+    }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use eventstore::{AnyStore, Subscription};
+use eventstore::{AnyStore, EventStore, Subscription};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use uuid::Uuid;
 
@@ -98,8 +98,15 @@ pub async fn run(config: DemoConfig, agent_exe: &Path) -> anyhow::Result<DemoSum
     let ticker = orch.spawn_ticker(Duration::from_millis(500));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, crate::router(state)).await;
+    let server = eventstore::task::spawn_named("demo-server", async move {
+        let limits = crate::server::ServerLimits::default();
+        let _ = crate::server::serve(
+            listener,
+            crate::router(state),
+            limits,
+            std::future::pending(),
+        )
+        .await;
     });
 
     // Node agents: enrolled here, started as processes, the secret passed
@@ -168,7 +175,9 @@ pub async fn run(config: DemoConfig, agent_exe: &Path) -> anyhow::Result<DemoSum
     }
     let mut log =
         Subscription::new(store.clone(), 0).with_poll_interval(Duration::from_millis(100));
-    let mut outputs: BTreeMap<u32, String> = BTreeMap::new();
+    // Every stored output by file id; the frames' current ones are chosen
+    // at the end (a frame re-rendered under a later lease supersedes).
+    let mut stored: BTreeMap<String, String> = BTreeMap::new();
     let mut frames_by_node: BTreeMap<Uuid, u64> = BTreeMap::new();
     let (mut charged_seconds, mut charged_minor) = (0u64, 0i64);
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -187,10 +196,10 @@ pub async fn run(config: DemoConfig, agent_exe: &Path) -> anyhow::Result<DemoSum
                         }
                     }
                     "file.output_stored.v1" if p["job_id"] == job_id.to_string() => {
-                        if let (Some(frame), Some(sha)) =
-                            (p["frame"].as_u64(), p["sha256"].as_str())
+                        if let (Some(file_id), Some(sha)) =
+                            (p["file_id"].as_str(), p["sha256"].as_str())
                         {
-                            outputs.insert(frame as u32, sha.to_owned());
+                            stored.insert(file_id.to_owned(), sha.to_owned());
                         }
                     }
                     "tenant.credit_charged.v1" => {
@@ -250,7 +259,21 @@ pub async fn run(config: DemoConfig, agent_exe: &Path) -> anyhow::Result<DemoSum
         }
     }
 
-    // Frames and the contact sheet.
+    // Frames (each frame's current output) and the contact sheet.
+    let mut outputs: BTreeMap<u32, String> = BTreeMap::new();
+    for (frame, file_id) in orch.current_outputs(job_id).await {
+        let sha = match stored.get(&file_id.to_string()) {
+            Some(sha) => sha.clone(),
+            // Stored after the last batch this loop read.
+            None => store
+                .read_stream(file_id.as_uuid(), 1, 1)
+                .await?
+                .first()
+                .and_then(|e| e.payload["sha256"].as_str().map(str::to_owned))
+                .with_context(|| format!("the output of frame {frame} was never stored"))?,
+        };
+        outputs.insert(frame, sha);
+    }
     let mut images = Vec::new();
     for (frame, sha) in &outputs {
         let bytes = blobs

@@ -36,9 +36,33 @@ pub enum ApiError {
     /// A business rule refused the command.
     #[error(transparent)]
     Domain(#[from] domain::DomainError),
-    /// A body over its size limit.
+    /// Well-formed, but its content is refused (e.g. an uploaded frame that
+    /// does not decode).
+    #[error("{message}")]
+    Unprocessable {
+        /// A stable code, e.g. `invalid_output`.
+        code: &'static str,
+        /// For people.
+        message: String,
+        /// Structured details.
+        details: serde_json::Value,
+    },
+    /// A body over its size limit (declared or counted).
     #[error("payload too large")]
-    PayloadTooLarge,
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The client stopped sending the body; the connection is closed.
+    #[error("request timeout")]
+    RequestTimeout,
+    /// The route exists, but not for this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// A dependency (the event store) does not answer; retrying later may
+    /// succeed.
+    #[error("unavailable: {0}")]
+    Unavailable(#[source] anyhow::Error),
     /// Anything unexpected; logged, answered with a generic 500 body.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -70,7 +94,7 @@ impl From<orchestrator::OrchestratorError> for ApiError {
             },
             O::Contention => Self::Conflict("too many concurrent changes; retry".into()),
             O::Storage(message) => Self::Internal(anyhow::anyhow!(message)),
-            O::InvalidOutput(message) => Self::BadRequest {
+            O::InvalidOutput(message) => Self::Unprocessable {
                 code: "invalid_output",
                 message,
                 details: json!({}),
@@ -115,7 +139,8 @@ impl ApiError {
             }
             Self::Domain(e) => (
                 match e {
-                    domain::DomainError::StaleLease { .. } => StatusCode::CONFLICT,
+                    domain::DomainError::StaleLease { .. }
+                    | domain::DomainError::FramesMissing { .. } => StatusCode::CONFLICT,
                     domain::DomainError::NotFound { .. } => StatusCode::NOT_FOUND,
                     domain::DomainError::Validation(_) => StatusCode::BAD_REQUEST,
                     _ => StatusCode::UNPROCESSABLE_ENTITY,
@@ -124,10 +149,38 @@ impl ApiError {
                 e.to_string(),
                 json!({}),
             ),
-            Self::PayloadTooLarge => (
+            Self::Unprocessable {
+                code,
+                message,
+                details,
+            } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                code,
+                message.clone(),
+                details.clone(),
+            ),
+            Self::PayloadTooLarge { limit } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
-                "the body is too large".into(),
+                format!("the body is over the limit of {limit} bytes"),
+                json!({ "limit_bytes": limit }),
+            ),
+            Self::RequestTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the body did not arrive in time".into(),
+                json!({}),
+            ),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this path does not take that method".into(),
+                json!({}),
+            ),
+            Self::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "the service is not ready; retry later".into(),
                 json!({}),
             ),
             Self::Internal(_) => (
@@ -150,6 +203,15 @@ impl IntoResponse for ApiError {
             tracing::info!(%trace_id, %code, "request refused");
         }
         let body = json!({ "error": { "code": code, "message": message, "details": details, "trace_id": trace_id } });
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        // A body that was refused before (or while) it was read is left
+        // unread: the connection cannot carry another request.
+        if matches!(self, Self::PayloadTooLarge { .. } | Self::RequestTimeout) {
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }

@@ -4,10 +4,17 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
+
+/// A temporary file not written to for this long is left over from a
+/// process that died mid-upload, and is removed when a store opens. An
+/// upload in progress (in this or another process sharing the directory)
+/// writes far more often: a body that stalls is cut off long before.
+pub const STALE_TEMPORARY_AFTER: Duration = Duration::from_secs(10 * 60);
 
 /// Why a file operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -49,8 +56,27 @@ pub struct BlobStore {
 
 impl BlobStore {
     /// A store in `root` (created if missing) refusing blobs over `max_bytes`.
+    /// Temporary files of uploads that a dead process left behind (not
+    /// written to for [`STALE_TEMPORARY_AFTER`]) are removed.
     pub async fn open(root: &Path, max_bytes: u64) -> Result<Self, FileError> {
-        tokio::fs::create_dir_all(root.join("tmp")).await?;
+        Self::open_removing_older_than(root, max_bytes, STALE_TEMPORARY_AFTER).await
+    }
+
+    /// Like [`BlobStore::open`], removing temporary files not written to for
+    /// `stale_after`.
+    pub async fn open_removing_older_than(
+        root: &Path,
+        max_bytes: u64,
+        stale_after: Duration,
+    ) -> Result<Self, FileError> {
+        let tmp = root.join("tmp");
+        tokio::fs::create_dir_all(&tmp).await?;
+        let removed = tokio::task::spawn_blocking(move || remove_stale(&tmp, stale_after))
+            .await
+            .map_err(io::Error::other)??;
+        if removed > 0 {
+            tracing::info!(removed, "removed stale temporary upload files");
+        }
         Ok(Self {
             root: root.to_path_buf(),
             max_bytes,
@@ -73,9 +99,10 @@ impl BlobStore {
         Ok(self.root.join(&sha256[..2]).join(sha256))
     }
 
-    /// Stores bytes; if `expected_sha256` is given, refuses content that does
-    /// not match it. Writing goes through a temporary file and a rename, so a
-    /// crash never leaves a partial blob under its digest.
+    /// Stores bytes held in memory (small files such as scenes); if
+    /// `expected_sha256` is given, refuses content that does not match it.
+    /// Writing goes through a temporary file and a rename, so a crash never
+    /// leaves a partial blob under its digest.
     pub async fn put(
         &self,
         bytes: &[u8],
@@ -88,32 +115,33 @@ impl BlobStore {
                 limit: self.max_bytes,
             });
         }
-        let sha256 = hex::encode(Sha256::digest(bytes));
         if let Some(expected) = expected_sha256 {
             self.path_of(expected)?;
-            if expected != sha256 {
+            if expected != hex::encode(Sha256::digest(bytes)) {
                 return Err(FileError::DigestMismatch);
             }
         }
-        let path = self.path_of(&sha256)?;
-        if tokio::fs::try_exists(&path).await? {
-            return Ok(StoredBlob {
-                sha256,
-                size_bytes: size,
-            });
-        }
-        let tmp = self.root.join("tmp").join(Uuid::new_v4().to_string());
-        let mut file = tokio::fs::File::create(&tmp).await?;
-        file.write_all(bytes).await?;
-        file.sync_all().await?;
-        drop(file);
-        if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir).await?;
-        }
-        tokio::fs::rename(&tmp, &path).await?;
-        Ok(StoredBlob {
-            sha256,
-            size_bytes: size,
+        let mut writer = self.writer().await?;
+        writer.write(bytes).await?;
+        writer.finish().await?.store().await
+    }
+
+    /// A blob written piece by piece (an upload streamed from the network):
+    /// into a temporary file, hashed and counted against the limit as it
+    /// goes. Nothing is stored until [`TempBlob::store`]; the temporary file
+    /// is removed on every other path (an error, a client that goes away).
+    pub async fn writer(&self) -> Result<BlobWriter, FileError> {
+        let path = self.root.join("tmp").join(Uuid::new_v4().to_string());
+        let file = tokio::fs::File::create(&path).await?;
+        Ok(BlobWriter {
+            temp: Some(TempBlob {
+                store: self.clone(),
+                path,
+                sha256: String::new(),
+                size_bytes: 0,
+            }),
+            file: tokio::io::BufWriter::with_capacity(256 * 1024, file),
+            hasher: Sha256::new(),
         })
     }
 
@@ -125,6 +153,138 @@ impl BlobStore {
             Ok(_) => Err(FileError::DigestMismatch),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Removes the files in `tmp` not modified for `stale_after`; answers how
+/// many.
+fn remove_stale(tmp: &Path, stale_after: Duration) -> io::Result<usize> {
+    let now = SystemTime::now();
+    let mut removed = 0;
+    for entry in std::fs::read_dir(tmp)? {
+        let entry = entry?;
+        let Ok(meta) = entry.metadata() else { continue };
+        let age = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .unwrap_or_default();
+        if meta.is_file() && age >= stale_after {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                // Another instance sharing the directory got there first.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// A blob being written: see [`BlobStore::writer`].
+#[derive(Debug)]
+pub struct BlobWriter {
+    /// The temporary file (removed when dropped).
+    temp: Option<TempBlob>,
+    file: tokio::io::BufWriter<tokio::fs::File>,
+    hasher: Sha256,
+}
+
+impl BlobWriter {
+    /// Appends bytes; refuses (and removes the file) once the total is over
+    /// the store's limit.
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), FileError> {
+        let Some(temp) = self.temp.as_mut() else {
+            return Err(io::Error::other("the writer failed before").into());
+        };
+        let size = temp.size_bytes + bytes.len() as u64;
+        let limit = temp.store.max_bytes;
+        if size > limit {
+            self.temp = None;
+            return Err(FileError::TooLarge { size, limit });
+        }
+        temp.size_bytes = size;
+        self.hasher.update(bytes);
+        if let Err(e) = self.file.write_all(bytes).await {
+            self.temp = None;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// The bytes written so far.
+    pub fn size_bytes(&self) -> u64 {
+        self.temp.as_ref().map_or(0, |t| t.size_bytes)
+    }
+
+    /// Flushes the file to disk: the complete blob, not yet stored.
+    pub async fn finish(mut self) -> Result<TempBlob, FileError> {
+        let mut temp = self
+            .temp
+            .take()
+            .ok_or_else(|| io::Error::other("the writer failed before"))?;
+        self.file.flush().await?;
+        self.file.get_ref().sync_all().await?;
+        temp.sha256 = hex::encode(self.hasher.finalize());
+        Ok(temp)
+    }
+}
+
+/// A complete blob in a temporary file, hashed, not yet stored; the file is
+/// removed when this is dropped unless [`TempBlob::store`] moved it into
+/// place.
+#[derive(Debug)]
+pub struct TempBlob {
+    store: BlobStore,
+    path: PathBuf,
+    sha256: String,
+    size_bytes: u64,
+}
+
+impl TempBlob {
+    /// The temporary file (to inspect the content before storing it).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Lower-case hex SHA-256 of the content.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// Its size in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    /// Moves the file under its digest (once: the same content already
+    /// stored is kept and the temporary file removed).
+    pub async fn store(self) -> Result<StoredBlob, FileError> {
+        let path = self.store.path_of(&self.sha256)?;
+        let stored = StoredBlob {
+            sha256: self.sha256.clone(),
+            size_bytes: self.size_bytes,
+        };
+        if tokio::fs::try_exists(&path).await? {
+            return Ok(stored);
+        }
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        tokio::fs::rename(&self.path, &path).await?;
+        Ok(stored)
+    }
+}
+
+impl Drop for TempBlob {
+    fn drop(&mut self) {
+        // After `store` renamed it there is nothing left to remove.
+        match std::fs::remove_file(&self.path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                tracing::warn!(path = %self.path.display(), error = %e, "could not remove a temporary file");
+            }
+            _ => {}
         }
     }
 }
@@ -169,6 +329,73 @@ mod tests {
         for bad in ["../../etc/passwd", "ABC", &"g".repeat(64)] {
             assert!(matches!(blobs.get(bad).await, Err(FileError::BadDigest)));
         }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn temporaries(dir: &Path) -> usize {
+        std::fs::read_dir(dir.join("tmp")).unwrap().count()
+    }
+
+    #[tokio::test]
+    async fn a_streamed_blob_is_stored_by_digest_and_leaves_no_temporary() {
+        let (blobs, dir) = store(1024).await;
+        let mut writer = blobs.writer().await.unwrap();
+        writer.write(b"hel").await.unwrap();
+        writer.write(b"lo").await.unwrap();
+        let temp = writer.finish().await.unwrap();
+        assert_eq!(std::fs::read(temp.path()).unwrap(), b"hello");
+        assert_eq!(temp.size_bytes(), 5);
+        let stored = temp.store().await.unwrap();
+        assert_eq!(stored, blobs.put(b"hello", None).await.unwrap());
+        assert_eq!(temporaries(&dir), 0);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_streamed_blob_over_the_limit_or_abandoned_leaves_nothing() {
+        let (blobs, dir) = store(4).await;
+        let mut writer = blobs.writer().await.unwrap();
+        writer.write(b"hey").await.unwrap();
+        assert!(matches!(
+            writer.write(b"yo").await,
+            Err(FileError::TooLarge { size: 5, limit: 4 })
+        ));
+        assert_eq!(temporaries(&dir), 0);
+        assert!(writer.write(b"").await.is_err());
+        let mut abandoned = blobs.writer().await.unwrap();
+        abandoned.write(b"hey").await.unwrap();
+        assert_eq!(temporaries(&dir), 1);
+        drop(abandoned);
+        let unstored = blobs.writer().await.unwrap().finish().await.unwrap();
+        drop(unstored);
+        assert_eq!(temporaries(&dir), 0);
+        assert_eq!(blobs.get(&node_digest(b"hey")).await.unwrap(), None);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn node_digest(bytes: &[u8]) -> String {
+        hex::encode(Sha256::digest(bytes))
+    }
+
+    #[tokio::test]
+    async fn opening_removes_stale_temporaries_and_keeps_recent_ones() {
+        let (_, dir) = store(1024).await;
+        let old = dir.join("tmp").join("left-by-a-killed-process");
+        let recent = dir.join("tmp").join("another-instance-writing");
+        std::fs::write(&old, b"partial").unwrap();
+        std::fs::write(&recent, b"partial").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(SystemTime::now() - STALE_TEMPORARY_AFTER - Duration::from_secs(1))
+            .unwrap();
+        BlobStore::open(&dir, 1024).await.unwrap();
+        assert!(!old.exists(), "a stale temporary file is removed");
+        assert!(
+            recent.exists(),
+            "a recent one may be another instance's upload"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 

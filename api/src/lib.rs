@@ -10,7 +10,9 @@ pub mod error;
 pub mod files;
 pub mod node_api;
 pub mod node_auth;
+pub mod output_image;
 pub mod seed;
+pub mod server;
 
 pub use app::{AppState, router};
 pub use error::ApiError;

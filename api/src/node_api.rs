@@ -5,6 +5,7 @@ use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use contracts::node_agent::{self as contract, Problem};
 use contracts::node_signing;
 use domain::node::Capabilities;
 use domain::{
@@ -16,13 +17,36 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::node_auth::SignedNode;
+use crate::node_auth::{SignedNode, SignedUpload};
+
+/// The contract's 400 for a body or query that breaks its schema: the
+/// message names each field, `details.problems` lists them.
+fn invalid(code: &'static str, what: &str, problems: &[Problem]) -> ApiError {
+    ApiError::BadRequest {
+        code,
+        message: format!("{what}: {}", contract::describe(problems)),
+        details: json!({ "problems": problems.iter().map(Problem::to_json).collect::<Vec<_>>() }),
+    }
+}
 
 fn bad_body(e: impl std::fmt::Display) -> ApiError {
-    ApiError::BadRequest {
-        code: "invalid_body",
-        message: format!("the body is not valid: {e}"),
-        details: json!({}),
+    let problem = Problem {
+        field: String::new(),
+        message: e.to_string(),
+    };
+    invalid("invalid_body", "the body is not valid", &[problem])
+}
+
+/// `heartbeat` and `claim` before `register`: the contract's 422
+/// `not_registered`.
+fn not_registered(e: orchestrator::OrchestratorError) -> ApiError {
+    match e {
+        orchestrator::OrchestratorError::UnknownNode => ApiError::Unprocessable {
+            code: "not_registered",
+            message: "the node has not registered; register first".into(),
+            details: json!({}),
+        },
+        other => other.into(),
     }
 }
 
@@ -33,7 +57,7 @@ pub async fn register(
     State(state): State<AppState>,
     node: SignedNode,
 ) -> Result<Response, ApiError> {
-    let capabilities: Capabilities = serde_json::from_slice(&node.body).map_err(bad_body)?;
+    let capabilities: Capabilities = parse_body(&node, "register")?;
     let node_id = NodeId::new(node.node_id).map_err(|e| ApiError::BadRequest {
         code: "invalid_node",
         message: e.to_string(),
@@ -80,11 +104,16 @@ struct HeartbeatBody {
     leases: Vec<WireLease>,
 }
 
-fn parse_body<T: serde::de::DeserializeOwned + Default>(node: &SignedNode) -> Result<T, ApiError> {
-    if node.body.is_empty() {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(&node.body).map_err(bad_body)
+/// The JSON body of a request for `operation`: checked against the
+/// contract's schema first (400 `invalid_body` naming each field; an empty
+/// optional body is `{}`), then parsed into the strict Rust type.
+fn parse_body<T: serde::de::DeserializeOwned>(
+    node: &SignedNode,
+    operation: &str,
+) -> Result<T, ApiError> {
+    let value = contract::request_body(operation, &node.body)
+        .map_err(|problems| invalid("invalid_body", "the body is not valid", &problems))?;
+    serde_json::from_value(value).map_err(bad_body)
 }
 
 /// `POST /v1/agent/heartbeat`: keeps the node online and renews the leases
@@ -94,7 +123,7 @@ pub async fn heartbeat(
     node: SignedNode,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let node_id = node_id_of(&node)?;
-    let body: HeartbeatBody = parse_body(&node)?;
+    let body: HeartbeatBody = parse_body(&node, "heartbeat")?;
     let held = body
         .leases
         .iter()
@@ -106,31 +135,55 @@ pub async fn heartbeat(
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    let stop = state.orchestrator.heartbeat(node_id, &held).await?;
+    let stop = state
+        .orchestrator
+        .heartbeat(node_id, &held)
+        .await
+        .map_err(not_registered)?;
     let stop: Vec<_> = stop
         .iter()
         .map(|l| json!({ "task_id": l.task_id, "lease_epoch": l.lease_epoch }))
         .collect();
-    Ok(Json(json!({ "stop": stop })))
+    // The timings the node must keep, in whole seconds (rounded up).
+    let seconds = |d: chrono::Duration| (d.num_milliseconds().max(1) + 999) / 1000;
+    let config = state.orchestrator.config();
+    Ok(Json(json!({
+        "stop": stop,
+        "lease_seconds": seconds(config.lease_ttl),
+        "offline_after_seconds": seconds(config.offline_after),
+    })))
 }
 
 /// The longest a claim may wait for work.
 pub const MAX_CLAIM_WAIT_SECONDS: u64 = 30;
 
-/// A non-negative integer query parameter; absent is `None`, malformed is
-/// the contract's 400 (parsed after authentication, never a bare rejection).
+/// The query of a request for `operation`, checked against the contract:
+/// an unknown, repeated, malformed or out-of-range parameter (or a missing
+/// required one) is the contract's 400 `invalid_query` (parsed after
+/// authentication, never a bare rejection).
+fn query_of(
+    raw: &Option<String>,
+    operation: &str,
+) -> Result<std::collections::BTreeMap<String, serde_json::Value>, ApiError> {
+    contract::parse_query(operation, raw.as_deref())
+        .map_err(|problems| invalid("invalid_query", "the query is not valid", &problems))
+}
+
+/// An integer query parameter; absent is `None`. The whole query is checked
+/// against the contract of the operation that declares `name` (see
+/// [`query_of`]).
 fn query_u64(raw: &Option<String>, name: &str) -> Result<Option<u64>, ApiError> {
-    let Some(raw) = raw else { return Ok(None) };
-    for pair in raw.split('&') {
-        if let Some(value) = pair.strip_prefix(name).and_then(|r| r.strip_prefix('=')) {
-            return value.parse().map(Some).map_err(|_| ApiError::BadRequest {
-                code: "invalid_query",
-                message: format!("{name} must be a non-negative integer"),
-                details: json!({ "parameter": name }),
-            });
-        }
-    }
-    Ok(None)
+    let Some(operation) = contract::operations()
+        .iter()
+        .find(|o| o.parameter_names("query").iter().any(|n| n == name))
+    else {
+        return Err(ApiError::Internal(anyhow::anyhow!(
+            "the contract declares no query parameter {name}"
+        )));
+    };
+    Ok(query_of(raw, &operation.id)?
+        .get(name)
+        .and_then(serde_json::Value::as_u64))
 }
 
 /// `POST /v1/agent/claim?wait_seconds=N`: a lease on the best task for this
@@ -141,19 +194,24 @@ pub async fn claim(
     node: SignedNode,
 ) -> Result<Response, ApiError> {
     let node_id = node_id_of(&node)?;
-    let wait = query_u64(&query, "wait_seconds")?.unwrap_or(0);
-    if wait > MAX_CLAIM_WAIT_SECONDS {
-        return Err(ApiError::BadRequest {
-            code: "invalid_wait",
-            message: format!("wait_seconds is at most {MAX_CLAIM_WAIT_SECONDS}"),
-            details: json!({ "max": MAX_CLAIM_WAIT_SECONDS }),
-        });
-    }
+    // A claim has no body; the wait is in the query (absent: no wait).
+    contract::request_body("claim", &node.body)
+        .map_err(|problems| invalid("invalid_body", "the body is not valid", &problems))?;
+    let wait = query_of(&query, "claim")?
+        .get("wait_seconds")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0)
+        .min(MAX_CLAIM_WAIT_SECONDS);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait);
     let mut work = state.orchestrator.work_signal();
     loop {
         work.borrow_and_update();
-        if let Some(assignment) = state.orchestrator.claim(node_id).await? {
+        if let Some(assignment) = state
+            .orchestrator
+            .claim(node_id)
+            .await
+            .map_err(not_registered)?
+        {
             let mut value =
                 serde_json::to_value(&assignment).map_err(|e| ApiError::Internal(e.into()))?;
             let signature = node_signing::sign_assignment(&node.secret, &value);
@@ -183,8 +241,16 @@ struct LeaseBody {
     error: Option<String>,
 }
 
-fn lease_of(node: &SignedNode, task_id: &str) -> Result<(LeaseRef, LeaseBody), ApiError> {
-    let body: LeaseBody = serde_json::from_slice(&node.body).map_err(bad_body)?;
+/// The lease a report for `operation` presents: the body checked against the
+/// contract (400), then the task id of the path (404 unless of its form).
+fn lease_of(
+    node: &SignedNode,
+    task_id: &str,
+    operation: &str,
+) -> Result<(LeaseRef, LeaseBody), ApiError> {
+    let body: LeaseBody = parse_body(node, operation)?;
+    contract::validate_path_parameter(operation, "task_id", task_id)
+        .map_err(|_| ApiError::NotFound)?;
     let lease = LeaseRef {
         task_id: task_id_of(task_id)?,
         node_id: node_id_of(node)?,
@@ -200,7 +266,7 @@ pub async fn progress(
     Path(task_id): Path<String>,
     node: SignedNode,
 ) -> Result<StatusCode, ApiError> {
-    let (lease, body) = lease_of(&node, &task_id)?;
+    let (lease, body) = lease_of(&node, &task_id, "progress")?;
     let output = body
         .output_file_id
         .map(FileId::new)
@@ -219,7 +285,7 @@ pub async fn complete(
     Path(task_id): Path<String>,
     node: SignedNode,
 ) -> Result<StatusCode, ApiError> {
-    let (lease, _) = lease_of(&node, &task_id)?;
+    let (lease, _) = lease_of(&node, &task_id, "complete")?;
     state.orchestrator.complete(lease).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -230,14 +296,10 @@ pub async fn fail(
     Path(task_id): Path<String>,
     node: SignedNode,
 ) -> Result<StatusCode, ApiError> {
-    let (lease, body) = lease_of(&node, &task_id)?;
-    let text: String = body
-        .error
-        .unwrap_or_else(|| "the node reported a failure without a reason".into())
-        .chars()
-        .take(1000)
-        .collect();
-    let note = Note::parse(text).map_err(bad_body)?;
+    let (lease, body) = lease_of(&node, &task_id, "fail")?;
+    // The contract requires `error`: 1 to 1000 characters, not blank, no
+    // control characters but newline and tab; longer is refused, not cut.
+    let note = Note::parse(body.error.unwrap_or_default()).map_err(bad_body)?;
     state.orchestrator.fail(lease, note).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -248,22 +310,22 @@ pub async fn release(
     Path(task_id): Path<String>,
     node: SignedNode,
 ) -> Result<StatusCode, ApiError> {
-    let (lease, _) = lease_of(&node, &task_id)?;
+    let (lease, _) = lease_of(&node, &task_id, "release")?;
     state.orchestrator.release(lease).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The PNG signature every uploaded frame must start with.
-const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
-
 /// `PUT /v1/agent/outputs/{task_id}/{frame}?lease_epoch=N`: a rendered
 /// frame, stored by its SHA-256 (`file.output_stored.v1`) while the node
-/// holds the lease.
+/// holds the lease. The lease and frame are checked before the body is
+/// read; the body is streamed to a temporary file and counts only as a PNG
+/// that decodes completely, of the render's resolution when it set one
+/// (422 `invalid_output` otherwise).
 pub async fn upload_output(
     State(state): State<AppState>,
     Path((task_id, frame)): Path<(String, String)>,
     RawQuery(query): RawQuery,
-    node: SignedNode,
+    upload: SignedUpload,
 ) -> Result<Response, ApiError> {
     let frame: u32 = frame.parse().map_err(|_| ApiError::NotFound)?;
     let lease_epoch = query_u64(&query, "lease_epoch")?
@@ -275,31 +337,38 @@ pub async fn upload_output(
         })?;
     let lease = LeaseRef {
         task_id: task_id_of(&task_id)?,
-        node_id: node_id_of(&node)?,
+        node_id: NodeId::new(upload.node_id).map_err(|e| ApiError::BadRequest {
+            code: "invalid_node",
+            message: e.to_string(),
+            details: json!({}),
+        })?,
         lease_epoch,
     };
-    if !node.body.starts_with(PNG_MAGIC) {
-        return Err(ApiError::BadRequest {
-            code: "invalid_output",
-            message: "a frame is uploaded as a PNG image".into(),
-            details: json!({}),
-        });
-    }
-    state.orchestrator.check_lease(lease).await?;
-    let stored = state
-        .blobs
-        .put(&node.body, None)
+    let expected_size = state.orchestrator.check_upload(lease, frame).await?;
+    let temp = upload.receive(&state).await?;
+    let path = temp.path().to_path_buf();
+    tokio::task::spawn_blocking(move || crate::output_image::check_png(&path, expected_size))
         .await
+        .map_err(|e| ApiError::Internal(e.into()))?
         .map_err(|e| match e {
-            crate::files::FileError::TooLarge { .. } => ApiError::PayloadTooLarge,
-            other => ApiError::Internal(other.into()),
+            crate::output_image::OutputImageError::Io(e) => ApiError::Internal(e.into()),
+            refused => ApiError::Unprocessable {
+                code: "invalid_output",
+                message: refused.to_string(),
+                details: json!({}),
+            },
         })?;
+    let stored = temp
+        .store()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
     let output = orchestrator::FileOutput {
         name: FileName::parse(node_agent::renderer::frame_file_name(frame)).map_err(bad_body)?,
         content_type: ContentType::parse("image/png").map_err(bad_body)?,
         size_bytes: stored.size_bytes,
         sha256: Sha256Digest::parse(stored.sha256.clone()).map_err(bad_body)?,
     };
+    // The lease is checked again as the output is recorded.
     let file_id = state
         .orchestrator
         .record_output(lease, frame, output)

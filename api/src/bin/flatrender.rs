@@ -161,7 +161,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 store,
                 blobs,
                 std::sync::Arc::new(eventstore::SystemClock),
-                orchestrator::Config::default(),
+                config.orchestrator(),
             )
             .await?;
             let follower = state.orchestrator.spawn_follower();
@@ -171,9 +171,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let app = api::router(state);
             let listener = tokio::net::TcpListener::bind(config.listen).await?;
             tracing::info!(address = %listener.local_addr()?, "flatrender listening");
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown_signal())
-                .await?;
+            api::server::serve(listener, app, config.server_limits(), shutdown_signal()).await?;
             follower.abort();
             ticker.abort();
             Ok(ExitCode::SUCCESS)

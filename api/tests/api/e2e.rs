@@ -4,18 +4,22 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use api::AppState;
 use api::files::BlobStore;
-use eventstore::{AnyStore, EventStore, RecordedEvent, SqliteStore, SystemClock};
+use eventstore::{AnyStore, SqliteStore, SystemClock};
 use uuid::Uuid;
+
+use crate::{by, log, until};
 
 struct Server {
     state: AppState,
     url: String,
     dir: std::path::PathBuf,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Every exchange with the agents, for the contract check.
+    recorder: crate::conformance::Recorder,
 }
 
 impl Drop for Server {
@@ -43,15 +47,20 @@ async fn server() -> Server {
     let ticker = state.orchestrator.spawn_ticker(Duration::from_millis(200));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let app = api::router(state.clone());
+    let recorder = crate::conformance::Recorder::default();
+    let app = recorder.wrap(api::router(state.clone()));
     let serve = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
+        let limits = api::server::ServerLimits::default();
+        api::server::serve(listener, app, limits, std::future::pending())
+            .await
+            .unwrap();
     });
     Server {
         state,
         url,
         dir,
         tasks: vec![ticker, serve],
+        recorder,
     }
 }
 
@@ -94,34 +103,6 @@ async fn agent_with(server: &Server, name: &str, extra: &[&std::ffi::OsStr]) -> 
         child,
         node_id: enrolment.node_id,
     }
-}
-
-async fn log(store: &AnyStore) -> Vec<RecordedEvent> {
-    let mut out: Vec<RecordedEvent> = Vec::new();
-    loop {
-        let after = out.last().map_or(0, |e| e.global_position);
-        let batch = store.read_all(after, 1000).await.unwrap();
-        if batch.is_empty() {
-            return out;
-        }
-        out.extend(batch);
-    }
-}
-
-/// Waits until `check` holds for the log, or panics after `secs`.
-async fn until(store: &AnyStore, secs: u64, what: &str, check: impl Fn(&[RecordedEvent]) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if check(&log(store).await) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn by<'a>(events: &'a [RecordedEvent], key: &'a str) -> impl Iterator<Item = &'a RecordedEvent> {
-    events.iter().filter(move |e| e.routing_key == key)
 }
 
 async fn submit(server: &Server, frames: u32, chunk: u32) -> domain::JobId {
@@ -226,6 +207,15 @@ async fn a_killed_agent_s_task_is_requeued_and_finished_by_another_with_every_fr
     }
     let report = api::audit::verify(&store, |_| {}).await.unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);
+    server.recorder.check(&[
+        "register",
+        "heartbeat",
+        "claim",
+        "progress",
+        "download",
+        "upload_output",
+        "complete",
+    ]);
     std::fs::remove_dir_all(&server.dir).ok();
 }
 
@@ -251,6 +241,9 @@ async fn an_agent_told_to_terminate_releases_its_lease() {
     assert_eq!(released.len(), 1, "the lease was given back");
     assert_eq!(released[0].payload["node_id"], node.node_id.to_string());
     assert_eq!(by(&events, "render.task.completed.v1").count(), 0);
+    server
+        .recorder
+        .check(&["register", "heartbeat", "claim", "progress", "release"]);
     std::fs::remove_dir_all(&server.dir).ok();
 }
 
@@ -346,5 +339,8 @@ async fn a_blender_scene_renders_through_a_real_agent() {
         let info = decoder.read_info().unwrap();
         assert_eq!((info.info().width, info.info().height), (32, 32));
     }
+    server
+        .recorder
+        .check(&["claim", "upload_output", "complete"]);
     std::fs::remove_dir_all(&server.dir).ok();
 }

@@ -1,16 +1,23 @@
 //! The api crate's integration tests: one binary.
 
 mod audit;
+mod conformance;
+mod contract_examples;
 mod e2e;
 mod enroll;
+mod faults;
 mod http;
 mod node_auth;
+mod refusals;
+mod slow_clients;
 
 use std::path::PathBuf;
 
 use api::AppState;
 use api::files::BlobStore;
-use eventstore::{AnyStore, SqliteStore};
+use std::time::{Duration, Instant};
+
+use eventstore::{AnyStore, EventStore, RecordedEvent, SqliteStore};
 use uuid::Uuid;
 
 /// A fresh embedded store and blob directory.
@@ -30,4 +37,42 @@ pub async fn state() -> (AppState, PathBuf) {
     .await
     .unwrap();
     (state, dir)
+}
+
+/// Every event of the store, in log order.
+pub async fn log(store: &AnyStore) -> Vec<RecordedEvent> {
+    let mut out: Vec<RecordedEvent> = Vec::new();
+    loop {
+        let after = out.last().map_or(0, |e| e.global_position);
+        let batch = store.read_all(after, 1000).await.unwrap();
+        if batch.is_empty() {
+            return out;
+        }
+        out.extend(batch);
+    }
+}
+
+/// Waits until `check` holds for the log, or panics after `secs`.
+pub async fn until(
+    store: &AnyStore,
+    secs: u64,
+    what: &str,
+    check: impl Fn(&[RecordedEvent]) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if check(&log(store).await) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The events with this routing key.
+pub fn by<'a>(
+    events: &'a [RecordedEvent],
+    key: &'a str,
+) -> impl Iterator<Item = &'a RecordedEvent> {
+    events.iter().filter(move |e| e.routing_key == key)
 }
