@@ -6,8 +6,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use axum::body::Bytes;
+use futures_util::stream::BoxStream;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
 /// A temporary file not written to for this long is left over from a
@@ -143,6 +145,47 @@ impl BlobStore {
             file: tokio::io::BufWriter::with_capacity(256 * 1024, file),
             hasher: Sha256::new(),
         })
+    }
+
+    /// Reads a blob by digest in chunks, never whole into memory: its size
+    /// and a stream of its bytes, checked against the digest as they go. A
+    /// blob found corrupted at the end ends the stream with an error (a
+    /// response built on it is cut short instead of completing).
+    pub async fn read_stream(
+        &self,
+        sha256: &str,
+    ) -> Result<Option<(u64, BoxStream<'static, io::Result<Bytes>>)>, FileError> {
+        const CHUNK: usize = 64 * 1024;
+        let path = self.path_of(sha256)?;
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let size = file.metadata().await?.len();
+        let expected = sha256.to_owned();
+        let state = (file, Sha256::new(), expected);
+        let stream = futures_util::stream::try_unfold(
+            state,
+            |(mut file, mut hasher, expected)| async move {
+                let mut chunk = vec![0u8; CHUNK];
+                let n = file.read(&mut chunk).await?;
+                if n == 0 {
+                    if hex::encode(hasher.finalize()) != expected {
+                        tracing::error!(sha256 = %expected, "a stored blob does not match its digest");
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "the stored blob does not match its digest",
+                        ));
+                    }
+                    return Ok(None);
+                }
+                chunk.truncate(n);
+                hasher.update(&chunk);
+                Ok(Some((Bytes::from(chunk), (file, hasher, expected))))
+            },
+        );
+        Ok(Some((size, Box::pin(stream))))
     }
 
     /// Reads a blob by digest, checking the bytes against it.
@@ -408,6 +451,28 @@ mod tests {
             blobs.get(&a.sha256).await,
             Err(FileError::DigestMismatch)
         ));
+        // Streamed, it ends in an error instead of completing.
+        let (_, stream) = blobs.read_stream(&a.sha256).await.unwrap().unwrap();
+        let read: Vec<io::Result<Bytes>> = futures_util::StreamExt::collect(stream).await;
+        assert!(read.last().unwrap().is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_blob_streams_in_chunks_with_its_size() {
+        let (blobs, dir) = store(1 << 20).await;
+        let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let a = blobs.put(&bytes, None).await.unwrap();
+        let (size, stream) = blobs.read_stream(&a.sha256).await.unwrap().unwrap();
+        assert_eq!(size, bytes.len() as u64);
+        let chunks: Vec<io::Result<Bytes>> = futures_util::StreamExt::collect(stream).await;
+        assert!(chunks.len() > 1, "read in chunks");
+        let read: Vec<u8> = chunks
+            .into_iter()
+            .flat_map(|c| c.unwrap().to_vec())
+            .collect();
+        assert_eq!(read, bytes);
+        assert!(blobs.read_stream(&"0".repeat(64)).await.unwrap().is_none());
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

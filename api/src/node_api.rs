@@ -396,10 +396,20 @@ pub async fn download(
     {
         return Err(ApiError::NotFound);
     }
-    match state.blobs.get(&sha256).await {
-        Ok(Some(bytes)) => {
-            Ok(([("content-type", "application/octet-stream")], bytes).into_response())
-        }
+    // Streamed from disk, checked against its digest on the way (a
+    // corrupted blob's response is cut short; the agent checks it too).
+    match state.blobs.read_stream(&sha256).await {
+        Ok(Some((size, stream))) => Ok((
+            [
+                (
+                    axum::http::header::CONTENT_TYPE,
+                    "application/octet-stream".to_owned(),
+                ),
+                (axum::http::header::CONTENT_LENGTH, size.to_string()),
+            ],
+            axum::body::Body::from_stream(stream),
+        )
+            .into_response()),
         Ok(None) => Err(ApiError::NotFound),
         Err(crate::files::FileError::BadDigest) => Err(ApiError::BadRequest {
             code: "invalid_digest",
