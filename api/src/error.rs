@@ -85,7 +85,11 @@ impl From<orchestrator::OrchestratorError> for ApiError {
         match e {
             O::Domain(d) => Self::Domain(d),
             O::Store(s) => s.into(),
-            O::UnknownNode => Self::Conflict("the node has not registered".into()),
+            O::UnknownNode => Self::Unprocessable {
+                code: "not_registered",
+                message: "the node has not registered; register first".into(),
+                details: json!({}),
+            },
             O::NotFound(_) => Self::NotFound,
             O::Invalid(message) => Self::BadRequest {
                 code: "invalid_request",

@@ -37,19 +37,6 @@ fn bad_body(e: impl std::fmt::Display) -> ApiError {
     invalid("invalid_body", "the body is not valid", &[problem])
 }
 
-/// `heartbeat` and `claim` before `register`: the contract's 422
-/// `not_registered`.
-fn not_registered(e: orchestrator::OrchestratorError) -> ApiError {
-    match e {
-        orchestrator::OrchestratorError::UnknownNode => ApiError::Unprocessable {
-            code: "not_registered",
-            message: "the node has not registered; register first".into(),
-            details: json!({}),
-        },
-        other => other.into(),
-    }
-}
-
 /// `POST /v1/agent/register`: the node reports its capabilities; the first
 /// time it is registered (`node.registered`), later only changes are
 /// recorded (`node.capabilities_changed`).
@@ -135,11 +122,7 @@ pub async fn heartbeat(
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    let stop = state
-        .orchestrator
-        .heartbeat(node_id, &held)
-        .await
-        .map_err(not_registered)?;
+    let stop = state.orchestrator.heartbeat(node_id, &held).await?;
     let stop: Vec<_> = stop
         .iter()
         .map(|l| json!({ "task_id": l.task_id, "lease_epoch": l.lease_epoch }))
@@ -206,12 +189,7 @@ pub async fn claim(
     let mut work = state.orchestrator.work_signal();
     loop {
         work.borrow_and_update();
-        if let Some(assignment) = state
-            .orchestrator
-            .claim(node_id)
-            .await
-            .map_err(not_registered)?
-        {
+        if let Some(assignment) = state.orchestrator.claim(node_id).await? {
             let mut value =
                 serde_json::to_value(&assignment).map_err(|e| ApiError::Internal(e.into()))?;
             let signature = node_signing::sign_assignment(&node.secret, &value);
