@@ -328,15 +328,11 @@ impl Orchestrator {
             .into());
         }
         if !task.frames.contains(frame) {
-            return Err(DomainError::Validation(domain::ValidationError::new(
-                "frame",
-                format!(
-                    "frame {frame} is not in this task (frames {}-{})",
-                    task.frames.start(),
-                    task.frames.end()
-                ),
-            ))
-            .into());
+            return Err(OrchestratorError::InvalidOutput(format!(
+                "frame {frame} is not one of this task's (frames {} to {})",
+                task.frames.start(),
+                task.frames.end()
+            )));
         }
         let size = entry
             .job

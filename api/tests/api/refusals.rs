@@ -168,10 +168,16 @@ async fn reports_without_this_leases_output_of_each_frame_are_refused_and_record
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {text}");
         assert!(text.contains("invalid_output"), "{what}: {text}");
     }
-    // A frame of the wrong size, and bytes that only start like a PNG.
-    for bytes in [png(16, 9), b"\x89PNG\r\n\x1a\n".to_vec()] {
-        let (status, _) = refused(node.upload_output(lease, 2, bytes).await);
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    // A frame of the wrong size, bytes that only start like a PNG, and a
+    // frame that is not the task's.
+    for (frame, bytes) in [
+        (2, png(16, 9)),
+        (2, b"\x89PNG\r\n\x1a\n".to_vec()),
+        (3, png(8, 4)),
+    ] {
+        let (status, text) = refused(node.upload_output(lease, frame, bytes).await);
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{text}");
+        assert!(text.contains("invalid_output"), "{text}");
     }
     // One of two frames: still not complete.
     node.progress(lease, Some(1), Some(frame1)).await.unwrap();
