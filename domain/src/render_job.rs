@@ -1270,10 +1270,12 @@ impl Aggregate for RenderJob {
                 }
             }
             E::TaskProgressed(e) => {
-                if let Some(t) = self.tasks.get_mut(&e.task_id) {
-                    t.frames_done.insert(e.frame);
-                }
+                // A frame counts as done only with its output (reports of
+                // logs written before outputs were required do not).
                 if let Some(output) = e.output_file_id {
+                    if let Some(t) = self.tasks.get_mut(&e.task_id) {
+                        t.frames_done.insert(e.frame);
+                    }
                     self.outputs.insert(e.frame, output);
                 }
             }

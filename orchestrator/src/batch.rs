@@ -135,7 +135,7 @@ enum Reply {
     ),
     Output(
         oneshot::Sender<Result<FileId, OrchestratorError>>,
-        usize,
+        Option<usize>,
         FileId,
     ),
 }
@@ -169,6 +169,9 @@ impl Orchestrator {
     }
 
     async fn process(&self, st: &mut State, ops: Vec<Op>) {
+        if !st.dropped.is_empty() {
+            self.reload_dropped(st).await;
+        }
         let now = self.now();
         st.now = now;
         let mut batch = Batch::default();
@@ -234,6 +237,9 @@ impl Orchestrator {
                     Reply::Progress(reply, None) => {
                         let _ = reply.send(Ok(()));
                     }
+                    Reply::Output(reply, None, file_id) => {
+                        let _ = reply.send(Ok(file_id));
+                    }
                     _ => {}
                 }
             }
@@ -262,7 +268,9 @@ impl Orchestrator {
                 tracing::debug!(stream = %s.stream_id, error = %e, "batched append refused; reloading");
                 st.forget(s.stream_type, s.stream_id);
                 if let Err(reload) = self.reload(st, s.stream_type, s.stream_id).await {
+                    // Retried by the next catch-up or batch.
                     tracing::error!(error = %reload, "reloading a stream failed");
+                    st.dropped.insert((s.stream_type.to_owned(), s.stream_id));
                 }
                 let error = match e {
                     StoreError::WrongExpectedVersion { .. } => OrchestratorError::Contention,
@@ -314,7 +322,7 @@ impl Orchestrator {
                     let _ = reply.send(outcome(slot.as_slice()));
                 }
                 Reply::Output(reply, slot, file_id) => {
-                    let _ = reply.send(outcome(&[slot]).map(|()| file_id));
+                    let _ = reply.send(outcome(slot.as_slice()).map(|()| file_id));
                 }
             }
         }

@@ -46,12 +46,16 @@ impl Orchestrator {
             match answer.await.map_err(|_| OrchestratorError::Contention)? {
                 Err(OrchestratorError::Contention) => {}
                 Err(
-                    OrchestratorError::NotFound(_)
+                    refusal @ (OrchestratorError::NotFound(_)
                     | OrchestratorError::InvalidOutput(_)
-                    | OrchestratorError::Domain(_),
+                    | OrchestratorError::Domain(_)),
                 ) if !caught_up => {
                     caught_up = true;
-                    self.catch_up().await?;
+                    if let Err(e) = self.catch_up().await {
+                        // The refusal stands; the store's trouble is logged.
+                        tracing::warn!(error = %e, "catching up after a refusal failed");
+                        return Err(refusal);
+                    }
                 }
                 other => return other,
             }

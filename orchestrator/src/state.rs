@@ -4,7 +4,7 @@
 //! from the events other instances append (applied in stream-version order,
 //! each event exactly once).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use domain::file::FileEvent;
@@ -82,7 +82,14 @@ pub(crate) struct State {
     pub tenants: HashMap<TenantId, (Tenant, u64)>,
     pub nodes: HashMap<NodeId, (Node, u64)>,
     pub files: HashMap<FileId, (SceneFile, u64)>,
+    /// The output stored for each (task, lease epoch, frame): a retried
+    /// upload of the same bytes answers it again instead of a new file.
+    pub lease_outputs: HashMap<(TaskId, u32, u32), FileId>,
     pub leases: HashMap<TaskId, LiveLease>,
+    /// Streams the view dropped after a refused append and could not
+    /// reload yet (the store failed): reloaded before the next catch-up
+    /// and batch.
+    pub dropped: HashSet<(String, Uuid)>,
     /// Completions without a charge in this view (charged exactly once,
     /// after the completion is in the log: see `batch`).
     pub uncharged: HashMap<TaskId, PendingCharge>,
@@ -194,6 +201,16 @@ impl State {
             "node" => {
                 if let Ok(id) = NodeId::new(stream_id) {
                     self.nodes.remove(&id);
+                }
+            }
+            "file" => {
+                if let Ok(id) = FileId::new(stream_id)
+                    && let Some((file, _)) = self.files.remove(&id)
+                    && let Some(o) = file.output
+                    && let Some(epoch) = o.lease_epoch
+                    && self.lease_outputs.get(&(o.task_id, epoch, o.frame)) == Some(&id)
+                {
+                    self.lease_outputs.remove(&(o.task_id, epoch, o.frame));
                 }
             }
             _ => {}
@@ -401,6 +418,12 @@ impl State {
             }
         };
         let (tenant_id, sha256, size_bytes, input) = file;
+        if let Some(o) = output
+            && let Some(epoch) = o.lease_epoch
+        {
+            self.lease_outputs
+                .insert((o.task_id, epoch, o.frame), file_id);
+        }
         let scene = SceneFile {
             tenant_id,
             sha256: sha256.as_str().to_owned(),

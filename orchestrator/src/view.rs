@@ -22,6 +22,9 @@ impl Orchestrator {
         let mut work = false;
         loop {
             let mut st = self.inner.state.lock().await;
+            if !st.dropped.is_empty() {
+                self.reload_dropped(&mut st).await;
+            }
             let batch = self
                 .inner
                 .store
@@ -72,6 +75,31 @@ impl Orchestrator {
             for event in &batch {
                 // In version order from the view's version: never a gap.
                 let _ = st.apply_recorded(event);
+            }
+            if st.version_of(stream_type, stream_id) < from {
+                // An event this view cannot apply (it does not decode):
+                // logged by the decoder; reading it again would loop.
+                tracing::error!(%stream_id, version = from, "a stream stops at an event the scheduler cannot apply");
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reloads the streams whose reload failed after a refused append (the
+    /// view dropped what it held of them): until then their jobs, leases
+    /// and charges are missing from the view.
+    pub(crate) async fn reload_dropped(&self, st: &mut State) {
+        let dropped: Vec<(String, Uuid)> = st.dropped.iter().cloned().collect();
+        for (stream_type, stream_id) in dropped {
+            st.forget(&stream_type, stream_id);
+            match self.reload(st, &stream_type, stream_id).await {
+                Ok(()) => {
+                    st.dropped.remove(&(stream_type, stream_id));
+                }
+                Err(e) => {
+                    tracing::warn!(%stream_id, error = %e, "reloading a dropped stream failed; retrying");
+                    return;
+                }
             }
         }
     }

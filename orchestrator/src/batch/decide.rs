@@ -184,9 +184,22 @@ impl Orchestrator {
         lease: LeaseRef,
         frame: u32,
         file: FileOutput,
-    ) -> Result<(usize, FileId), OrchestratorError> {
+    ) -> Result<(Option<usize>, FileId), OrchestratorError> {
         let (live, _) = self.uploadable(st, lease, frame)?;
         self.renew(st, lease);
+        // A retried upload (its answer was lost): the same bytes for the
+        // same frame of the same lease are the output already stored.
+        if let Some(stored) = st
+            .lease_outputs
+            .get(&(lease.task_id, lease.lease_epoch, frame))
+            .filter(|id| {
+                st.files
+                    .get(id)
+                    .is_some_and(|(f, _)| f.sha256 == file.sha256.as_str())
+            })
+        {
+            return Ok((None, *stored));
+        }
         let file_id = FileId::new(Uuid::new_v4()).map_err(domain::DomainError::from)?;
         let command = FileCommand::StoreOutput(Box::new(OutputStored {
             file_id,
@@ -211,7 +224,7 @@ impl Orchestrator {
         for e in &events {
             st.apply_file(e, 1);
         }
-        Ok((slot, file_id))
+        Ok((Some(slot), file_id))
     }
 
     /// Adds a charge for every due completion: this instance's once they

@@ -73,6 +73,11 @@ async fn complete_and_progress_are_refused_without_this_leases_output_of_each_fr
     farm.orch.progress(l, None, None).await.unwrap();
     assert_eq!(farm.orch.check_upload(l, 1).await.unwrap(), None);
     let frame1 = output(&farm, l, 1).await;
+    // A retried upload of the same bytes (its answer was lost) is the
+    // output already stored: same file id, nothing appended.
+    let before_retry = count(&db).await;
+    assert_eq!(output(&farm, l, 1).await, frame1);
+    assert_eq!(count(&db).await, before_retry);
     // Another job's output, on another node.
     let other_job = farm.render(tenant, 1, 1).await;
     let (other_node, b) = claimed(&farm, other_job).await;
