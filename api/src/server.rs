@@ -124,7 +124,8 @@ pub async fn serve(
 struct Activity {
     /// Requests handed to the router and not answered yet.
     in_flight: usize,
-    /// When the last answer was ready (or the connection opened).
+    /// When the last answer was ready, or the last bytes of one were
+    /// written (or the connection opened).
     idle_since: Instant,
     /// When the first byte of a request not yet handed over arrived.
     head_since: Option<Instant>,
@@ -194,13 +195,33 @@ impl AsyncRead for Watched {
     }
 }
 
+impl Watched {
+    /// An answer's bytes went out: a client that reads is not idle (a long
+    /// download goes on), one that stopped reading is, from its last read.
+    fn wrote(&self, polled: &Poll<std::io::Result<usize>>) {
+        if matches!(polled, Poll::Ready(Ok(n)) if *n > 0) {
+            let now = Instant::now();
+            self.activity.send_if_modified(|a| {
+                let stale = now.duration_since(a.idle_since) >= Duration::from_millis(250);
+                if stale {
+                    a.idle_since = now;
+                }
+                stale
+            });
+        }
+    }
+}
+
 impl AsyncWrite for Watched {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.wrote(&polled);
+        polled
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -216,7 +237,10 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.wrote(&polled);
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -293,9 +317,16 @@ async fn connection(
         result = conn.as_mut() => result,
         () = stop => {
             // Closes an idle connection (or one still sending a head) now;
-            // one with a request in flight after its answer.
+            // one with a request in flight after its answer, within the
+            // grace (a client that stopped reading an answer is cut off).
             conn.as_mut().graceful_shutdown();
-            conn.await
+            match tokio::time::timeout(limits.shutdown_grace, conn).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::debug!("a connection that would not finish was closed");
+                    Ok(())
+                }
+            }
         }
     };
     if let Err(e) = result {

@@ -20,14 +20,17 @@ use std::time::{Duration, Instant};
 use eventstore::{AnyStore, EventStore, RecordedEvent, SqliteStore};
 use uuid::Uuid;
 
-/// A fresh embedded store and blob directory.
+/// A fresh embedded store and blob directory (blobs up to 1 MiB).
 pub async fn state() -> (AppState, PathBuf) {
+    state_with(1024 * 1024).await
+}
+
+/// A fresh embedded store and a blob directory taking blobs up to `limit`.
+pub async fn state_with(limit: u64) -> (AppState, PathBuf) {
     let dir = std::env::temp_dir().join(format!("flatrender-api-test-{}", Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let store = AnyStore::Sqlite(SqliteStore::open(&dir.join("events.sqlite")).await.unwrap());
-    let blobs = BlobStore::open(&dir.join("blobs"), 1024 * 1024)
-        .await
-        .unwrap();
+    let blobs = BlobStore::open(&dir.join("blobs"), limit).await.unwrap();
     let state = AppState::open(
         store,
         blobs,

@@ -61,7 +61,10 @@ impl Drop for Running {
 
 impl Running {
     async fn start(limits: ServerLimits) -> Self {
-        let (state, dir) = crate::state().await;
+        Self::start_with(limits, crate::state().await).await
+    }
+
+    async fn start_with(limits: ServerLimits, (state, dir): (AppState, PathBuf)) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -806,4 +809,67 @@ async fn a_replayed_upload_is_refused_before_its_body_is_read() {
     assert_eq!(error["error"]["code"], "unauthorized");
     assert_eq!(server.events().await, before);
     assert!(server.temporaries().is_empty());
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_an_answer_is_cut_off_and_frees_its_connection() {
+    const SCENE: usize = 48 << 20;
+    let limits = ServerLimits {
+        max_connections: 1,
+        ..test_limits()
+    };
+    let server = Running::start_with(limits, crate::state_with(SCENE as u64 + 1).await).await;
+    // A node holding a lease on a job whose scene is larger than the
+    // sockets' buffers.
+    let (node, _) = started_lease(&server.state, None).await;
+    let orch = &server.state.orchestrator;
+    let tenant = api::seed::tenant(orch, "Big", 1, 10, 1_000).await.unwrap();
+    let scene_bytes = noise(SCENE);
+    let scene = api::seed::scene(orch, &server.state.blobs, tenant, "big.json", &scene_bytes)
+        .await
+        .unwrap();
+    let render = api::seed::Render {
+        frames: (1, 1),
+        chunk_size: 1,
+        ..Default::default()
+    };
+    api::seed::submit(orch, tenant, scene, &render)
+        .await
+        .unwrap();
+    let node_id = NodeId::new(node.node_id).unwrap();
+    orch.claim(node_id)
+        .await
+        .unwrap()
+        .expect("the big job's task");
+    let digest = node_signing::content_sha256(&scene_bytes);
+    let path = format!("/v1/agent/files/{digest}");
+    let empty = node_signing::content_sha256(b"");
+    let head = signed_head(&node, "GET", &path, "", &empty, "");
+    let mut stream = server.connect().await;
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // Read the start of the answer, then stop reading.
+    let mut start = vec![0u8; 64 * 1024];
+    let n = stream.read(&mut start).await.unwrap();
+    assert!(String::from_utf8_lossy(&start[..n]).starts_with("HTTP/1.1 200"));
+    // Past the idle timeout and the grace, the server has closed it: the
+    // rest of the body never comes, and the one connection it serves is
+    // free for others.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let mut received = n;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match tokio::time::timeout(DROPPED_WITHIN, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(k)) => received += k,
+            Err(_) => panic!("the stalled download was never closed"),
+        }
+    }
+    assert!(
+        received < SCENE,
+        "the whole answer ({received} bytes) came to a client that stopped reading"
+    );
+    assert!(
+        server.answers_healthz().await,
+        "the connection was not freed"
+    );
 }
