@@ -13,6 +13,7 @@ pub mod node_auth;
 pub mod output_image;
 pub mod seed;
 pub mod server;
+pub mod submission;
 
 pub use app::{AppState, router};
 pub use error::ApiError;

@@ -233,6 +233,15 @@ impl Orchestrator {
             .unwrap_or_default()
     }
 
+    /// Whether some registered node offers the renderer `name`.
+    pub async fn renderer_offered(&self, name: &str) -> bool {
+        let st = self.inner.state.lock().await;
+        st.nodes.values().any(|(node, _)| {
+            node.capabilities()
+                .is_some_and(|c| c.renderers.iter().any(|r| r.name.as_str() == name))
+        })
+    }
+
     /// Leased or running tasks per tenant right now.
     pub async fn running_by_tenant(&self) -> BTreeMap<TenantId, u32> {
         let st = self.inner.state.lock().await;

@@ -214,7 +214,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .unwrap_or("scene")
                 .to_owned();
             let tenant = domain::TenantId::new(tenant)?;
-            let file = api::seed::scene(&orch, &blobs, tenant, &name, &bytes).await?;
             let render = api::seed::Render {
                 renderer,
                 frames: (first_frame, last_frame),
@@ -222,7 +221,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 priority,
                 ..api::seed::Render::default()
             };
-            let job = api::seed::submit(&orch, tenant, file, &render).await?;
+            // Checked before anything is recorded: a refused render leaves
+            // no scene upload behind.
+            let job =
+                api::submission::submit(&orch, &blobs, tenant, &name, &bytes, &render).await?;
             println!("job_id = \"{job}\"");
             Ok(ExitCode::SUCCESS)
         }

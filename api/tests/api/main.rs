@@ -10,6 +10,7 @@ mod http;
 mod node_auth;
 mod refusals;
 mod slow_clients;
+mod submission;
 
 use std::path::PathBuf;
 
