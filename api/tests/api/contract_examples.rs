@@ -114,24 +114,10 @@ async fn events(state: &AppState) -> usize {
     state.store.read_all(0, 10_000).await.unwrap().len()
 }
 
-fn png(width: u32, height: u32) -> Vec<u8> {
-    let mut out = Vec::new();
-    {
-        let mut encoder = png::Encoder::new(&mut out, width, height);
-        encoder.set_color(png::ColorType::Rgb);
-        encoder.set_depth(png::BitDepth::Eight);
-        let mut writer = encoder.write_header().unwrap();
-        writer
-            .write_image_data(&vec![128; (width * height * 3) as usize])
-            .unwrap();
-    }
-    out
-}
-
 /// The body an example describes.
 fn body_of(example: &Value) -> Vec<u8> {
     if let Some(size) = example.get("png") {
-        return png(
+        return crate::png_of(
             size["width"].as_u64().unwrap() as u32,
             size["height"].as_u64().unwrap() as u32,
         );

@@ -110,23 +110,7 @@ async fn submit(server: &Server, frames: u32, chunk: u32) -> domain::JobId {
     let tenant = api::seed::tenant(orch, "Studio", 1, 10, 1_000_000)
         .await
         .unwrap();
-    let scene = api::seed::scene(
-        orch,
-        &server.state.blobs,
-        tenant,
-        "demo.json",
-        node_agent::renderer::builtin::DEMO_SCENE.as_bytes(),
-    )
-    .await
-    .unwrap();
-    let render = api::seed::Render {
-        frames: (1, frames),
-        chunk_size: chunk,
-        ..Default::default()
-    };
-    api::seed::submit(orch, tenant, scene, &render)
-        .await
-        .unwrap()
+    crate::demo_render(orch, &server.state.blobs, tenant, frames, chunk, None).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -134,24 +134,7 @@ async fn submit(
     let blobs = api::files::BlobStore::open(&dir.join("blobs"), 1 << 24)
         .await
         .unwrap();
-    let scene = api::seed::scene(
-        orch,
-        &blobs,
-        tenant,
-        "demo.json",
-        node_agent::renderer::builtin::DEMO_SCENE.as_bytes(),
-    )
-    .await
-    .unwrap();
-    let render = api::seed::Render {
-        frames: (1, frames),
-        chunk_size: chunk,
-        resolution: Some((64, 36)),
-        ..Default::default()
-    };
-    api::seed::submit(orch, tenant, scene, &render)
-        .await
-        .unwrap()
+    crate::demo_render(orch, &blobs, tenant, frames, chunk, Some((64, 36))).await
 }
 
 /// A fresh PostgreSQL database for one test (dropped at the end), or

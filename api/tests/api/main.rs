@@ -80,3 +80,46 @@ pub fn by<'a>(
 ) -> impl Iterator<Item = &'a RecordedEvent> {
     events.iter().filter(move |e| e.routing_key == key)
 }
+
+/// A render of the bundled demo scene, frames `1..=frames` in tasks of
+/// `chunk`, at `resolution` (or the scene's own).
+pub async fn demo_render(
+    orch: &orchestrator::Orchestrator,
+    blobs: &BlobStore,
+    tenant: domain::TenantId,
+    frames: u32,
+    chunk: u32,
+    resolution: Option<(u32, u32)>,
+) -> domain::JobId {
+    let scene = api::seed::scene(
+        orch,
+        blobs,
+        tenant,
+        "demo.json",
+        node_agent::renderer::builtin::DEMO_SCENE.as_bytes(),
+    )
+    .await
+    .unwrap();
+    let render = api::seed::Render {
+        frames: (1, frames),
+        chunk_size: chunk,
+        resolution,
+        ..Default::default()
+    };
+    api::seed::submit(orch, tenant, scene, &render)
+        .await
+        .unwrap()
+}
+
+/// A PNG of `width` × `height` that decodes.
+pub fn png_of(width: u32, height: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, width, height);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().unwrap();
+    let pixels: Vec<u8> = (0..width * height * 3).map(|i| (i % 253) as u8).collect();
+    writer.write_image_data(&pixels).unwrap();
+    writer.finish().unwrap();
+    out
+}

@@ -78,44 +78,12 @@ impl Farm {
         let tenant = api::seed::tenant(orch, "Studio", 1, 10, 1_000_000)
             .await
             .unwrap();
-        let scene = api::seed::scene(
-            orch,
-            &self.state.blobs,
-            tenant,
-            "demo.json",
-            node_agent::renderer::builtin::DEMO_SCENE.as_bytes(),
-        )
-        .await
-        .unwrap();
-        let render = api::seed::Render {
-            frames: (1, frames),
-            chunk_size: chunk,
-            resolution: size,
-            ..Default::default()
-        };
-        api::seed::submit(orch, tenant, scene, &render)
-            .await
-            .unwrap()
+        crate::demo_render(orch, &self.state.blobs, tenant, frames, chunk, size).await
     }
 
     async fn events(&self) -> Vec<RecordedEvent> {
         crate::log(&self.state.store).await
     }
-}
-
-/// A PNG of `width` × `height` that decodes.
-fn png(width: u32, height: u32) -> Vec<u8> {
-    let mut out = Vec::new();
-    {
-        let mut encoder = png::Encoder::new(&mut out, width, height);
-        encoder.set_color(png::ColorType::Rgb);
-        encoder.set_depth(png::BitDepth::Eight);
-        let mut writer = encoder.write_header().unwrap();
-        writer
-            .write_image_data(&vec![90u8; (width * height * 3) as usize])
-            .unwrap();
-    }
-    out
 }
 
 /// The status and contract error code of a refusal.
@@ -145,17 +113,23 @@ async fn reports_without_this_leases_output_of_each_frame_are_refused_and_record
     assert_eq!(status, StatusCode::CONFLICT);
     assert!(text.contains("frames_missing"), "{text}");
     // An upload before the task started.
-    let (status, text) = refused(node.upload_output(lease, 1, png(8, 4)).await);
+    let (status, text) = refused(node.upload_output(lease, 1, crate::png_of(8, 4)).await);
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{text}");
     assert_eq!(farm.events().await.len(), before, "a refusal was recorded");
 
     node.progress(lease, None, None).await.unwrap();
-    let frame1 = node.upload_output(lease, 1, png(8, 4)).await.unwrap();
+    let frame1 = node
+        .upload_output(lease, 1, crate::png_of(8, 4))
+        .await
+        .unwrap();
     // Another job's output, uploaded by another node under its own lease.
     farm.render(1, 1, None).await;
     let b = other.claim(0).await.unwrap().expect("the other job's task");
     other.progress(b.lease(), None, None).await.unwrap();
-    let foreign = other.upload_output(b.lease(), 1, png(16, 9)).await.unwrap();
+    let foreign = other
+        .upload_output(b.lease(), 1, crate::png_of(16, 9))
+        .await
+        .unwrap();
     let before = farm.events().await.len();
 
     for (frame, file, what) in [
@@ -171,9 +145,9 @@ async fn reports_without_this_leases_output_of_each_frame_are_refused_and_record
     // A frame of the wrong size, bytes that only start like a PNG, and a
     // frame that is not the task's.
     for (frame, bytes) in [
-        (2, png(16, 9)),
+        (2, crate::png_of(16, 9)),
         (2, b"\x89PNG\r\n\x1a\n".to_vec()),
-        (3, png(8, 4)),
+        (3, crate::png_of(8, 4)),
     ] {
         let (status, text) = refused(node.upload_output(lease, frame, bytes).await);
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{text}");
@@ -191,7 +165,10 @@ async fn reports_without_this_leases_output_of_each_frame_are_refused_and_record
         "only the accepted frame was recorded"
     );
 
-    let frame2 = node.upload_output(lease, 2, png(8, 4)).await.unwrap();
+    let frame2 = node
+        .upload_output(lease, 2, crate::png_of(8, 4))
+        .await
+        .unwrap();
     node.progress(lease, Some(2), Some(frame2)).await.unwrap();
     node.complete(lease).await.unwrap();
     let events = farm.events().await;

@@ -275,18 +275,6 @@ fn upload_path(lease: &LeaseRef) -> (String, String) {
     )
 }
 
-fn png_of(width: u32, height: u32) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut encoder = png::Encoder::new(&mut out, width, height);
-    encoder.set_color(png::ColorType::Rgb);
-    encoder.set_depth(png::BitDepth::Eight);
-    let mut writer = encoder.write_header().unwrap();
-    let pixels: Vec<u8> = (0..width * height * 3).map(|i| (i % 253) as u8).collect();
-    writer.write_image_data(&pixels).unwrap();
-    writer.finish().unwrap();
-    out
-}
-
 /// Bytes that look random (no randomness needed).
 fn noise(n: usize) -> Vec<u8> {
     (0..n as u64)
@@ -464,7 +452,7 @@ async fn an_upload_over_the_limit_stalled_or_broken_off_leaves_nothing_behind() 
     );
 
     // A body that stalls half way.
-    let png = png_of(16, 9);
+    let png = crate::png_of(16, 9);
     let head = signed_head(
         &node,
         "PUT",
@@ -515,7 +503,7 @@ async fn only_a_complete_png_of_the_renders_resolution_counts_as_a_frame() {
     let server = Running::start(test_limits()).await;
     let (node, lease) = started_lease(&server.state, Some((16, 9))).await;
     let (path, query) = upload_path(&lease);
-    let png = png_of(16, 9);
+    let png = crate::png_of(16, 9);
     let mut signature_and_noise = png[..8].to_vec();
     signature_and_noise.extend(noise(4096));
     let mut truncated = png.clone();
@@ -525,7 +513,7 @@ async fn only_a_complete_png_of_the_renders_resolution_counts_as_a_frame() {
         ("the PNG signature alone", png[..8].to_vec()),
         ("the signature and random bytes", signature_and_noise),
         ("a truncated PNG", truncated),
-        ("a PNG of another size", png_of(32, 18)),
+        ("a PNG of another size", crate::png_of(32, 18)),
     ] {
         let (status, error) = send(
             &server,
@@ -796,7 +784,7 @@ async fn a_replayed_upload_is_refused_before_its_body_is_read() {
     let server = Running::start(test_limits()).await;
     let (node, lease) = started_lease(&server.state, None).await;
     let (path, query) = upload_path(&lease);
-    let png = png_of(4, 4);
+    let png = crate::png_of(4, 4);
     let request = signed_request(&node, "PUT", &path, &query, &png);
     let (status, _) = send(&server, &request).await;
     assert_eq!(status, 201);
