@@ -96,6 +96,7 @@ pub async fn run(config: DemoConfig, agent_exe: &Path) -> anyhow::Result<DemoSum
     let state = crate::AppState::open(store.clone(), blobs.clone(), clock, orchestration).await?;
     let orch = state.orchestrator.clone();
     let ticker = orch.spawn_ticker(Duration::from_millis(500));
+    let read_models = crate::read_models::ReadModels::spawn(&store);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     let server = eventstore::task::spawn_named("demo-server", async move {
@@ -293,6 +294,22 @@ pub async fn run(config: DemoConfig, agent_exe: &Path) -> anyhow::Result<DemoSum
     let report = crate::audit::verify(&store, |_| {}).await?;
     if !report.is_clean() {
         bail!("the audit found problems: {:?}", report.problems);
+    }
+
+    // The read model the public API serves says the same.
+    read_models.stop().await;
+    let mut runner = projections::Runner::new(store.clone(), projections::RunnerOptions::default());
+    runner.catch_up(|_, _, _| {}).await?;
+    let row = projections::query::render(&store, tenant_id.as_uuid(), job_id.as_uuid())
+        .await?
+        .context("the read model has no row for the render")?;
+    if row.status != "completed" || row.frames_done as u64 != total {
+        bail!(
+            "the read model says {} with {}/{} frames",
+            row.status,
+            row.frames_done,
+            row.frames_total
+        );
     }
     Ok(DemoSummary {
         run_dir,

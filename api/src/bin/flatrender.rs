@@ -48,6 +48,27 @@ enum Command {
         #[command(subcommand)]
         command: RenderCommand,
     },
+    /// Read models (operator commands: they open the store directly).
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectionsCommand {
+    /// Empty a projection's tables and replay the whole log into them
+    /// (every projection when no NAME is given: renders, nodes, files).
+    /// A running server keeps serving meanwhile; its reads see the rows
+    /// come back as the replay goes.
+    Rebuild {
+        /// `renders`, `nodes` or `files`.
+        name: Option<String>,
+        #[command(flatten)]
+        storage: StorageConfig,
+    },
+    /// Each projection's checkpoint and how far it is behind the log.
+    Status(StorageConfig),
 }
 
 #[derive(Debug, Subcommand)]
@@ -164,6 +185,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 config.orchestrator(),
             )
             .await?;
+            let read_models = api::read_models::ReadModels::spawn(&state.store);
             let follower = state.orchestrator.spawn_follower();
             let ticker = state
                 .orchestrator
@@ -174,6 +196,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             api::server::serve(listener, app, config.server_limits(), shutdown_signal()).await?;
             follower.abort();
             ticker.abort();
+            read_models.stop().await;
             Ok(ExitCode::SUCCESS)
         }
         Command::Tenant {
@@ -226,6 +249,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let job =
                 api::submission::submit(&orch, &blobs, tenant, &name, &bytes, &render).await?;
             println!("job_id = \"{job}\"");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Projections {
+            command: ProjectionsCommand::Rebuild { name, storage },
+        } => {
+            let store = storage.open_store().await?;
+            let started = std::time::Instant::now();
+            let applied = api::read_models::rebuild(&store, name.as_deref()).await?;
+            println!(
+                "rebuilt {} from {applied} events in {:.1} s",
+                name.as_deref().unwrap_or("every projection"),
+                started.elapsed().as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Projections {
+            command: ProjectionsCommand::Status(storage),
+        } => {
+            let store = storage.open_store().await?;
+            for lag in api::read_models::status(&store).await? {
+                println!(
+                    "{:<8} position {:>12}  head {:>12}  {} events behind  {:.1} s behind",
+                    lag.name, lag.position, lag.head, lag.events_behind, lag.seconds_behind
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Agent(args) => {
