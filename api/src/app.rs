@@ -26,6 +26,8 @@ pub struct AppState {
     pub nonces: Arc<Mutex<NonceCache>>,
     /// The scheduler (leases, liveness, charging).
     pub orchestrator: Orchestrator,
+    /// How public callers are authenticated and rate limited.
+    pub auth: Arc<crate::public::auth::Auth>,
 }
 
 impl AppState {
@@ -44,7 +46,17 @@ impl AppState {
             clock,
             nonces: Arc::default(),
             orchestrator,
+            auth: crate::public::auth::Auth::new(
+                crate::public::auth::Jwt::unusable(),
+                crate::public::auth::RateLimit::default(),
+            ),
         })
+    }
+
+    /// The same state with the public API's authentication.
+    pub fn with_auth(mut self, auth: Arc<crate::public::auth::Auth>) -> Self {
+        self.auth = auth;
+        self
     }
 }
 
@@ -77,6 +89,7 @@ pub fn router(state: AppState) -> Router {
             put(crate::node_api::upload_output),
         )
         .route("/v1/agent/files/{sha256}", get(crate::node_api::download))
+        .merge(crate::public::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -27,6 +27,61 @@ impl StorageConfig {
     }
 }
 
+/// How the public API checks tokens (and `token issue` signs them).
+#[derive(Debug, Clone, clap::Args)]
+pub struct JwtArgs {
+    /// `HS256` (a shared secret: the embedded default), `RS256` or `EdDSA`
+    /// (a public key; tokens come from your identity provider).
+    #[arg(long, env = "FLATRENDER_JWT_ALGORITHM", default_value = "HS256",
+          value_parser = ["HS256", "RS256", "EdDSA"])]
+    pub jwt_algorithm: String,
+    /// The HS256 secret (at least 32 bytes); unset: read from
+    /// `--jwt-secret-file`.
+    #[arg(long, env = "FLATRENDER_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// The file holding the HS256 secret, created with a random one when
+    /// missing; default `<data dir>/jwt-secret`.
+    #[arg(long, env = "FLATRENDER_JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// The PEM public key for RS256 or EdDSA.
+    #[arg(long, env = "FLATRENDER_JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// The `iss` tokens must carry.
+    #[arg(long, env = "FLATRENDER_JWT_ISSUER", default_value = crate::public::auth::ISSUER)]
+    pub jwt_issuer: String,
+    /// The `aud` tokens must carry.
+    #[arg(long, env = "FLATRENDER_JWT_AUDIENCE", default_value = crate::public::auth::AUDIENCE)]
+    pub jwt_audience: String,
+}
+
+impl JwtArgs {
+    /// The token checks these settings describe.
+    pub fn load(&self, data_dir: &std::path::Path) -> anyhow::Result<crate::public::auth::Jwt> {
+        use crate::public::auth::Jwt;
+        let (iss, aud) = (self.jwt_issuer.as_str(), self.jwt_audience.as_str());
+        Ok(match self.jwt_algorithm.as_str() {
+            "HS256" => match &self.jwt_secret {
+                Some(secret) => Jwt::hs256(secret.as_bytes(), iss, aud)?,
+                None => {
+                    let file = self
+                        .jwt_secret_file
+                        .clone()
+                        .unwrap_or_else(|| data_dir.join("jwt-secret"));
+                    Jwt::hs256_file(&file, iss, aud)?
+                }
+            },
+            algorithm => {
+                let path = self.jwt_public_key_file.as_ref().ok_or_else(|| {
+                    anyhow::anyhow!("--jwt-public-key-file is required with {algorithm}")
+                })?;
+                let pem =
+                    std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                Jwt::public_key(algorithm, &pem, iss, aud)?
+            }
+        })
+    }
+}
+
 /// Settings of `flatrender serve`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeConfig {
@@ -68,12 +123,30 @@ pub struct ServeConfig {
           default_value_t = ServerLimits::default().idle_timeout.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_timeout_seconds: u64,
+    /// Public API requests per second per tenant (bursts of twice that).
+    #[arg(long, env = "FLATRENDER_RATE_LIMIT_PER_SECOND", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_per_second: u32,
+    /// Tokens of the public API.
+    #[command(flatten)]
+    pub jwt: JwtArgs,
     /// Storage.
     #[command(flatten)]
     pub storage: StorageConfig,
 }
 
 impl ServeConfig {
+    /// The public API's authentication.
+    pub fn auth(&self) -> anyhow::Result<std::sync::Arc<crate::public::auth::Auth>> {
+        Ok(crate::public::auth::Auth::new(
+            self.jwt.load(&self.storage.data_dir)?,
+            crate::public::auth::RateLimit::new(
+                self.rate_limit_per_second,
+                self.rate_limit_per_second.saturating_mul(2),
+            ),
+        ))
+    }
+
     /// The scheduler's settings.
     pub fn orchestrator(&self) -> orchestrator::Config {
         orchestrator::Config {

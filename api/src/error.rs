@@ -56,6 +56,15 @@ pub enum ApiError {
     /// The client stopped sending the body; the connection is closed.
     #[error("request timeout")]
     RequestTimeout,
+    /// The body is not of a media type the route takes.
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    /// The tenant sent more requests than its rate allows.
+    #[error("too many requests")]
+    TooManyRequests {
+        /// Seconds until a request is accepted again.
+        retry_after: u64,
+    },
     /// The route exists, but not for this method.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -175,6 +184,18 @@ impl ApiError {
                 "the body did not arrive in time".into(),
                 json!({}),
             ),
+            Self::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as application/json".into(),
+                json!({}),
+            ),
+            Self::TooManyRequests { retry_after } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many requests; retry in {retry_after} s"),
+                json!({ "retry_after_seconds": retry_after }),
+            ),
             Self::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
@@ -210,6 +231,13 @@ impl IntoResponse for ApiError {
         let mut response = (status, Json(body)).into_response();
         // A body that was refused before (or while) it was read is left
         // unread: the connection cannot carry another request.
+        if let Self::TooManyRequests { retry_after } = &self
+            && let Ok(value) = axum::http::HeaderValue::from_str(&retry_after.to_string())
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, value);
+        }
         if matches!(self, Self::PayloadTooLarge { .. } | Self::RequestTimeout) {
             response.headers_mut().insert(
                 axum::http::header::CONNECTION,

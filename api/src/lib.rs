@@ -11,6 +11,7 @@ pub mod files;
 pub mod node_api;
 pub mod node_auth;
 pub mod output_image;
+pub mod public;
 pub mod read_models;
 pub mod seed;
 pub mod server;

@@ -90,7 +90,7 @@ fn refuse_declared_over(headers: &HeaderMap, limit: u64) -> Result<(), ApiError>
 
 /// Why reading a body failed: it stalled (the server's body-read timeout),
 /// or the client broke it off.
-fn body_error(e: &axum::Error) -> ApiError {
+pub(crate) fn body_error(e: &axum::Error) -> ApiError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(error) = source {
         if error.is::<tower_http::timeout::TimeoutError>() {

@@ -141,6 +141,17 @@ pub struct Assignment {
     pub scene: WireScene,
 }
 
+/// A tenant's uploaded file as the scheduler's view holds it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Upload {
+    /// SHA-256 of its bytes (lower-case hex).
+    pub sha256: String,
+    /// Its size.
+    pub size_bytes: u64,
+    /// Its media type.
+    pub content_type: String,
+}
+
 /// Counts for progress displays and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobProgress {

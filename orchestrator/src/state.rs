@@ -44,6 +44,8 @@ pub(crate) struct SceneFile {
     pub tenant_id: TenantId,
     pub sha256: String,
     pub size_bytes: u64,
+    /// Its media type (for a scene: which renderer reads it).
+    pub content_type: String,
     /// An upload (usable as a job's input), not a rendered output.
     pub input: bool,
     /// For a rendered frame: what rendered it.
@@ -395,12 +397,12 @@ impl State {
         let (file_id, file, output) = match event {
             FileEvent::Uploaded(e) => (
                 e.file_id,
-                (e.tenant_id, &e.sha256, e.size_bytes, true),
+                (e.tenant_id, &e.sha256, e.size_bytes, &e.content_type, true),
                 None,
             ),
             FileEvent::OutputStored(e) => (
                 e.file_id,
-                (e.tenant_id, &e.sha256, e.size_bytes, false),
+                (e.tenant_id, &e.sha256, e.size_bytes, &e.content_type, false),
                 Some(OutputOf {
                     job_id: e.job_id,
                     task_id: e.task_id,
@@ -417,7 +419,7 @@ impl State {
                 return;
             }
         };
-        let (tenant_id, sha256, size_bytes, input) = file;
+        let (tenant_id, sha256, size_bytes, content_type, input) = file;
         if let Some(o) = output
             && let Some(epoch) = o.lease_epoch
         {
@@ -428,6 +430,7 @@ impl State {
             tenant_id,
             sha256: sha256.as_str().to_owned(),
             size_bytes,
+            content_type: content_type.as_str().to_owned(),
             input,
             output,
         };

@@ -12,7 +12,7 @@ use eventstore::{Actor, AppendRequest, EventStore, ExpectedVersion, NewEvent, St
 use uuid::Uuid;
 
 use crate::state::{Gap, State};
-use crate::{JobProgress, Orchestrator, OrchestratorError, metadata};
+use crate::{JobProgress, Orchestrator, OrchestratorError, Upload, metadata};
 
 impl Orchestrator {
     /// Applies every event appended since the view's position (by this or
@@ -231,6 +231,29 @@ impl Orchestrator {
             .get(&job_id)
             .map(|j| j.job.current_outputs().collect())
             .unwrap_or_default()
+    }
+
+    /// A job's submission as the view holds it.
+    pub async fn submission(&self, job_id: JobId) -> Option<domain::render_job::JobSubmitted> {
+        let st = self.inner.state.lock().await;
+        st.jobs
+            .get(&job_id)
+            .and_then(|j| j.job.submission().cloned())
+    }
+
+    /// A tenant's uploaded file (a scene or input), as the view holds it:
+    /// its SHA-256, size and media type. Another tenant's file, an output or
+    /// a deleted file is `None`.
+    pub async fn upload_of(&self, tenant_id: TenantId, file_id: FileId) -> Option<Upload> {
+        let st = self.inner.state.lock().await;
+        st.files
+            .get(&file_id)
+            .filter(|(f, _)| f.input && f.tenant_id == tenant_id)
+            .map(|(f, _)| Upload {
+                sha256: f.sha256.clone(),
+                size_bytes: f.size_bytes,
+                content_type: f.content_type.clone(),
+            })
     }
 
     /// Whether some registered node offers the renderer `name`.

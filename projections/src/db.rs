@@ -343,6 +343,9 @@ pub(crate) async fn write_pg(conn: &mut PgConnection, plan: &Plan) -> Result<(),
     Ok(())
 }
 
+/// Bound parameters per SQLite statement (its limit is 32,766).
+const SQLITE_VARIABLES: usize = 30_000;
+
 /// Writes a plan on SQLite, on the store's writer connection (one writer
 /// per file: appends and projections take turns).
 pub(crate) async fn write_sqlite(
@@ -366,22 +369,28 @@ pub(crate) async fn write_sqlite(
         if rows.is_empty() {
             continue;
         }
-        let marks = vec!["?"; table.columns.len()].join(", ");
-        let sql = format!(
-            "INSERT INTO {} ({}) VALUES ({marks}) {}",
-            table.name,
-            table.column_list(),
-            upsert_tail(table)
-        );
-        for row in rows {
-            let mut query = sqlx::query(AssertSqlSafe(sql.as_str()));
-            for (value, (_, kind)) in row.iter().zip(table.columns) {
-                query = match value {
-                    Value::Int(v) => query.bind(*v),
-                    Value::Text(t) => query.bind(t.as_str()),
-                    Value::Null if *kind == Kind::OptInt => query.bind(None::<i64>),
-                    Value::Null => query.bind(None::<&str>),
-                };
+        // Many rows per statement: each statement is a round trip to
+        // SQLite's worker thread, the cost that dominates a rebuild.
+        let per_statement = (SQLITE_VARIABLES / table.columns.len()).clamp(1, 500);
+        let row_marks = format!("({})", vec!["?"; table.columns.len()].join(", "));
+        for chunk in rows.chunks(per_statement) {
+            let sql = format!(
+                "INSERT INTO {} ({}) VALUES {} {}",
+                table.name,
+                table.column_list(),
+                vec![row_marks.as_str(); chunk.len()].join(", "),
+                upsert_tail(table)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for row in chunk {
+                for (value, (_, kind)) in row.iter().zip(table.columns) {
+                    query = match value {
+                        Value::Int(v) => query.bind(*v),
+                        Value::Text(t) => query.bind(t.as_str()),
+                        Value::Null if *kind == Kind::OptInt => query.bind(None::<i64>),
+                        Value::Null => query.bind(None::<&str>),
+                    };
+                }
             }
             query.execute(&mut *tx).await?;
         }

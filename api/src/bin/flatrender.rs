@@ -48,10 +48,41 @@ enum Command {
         #[command(subcommand)]
         command: RenderCommand,
     },
+    /// Access tokens for the public API (operator command: it reads the
+    /// server's HS256 secret directly).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Read models (operator commands: they open the store directly).
     Projections {
         #[command(subcommand)]
         command: ProjectionsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Print a token for a user of a tenant (development and scripts;
+    /// production tokens come from your identity provider with RS256 or
+    /// EdDSA).
+    Issue {
+        /// The tenant.
+        #[arg(long)]
+        tenant: uuid::Uuid,
+        /// The user (a new id when not given).
+        #[arg(long)]
+        user: Option<uuid::Uuid>,
+        /// `admin`, `member` or `auditor`.
+        #[arg(long, default_value = "member", value_parser = ["admin", "member", "auditor"])]
+        role: String,
+        /// How long the token is valid, in seconds.
+        #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(i64).range(1..=31_536_000))]
+        lifetime_seconds: i64,
+        #[command(flatten)]
+        jwt: api::config::JwtArgs,
+        #[command(flatten)]
+        storage: StorageConfig,
     },
 }
 
@@ -178,13 +209,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 config.max_upload_bytes,
             )
             .await?;
+            let auth = config.auth()?;
             let state = api::AppState::open(
                 store,
                 blobs,
                 std::sync::Arc::new(eventstore::SystemClock),
                 config.orchestrator(),
             )
-            .await?;
+            .await?
+            .with_auth(auth);
             let read_models = api::read_models::ReadModels::spawn(&state.store);
             let follower = state.orchestrator.spawn_follower();
             let ticker = state
@@ -249,6 +282,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let job =
                 api::submission::submit(&orch, &blobs, tenant, &name, &bytes, &render).await?;
             println!("job_id = \"{job}\"");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token {
+            command:
+                TokenCommand::Issue {
+                    tenant,
+                    user,
+                    role,
+                    lifetime_seconds,
+                    jwt,
+                    storage,
+                },
+        } => {
+            let jwt = jwt.load(&storage.data_dir)?;
+            let role: domain::identity::Role = serde_json::from_value(serde_json::json!(role))?;
+            let token = jwt
+                .issue(
+                    user.unwrap_or_else(uuid::Uuid::new_v4),
+                    tenant,
+                    role,
+                    chrono::Duration::seconds(lifetime_seconds),
+                )
+                .ok_or_else(|| anyhow::anyhow!("only an HS256 secret can issue tokens"))?;
+            println!("{token}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Projections {

@@ -8,6 +8,7 @@ mod enroll;
 mod faults;
 mod http;
 mod node_auth;
+mod public;
 mod refusals;
 mod slow_clients;
 mod submission;

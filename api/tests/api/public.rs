@@ -1,0 +1,747 @@
+//! The public REST API as a client written from its contract would use
+//! it: JWTs, tenant isolation on every route, bad input refused with the
+//! contract's error body and nothing appended, idempotent submissions.
+
+use std::sync::Arc;
+
+use api::AppState;
+use api::public::auth::{Auth, Jwt, RateLimit};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use domain::identity::Role;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use uuid::Uuid;
+
+const SECRET: &[u8] = b"a test secret of at least 32 bytes, not a real one";
+
+/// A server state whose tokens are signed with [`SECRET`], and two tenants.
+pub struct Api {
+    pub state: AppState,
+    pub dir: std::path::PathBuf,
+    pub a: Uuid,
+    pub b: Uuid,
+    jwt: Jwt,
+}
+
+impl Api {
+    pub async fn new() -> Self {
+        let (state, dir) = crate::state().await;
+        let jwt = Jwt::hs256(SECRET, "flatrender", "flatrender-api").unwrap();
+        let state = state.with_auth(Auth::new(jwt.clone(), RateLimit::new(1000, 2000)));
+        let a = api::seed::tenant(&state.orchestrator, "Studio A", 1, 10, 100_000)
+            .await
+            .unwrap()
+            .as_uuid();
+        let b = api::seed::tenant(&state.orchestrator, "Studio B", 1, 10, 100_000)
+            .await
+            .unwrap()
+            .as_uuid();
+        let api = Self {
+            state,
+            dir,
+            a,
+            b,
+            jwt,
+        };
+        api.catch_up().await;
+        api
+    }
+
+    pub fn token(&self, tenant: Uuid) -> String {
+        self.jwt
+            .issue(
+                Uuid::new_v4(),
+                tenant,
+                Role::Member,
+                chrono::Duration::hours(1),
+            )
+            .unwrap()
+    }
+
+    /// The read models caught up with the log.
+    pub async fn catch_up(&self) {
+        let mut runner = projections::Runner::new(
+            self.state.store.clone(),
+            projections::RunnerOptions::default(),
+        );
+        runner.catch_up(|_, _, _| {}).await.unwrap();
+    }
+
+    pub async fn send(&self, request: Request<Body>) -> (StatusCode, Value, Vec<u8>) {
+        let response = api::router(self.state.clone())
+            .oneshot(request)
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, value, bytes)
+    }
+
+    pub async fn call(
+        &self,
+        tenant: Uuid,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {}", self.token(tenant)));
+        let body = match body {
+            Some(v) => {
+                request = request.header("content-type", "application/json");
+                Body::from(v.to_string())
+            }
+            None => Body::empty(),
+        };
+        let (status, value, _) = self.send(request.body(body).unwrap()).await;
+        (status, value)
+    }
+
+    /// Uploads the demo scene for `tenant`; returns its file id.
+    pub async fn scene(&self, tenant: Uuid) -> String {
+        let request = Request::post("/v1/files?name=demo.json")
+            .header("authorization", format!("Bearer {}", self.token(tenant)))
+            .body(Body::from(node_agent::renderer::builtin::DEMO_SCENE))
+            .unwrap();
+        let (status, body, _) = self.send(request).await;
+        assert!(status.is_success(), "{status} {body}");
+        body["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn events(&self) -> usize {
+        crate::log(&self.state.store).await.len()
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn render_body(scene: &str) -> Value {
+    json!({ "scene_file_id": scene, "renderer": "builtin", "frames": { "start": 1, "end": 6 }, "chunk_size": 2 })
+}
+
+/// The contract's error body, with its code.
+fn assert_error(status: StatusCode, body: &Value, want: StatusCode, code: &str) {
+    assert_eq!(status, want, "{body}");
+    let e = &body["error"];
+    assert_eq!(e["code"], code, "{body}");
+    assert!(
+        e["message"].is_string() && e["details"].is_object() && e["trace_id"].is_string(),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_studio_uploads_submits_lists_and_controls_a_render() {
+    let api = Api::new().await;
+    let scene = api.scene(api.a).await;
+    api.catch_up().await;
+    // The same bytes again are the same file.
+    assert_eq!(api.scene(api.a).await, scene);
+
+    let submit = |key: &'static str, body: Value| {
+        let token = api.token(api.a);
+        Request::post("/v1/renders")
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    let (status, first, _) = api.send(submit("shot-010-v1", render_body(&scene))).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    assert_eq!(
+        first["schedulable"], false,
+        "no node offers builtin yet: {first}"
+    );
+    let (status, again, _) = api.send(submit("shot-010-v1", render_body(&scene))).await;
+    assert_eq!(
+        (status, &again),
+        (StatusCode::CREATED, &first),
+        "a retry answers the same"
+    );
+    let mut other = render_body(&scene);
+    other["frames"]["end"] = json!(7);
+    let (status, reused, _) = api.send(submit("shot-010-v1", other)).await;
+    assert_error(
+        status,
+        &reused,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+    );
+
+    api.catch_up().await;
+    let id = first["id"].as_str().unwrap();
+    let (status, list) = api
+        .call(api.a, "GET", "/v1/renders?page=1&page_size=10", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list["total"], 1);
+    assert_eq!(list["items"][0]["id"], id);
+    assert_eq!(list["items"][0]["frames_total"], 6);
+    let (_, none) = api
+        .call(api.a, "GET", "/v1/renders?status=completed", None)
+        .await;
+    assert_eq!(none["total"], 0);
+    let (_, named) = api
+        .call(api.a, "GET", "/v1/renders?name_contains=RENDER", None)
+        .await;
+    assert_eq!(named["total"], 1);
+    let (status, shown) = api
+        .call(api.a, "GET", &format!("/v1/renders/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(shown["tasks"]["total"], 3);
+    let (_, tasks) = api
+        .call(
+            api.a,
+            "GET",
+            &format!("/v1/renders/{id}/tasks?page_size=2"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (
+            tasks["total"].clone(),
+            tasks["items"].as_array().unwrap().len()
+        ),
+        (json!(3), 2)
+    );
+    let (_, history) = api
+        .call(api.a, "GET", &format!("/v1/renders/{id}/events"), None)
+        .await;
+    assert_eq!(
+        history["items"][0]["routing_key"],
+        "render.job.submitted.v1"
+    );
+
+    for (verb, status) in [
+        ("pause", "paused"),
+        ("resume", "active"),
+        ("cancel", "cancelled"),
+    ] {
+        let (code, body) = api
+            .call(api.a, "POST", &format!("/v1/renders/{id}/{verb}"), None)
+            .await;
+        assert_eq!(
+            (code, body["status"].as_str()),
+            (StatusCode::OK, Some(status)),
+            "{verb}: {body}"
+        );
+    }
+    let (code, body) = api
+        .call(api.a, "POST", &format!("/v1/renders/{id}/pause"), None)
+        .await;
+    assert!(
+        code.is_client_error(),
+        "a cancelled render does not pause: {body}"
+    );
+    api.catch_up().await;
+    let (_, tenant) = api.call(api.a, "GET", "/v1/tenant", None).await;
+    assert_eq!(tenant["balance_minor"], 100_000);
+    let (status, _) = api.call(api.a, "GET", "/v1/tenant/usage", None).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// Every public route of `api/src/public/mod.rs`, with a path for it
+/// naming tenant A's objects; a route missing here fails the test.
+fn routes_with_ids(render: &str, scene: &str) -> Vec<(&'static str, &'static str, String)> {
+    vec![
+        ("POST", "/v1/files", "/v1/files?name=x.json".into()),
+        ("GET", "/v1/files/{file_id}", format!("/v1/files/{scene}")),
+        (
+            "GET",
+            "/v1/files/{file_id}/content",
+            format!("/v1/files/{scene}/content"),
+        ),
+        ("GET", "/v1/renders", "/v1/renders".into()),
+        ("POST", "/v1/renders", "/v1/renders".into()),
+        (
+            "GET",
+            "/v1/renders/{render_id}",
+            format!("/v1/renders/{render}"),
+        ),
+        (
+            "GET",
+            "/v1/renders/{render_id}/tasks",
+            format!("/v1/renders/{render}/tasks"),
+        ),
+        (
+            "GET",
+            "/v1/renders/{render_id}/events",
+            format!("/v1/renders/{render}/events"),
+        ),
+        (
+            "GET",
+            "/v1/renders/{render_id}/frames",
+            format!("/v1/renders/{render}/frames"),
+        ),
+        (
+            "GET",
+            "/v1/renders/{render_id}/frames/{frame}",
+            format!("/v1/renders/{render}/frames/1"),
+        ),
+        (
+            "POST",
+            "/v1/renders/{render_id}/pause",
+            format!("/v1/renders/{render}/pause"),
+        ),
+        (
+            "POST",
+            "/v1/renders/{render_id}/resume",
+            format!("/v1/renders/{render}/resume"),
+        ),
+        (
+            "POST",
+            "/v1/renders/{render_id}/cancel",
+            format!("/v1/renders/{render}/cancel"),
+        ),
+        (
+            "POST",
+            "/v1/renders/{render_id}/retry",
+            format!("/v1/renders/{render}/retry"),
+        ),
+        ("GET", "/v1/tenant", "/v1/tenant".into()),
+        ("GET", "/v1/tenant/usage", "/v1/tenant/usage".into()),
+    ]
+}
+
+#[tokio::test]
+async fn another_tenants_ids_are_not_found_on_every_route() {
+    let api = Api::new().await;
+    let scene = api.scene(api.a).await;
+    let (_, render) = api
+        .call(api.a, "POST", "/v1/renders", Some(render_body(&scene)))
+        .await;
+    let render = render["id"].as_str().unwrap().to_string();
+    api.catch_up().await;
+
+    // The route table in the source: every `.route(` is covered below.
+    let source = include_str!("../../src/public/mod.rs");
+    let table = routes_with_ids(&render, &scene);
+    let mut declared = 0;
+    for line in source
+        .lines()
+        .filter(|l| l.trim_start().starts_with(".route(\""))
+    {
+        let path = line.split('"').nth(1).unwrap();
+        let methods: Vec<&str> = ["get(", "post("]
+            .iter()
+            .filter(|m| line.contains(*m))
+            .map(|m| if *m == "get(" { "GET" } else { "POST" })
+            .collect();
+        for method in methods {
+            declared += 1;
+            assert!(
+                table.iter().any(|(m, p, _)| *m == method && *p == path),
+                "{method} {path} has no tenant-isolation case"
+            );
+        }
+    }
+    assert_eq!(declared, table.len());
+
+    let before = api.events().await;
+    for (method, template, path) in &table {
+        let scoped = template.contains('{');
+        let body = match (*method, *template) {
+            ("POST", "/v1/renders") => Some(render_body(&scene)),
+            _ => None,
+        };
+        let (status, value) = if *template == "/v1/files" {
+            let request = Request::post(path.as_str())
+                .header("authorization", format!("Bearer {}", api.token(api.b)))
+                .body(Body::from("not a scene"))
+                .unwrap();
+            let (s, v, _) = api.send(request).await;
+            (s, v)
+        } else {
+            api.call(api.b, method, path, body).await
+        };
+        if scoped || *template == "/v1/renders" && *method == "POST" {
+            // Tenant A's render, file or scene named by tenant B.
+            assert_error(status, &value, StatusCode::NOT_FOUND, "not_found");
+        } else {
+            // Tenant-wide routes answer B about B only.
+            assert!(
+                !value.to_string().contains(&render) && !value.to_string().contains(&scene),
+                "{method} {path} leaked A's data to B: {value}"
+            );
+        }
+    }
+    assert_eq!(
+        api.events().await,
+        before,
+        "tenant B's calls appended something"
+    );
+    let (_, list) = api.call(api.b, "GET", "/v1/renders", None).await;
+    assert_eq!(list["total"], 0);
+}
+
+#[tokio::test]
+async fn bad_input_gets_the_error_body_and_appends_nothing() {
+    let api = Api::new().await;
+    let scene = api.scene(api.a).await;
+    api.catch_up().await;
+    let token = api.token(api.a);
+    let post = |body: Body, content_type: Option<&str>| {
+        let mut r = Request::post("/v1/renders").header("authorization", format!("Bearer {token}"));
+        if let Some(ct) = content_type {
+            r = r.header("content-type", ct);
+        }
+        r.body(body).unwrap()
+    };
+    let json_post = |v: Value| post(Body::from(v.to_string()), Some("application/json"));
+    let mut cases: Vec<(&str, Request<Body>, StatusCode, &str)> = vec![
+        (
+            "malformed JSON",
+            post(Body::from("{\"scene_file_id\":"), Some("application/json")),
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            "no JSON content type",
+            post(Body::from(render_body(&scene).to_string()), None),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            "wrong type",
+            json_post(
+                json!({ "scene_file_id": scene, "renderer": "builtin", "frames": { "start": "one", "end": 6 } }),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            "unknown field",
+            json_post(
+                json!({ "scene_file_id": scene, "renderer": "builtin", "frames": { "start": 1, "end": 6 }, "command": "rm -rf /" }),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            "reversed frames",
+            json_post(
+                json!({ "scene_file_id": scene, "renderer": "builtin", "frames": { "start": 9, "end": 2 } }),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            "negative frame",
+            json_post(
+                json!({ "scene_file_id": scene, "renderer": "builtin", "frames": { "start": -1, "end": 2 } }),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            "chunk size 0",
+            json_post(
+                json!({ "scene_file_id": scene, "renderer": "builtin", "frames": { "start": 1, "end": 2 }, "chunk_size": 0 }),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            "priority 101",
+            json_post(
+                json!({ "scene_file_id": scene, "renderer": "builtin", "frames": { "start": 1, "end": 2 }, "priority": 101 }),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            "unknown renderer",
+            json_post(
+                json!({ "scene_file_id": scene, "renderer": "evil", "frames": { "start": 1, "end": 2 } }),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_renderer",
+        ),
+        (
+            "a JSON scene for blender",
+            json_post(
+                json!({ "scene_file_id": scene, "renderer": "blender", "frames": { "start": 1, "end": 2 } }),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not_a_scene",
+        ),
+        (
+            "no such scene",
+            json_post(
+                json!({ "scene_file_id": Uuid::new_v4(), "renderer": "builtin", "frames": { "start": 1, "end": 2 } }),
+            ),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "huge body",
+            post(
+                Body::from(vec![b' '; 3 * 1024 * 1024]),
+                Some("application/json"),
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+    ];
+    let get = |path: &str| {
+        Request::get(path)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    cases.push((
+        "invalid UUID",
+        get("/v1/renders/not-a-uuid"),
+        StatusCode::BAD_REQUEST,
+        "invalid_id",
+    ));
+    cases.push((
+        "upper-case UUID",
+        get(&format!(
+            "/v1/renders/{}",
+            Uuid::new_v4().to_string().to_uppercase()
+        )),
+        StatusCode::BAD_REQUEST,
+        "invalid_id",
+    ));
+    cases.push((
+        "page 0",
+        get("/v1/renders?page=0"),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+    ));
+    cases.push((
+        "page_size 1000",
+        get("/v1/renders?page_size=1000"),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+    ));
+    cases.push((
+        "unknown parameter",
+        get("/v1/renders?sort=evil"),
+        StatusCode::BAD_REQUEST,
+        "invalid_parameter",
+    ));
+    cases.push((
+        "bad time",
+        get("/v1/renders?created_after=yesterday"),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+    ));
+    let upload = |name: &str, bytes: &'static [u8]| {
+        Request::post(format!("/v1/files?name={name}"))
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::from(bytes))
+            .unwrap()
+    };
+    cases.push((
+        "random bytes as a .blend",
+        upload("shot.blend", b"\x00\x01garbage"),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "not_a_scene",
+    ));
+    cases.push((
+        "a .json that is no scene",
+        upload("shot.json", b"{\"hello\": 1}"),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "not_a_scene",
+    ));
+    cases.push((
+        "an .exe",
+        upload("shot.exe", b"MZ"),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "not_a_scene",
+    ));
+    cases.push((
+        "wrong method",
+        Request::delete("/v1/renders")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap(),
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    ));
+
+    let before = api.events().await;
+    for (what, request, status, code) in cases {
+        let (got, body, _) = api.send(request).await;
+        assert_eq!(got, status, "{what}: {body}");
+        assert_error(got, &body, status, code);
+    }
+    assert_eq!(
+        api.events().await,
+        before,
+        "a refused request appended something"
+    );
+}
+
+#[tokio::test]
+async fn tokens_are_checked_before_anything_else() {
+    let api = Api::new().await;
+    let now = chrono::Utc::now().timestamp();
+    let claims = |exp: i64, nbf: i64, aud: &str, iss: &str| json!({ "sub": Uuid::new_v4(), "tenant_id": api.a, "role": "member", "iss": iss, "aud": aud, "iat": now, "nbf": nbf, "exp": exp });
+    let sign = |claims: &Value, secret: &[u8]| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret),
+        )
+        .unwrap()
+    };
+    let b64 = |v: &Value| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let good = claims(now + 600, now, "flatrender-api", "flatrender");
+    let none = format!(
+        "{}.{}.",
+        b64(&json!({ "alg": "none", "typ": "JWT" })),
+        b64(&good)
+    );
+    let hs384 = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS384),
+        &good,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .unwrap();
+    let tokens = [
+        (
+            "expired",
+            sign(
+                &claims(now - 600, now - 1200, "flatrender-api", "flatrender"),
+                SECRET,
+            ),
+        ),
+        (
+            "not yet valid",
+            sign(
+                &claims(now + 1200, now + 600, "flatrender-api", "flatrender"),
+                SECRET,
+            ),
+        ),
+        (
+            "wrong audience",
+            sign(
+                &claims(now + 600, now, "someone-else", "flatrender"),
+                SECRET,
+            ),
+        ),
+        (
+            "wrong issuer",
+            sign(&claims(now + 600, now, "flatrender-api", "evil"), SECRET),
+        ),
+        (
+            "forged",
+            sign(&good, b"another secret of at least thirty-two bytes"),
+        ),
+        ("alg none", none),
+        ("another algorithm", hs384),
+        ("garbage", "not.a.token".to_string()),
+    ];
+    let before = api.events().await;
+    for (what, token) in tokens {
+        let request = Request::post("/v1/renders")
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Body::from("{}"))
+            .unwrap();
+        let (status, body, _) = api.send(request).await;
+        assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+        let _ = what;
+    }
+    let (status, body, _) = api
+        .send(Request::get("/v1/renders").body(Body::empty()).unwrap())
+        .await;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+    // The good token works (so the refusals above are the token's).
+    let request = Request::get("/v1/renders")
+        .header("authorization", format!("Bearer {}", sign(&good, SECRET)))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(api.send(request).await.0, StatusCode::OK);
+    assert_eq!(api.events().await, before);
+}
+
+#[tokio::test]
+async fn the_same_submission_sent_twice_at_once_creates_one_render() {
+    let api = Arc::new(Api::new().await);
+    let scene = api.scene(api.a).await;
+    let mut handles = Vec::new();
+    for _ in 0..2 {
+        let api = api.clone();
+        let body = render_body(&scene);
+        handles.push(tokio::spawn(async move {
+            let request = Request::post("/v1/renders")
+                .header("authorization", format!("Bearer {}", api.token(api.a)))
+                .header("content-type", "application/json")
+                .header("idempotency-key", "concurrent-1")
+                .body(Body::from(body.to_string()))
+                .unwrap();
+            api.send(request).await
+        }));
+    }
+    let mut answers = Vec::new();
+    for h in handles {
+        let (status, body, _) = h.await.unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        answers.push(body);
+    }
+    assert_eq!(answers[0], answers[1]);
+    let submitted = crate::by(
+        &crate::log(&api.state.store).await,
+        "render.job.submitted.v1",
+    )
+    .count();
+    assert_eq!(submitted, 1);
+}
+
+#[tokio::test]
+async fn a_tenant_over_its_rate_gets_429_with_retry_after() {
+    let (state, dir) = crate::state().await;
+    let jwt = Jwt::hs256(SECRET, "flatrender", "flatrender-api").unwrap();
+    let state = state.with_auth(Auth::new(jwt.clone(), RateLimit::new(1, 3)));
+    let tenant = Uuid::new_v4();
+    let token = jwt
+        .issue(
+            Uuid::new_v4(),
+            tenant,
+            Role::Member,
+            chrono::Duration::hours(1),
+        )
+        .unwrap();
+    let mut limited = None;
+    for _ in 0..5 {
+        let response = api::router(state.clone())
+            .oneshot(
+                Request::get("/v1/tenant")
+                    .header("authorization", format!("Bearer {token}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = response.headers().get("retry-after").cloned();
+            break;
+        }
+    }
+    assert!(limited.is_some(), "no 429 with Retry-After");
+    std::fs::remove_dir_all(dir).unwrap();
+}
