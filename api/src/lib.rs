@@ -15,6 +15,7 @@ pub mod public;
 pub mod read_models;
 pub mod seed;
 pub mod server;
+pub mod studio;
 pub mod submission;
 
 pub use app::{AppState, router};

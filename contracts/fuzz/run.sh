@@ -52,8 +52,6 @@ export FUZZ_NODE_ID=$(printf '%s\n' "$ENROLMENT" | field node_id)
 export FUZZ_KEY_ID=$(printf '%s\n' "$ENROLMENT" | field key_id)
 export FUZZ_SECRET=$(printf '%s\n' "$ENROLMENT" | field secret)
 TENANT=$("$BIN" tenant create --name "Fuzz Studio" --credit-minor 100000000 --max-running-tasks 1000 | field tenant_id)
-"$BIN" render submit --tenant "$TENANT" --scene node-agent/scenes/demo.json \
-    --first-frame 1 --last-frame 400 --chunk-size 2 >/dev/null
 
 RUST_LOG=warn "$BIN" serve --listen "127.0.0.1:$PORT" --max-upload-bytes 4194304 \
     >"$WORK/serve.log" 2>&1 &
@@ -63,6 +61,10 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 curl -fsS "$FUZZ_URL/readyz" >/dev/null
+# Work for the fuzzed nodes to claim, submitted as a studio does.
+FLATRENDER_TOKEN=$("$BIN" token issue --tenant "$TENANT") \
+    "$BIN" render submit --server "$FUZZ_URL" --scene node-agent/scenes/demo.json \
+    --first-frame 1 --last-frame 400 --chunk-size 2 >/dev/null
 
 "$VENV/bin/python" contracts/fuzz/hooks.py register
 "$VENV/bin/python" contracts/fuzz/http_layer.py 127.0.0.1 "$PORT"

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod canonical;
+pub mod gateway_public;
 pub mod node_agent;
 pub mod node_signing;
 

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use api::config::{ServeConfig, StorageConfig};
 use api::files::BlobStore;
+use api::studio::{Client, ClientArgs, SubmitArgs};
 use clap::{Parser, Subcommand};
 use eventstore::ExportScope;
 use tracing_subscriber::EnvFilter;
@@ -38,15 +39,22 @@ enum Command {
         #[command(subcommand)]
         command: NodeCommand,
     },
-    /// Tenants (operator commands until the public API lands).
+    /// Tenants: `create` is an operator command (it opens the store
+    /// directly); `show` asks the server.
     Tenant {
         #[command(subcommand)]
         command: TenantCommand,
     },
-    /// Renders (operator commands until the public API lands).
+    /// Renders, through the server's public API (`--server`, token from
+    /// `FLATRENDER_TOKEN` or a token file).
     Render {
         #[command(subcommand)]
         command: RenderCommand,
+    },
+    /// Files, through the server's public API.
+    File {
+        #[command(subcommand)]
+        command: FileCommand,
     },
     /// Access tokens for the public API (operator command: it reads the
     /// server's HS256 secret directly).
@@ -104,7 +112,13 @@ enum ProjectionsCommand {
 
 #[derive(Debug, Subcommand)]
 enum TenantCommand {
-    /// Create a tenant with a quota and credit; prints its id.
+    /// The caller's tenant: balance, quota, usage per day (asks the server).
+    Show {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Create a tenant with a quota and credit; prints its id (operator
+    /// command: opens the store directly).
     Create {
         /// Its name.
         #[arg(long)]
@@ -123,34 +137,71 @@ enum TenantCommand {
     },
 }
 
+/// A render's id and the server.
+#[derive(Debug, clap::Args)]
+struct RenderRef {
+    /// The render's id.
+    id: uuid::Uuid,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
 #[derive(Debug, Subcommand)]
 enum RenderCommand {
-    /// Upload a scene and submit a render of it; prints the job id. A
-    /// running `flatrender serve` on the same store schedules it.
+    /// Upload a scene and submit a render of it; prints the render's id.
     Submit {
-        /// The tenant (from `flatrender tenant create`).
-        #[arg(long)]
-        tenant: uuid::Uuid,
-        /// The scene file (a builtin JSON scene or a .blend file).
-        #[arg(long)]
-        scene: std::path::PathBuf,
-        /// The renderer: `builtin` or `blender`.
-        #[arg(long, default_value = "builtin")]
-        renderer: String,
-        /// First frame.
-        #[arg(long, default_value_t = 1)]
-        first_frame: u32,
-        /// Last frame.
-        #[arg(long, default_value_t = 48)]
-        last_frame: u32,
-        /// Frames per task.
-        #[arg(long, default_value_t = 2)]
-        chunk_size: u32,
-        /// Priority 0..=100.
-        #[arg(long, default_value_t = 50)]
-        priority: u8,
         #[command(flatten)]
-        storage: StorageConfig,
+        render: SubmitArgs,
+        /// Then follow it until it ends.
+        #[arg(long)]
+        watch: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The tenant's renders, newest first.
+    List {
+        /// Only renders in this state.
+        #[arg(long, value_parser = ["active", "paused", "completed", "failed", "cancelled"])]
+        status: Option<String>,
+        /// Page (from 1).
+        #[arg(long, default_value_t = 1)]
+        page: u32,
+        /// Renders per page (up to 100).
+        #[arg(long, default_value_t = 20)]
+        page_size: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// One render as JSON.
+    Show(RenderRef),
+    /// Progress bars until the render ends (exit status 1 unless it completed).
+    Watch(RenderRef),
+    /// No new tasks start; running ones finish.
+    Pause(RenderRef),
+    /// A paused render gets nodes again.
+    Resume(RenderRef),
+    /// The render takes no more work.
+    Cancel(RenderRef),
+    /// Queue every failed task again.
+    Retry(RenderRef),
+    /// Write every frame to a folder, each checked by SHA-256.
+    Download {
+        #[command(flatten)]
+        render: RenderRef,
+        /// The folder.
+        #[arg(long, default_value = "frames")]
+        out: std::path::PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FileCommand {
+    /// Upload a scene (`.json` builtin scene or `.blend`); prints its metadata.
+    Upload {
+        /// The file.
+        path: std::path::PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
     },
 }
 
@@ -248,40 +299,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("tenant_id = \"{id}\"");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Render {
-            command:
-                RenderCommand::Submit {
-                    tenant,
-                    scene,
-                    renderer,
-                    first_frame,
-                    last_frame,
-                    chunk_size,
-                    priority,
-                    storage,
-                },
+        Command::Render { command } => render_command(command).await,
+        Command::File {
+            command: FileCommand::Upload { path, client },
         } => {
-            let orch = open_orchestrator(&storage).await?;
-            let blobs = BlobStore::open(&storage.data_dir.join("blobs"), 512 * 1024 * 1024).await?;
-            let bytes = std::fs::read(&scene)?;
-            let name = scene
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("scene")
-                .to_owned();
-            let tenant = domain::TenantId::new(tenant)?;
-            let render = api::seed::Render {
-                renderer,
-                frames: (first_frame, last_frame),
-                chunk_size,
-                priority,
-                ..api::seed::Render::default()
-            };
-            // Checked before anything is recorded: a refused render leaves
-            // no scene upload behind.
-            let job =
-                api::submission::submit(&orch, &blobs, tenant, &name, &bytes, &render).await?;
-            println!("job_id = \"{job}\"");
+            let file = Client::new(&client)?.upload(&path).await?;
+            println!("{}", serde_json::to_string_pretty(&file)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tenant {
+            command: TenantCommand::Show { client },
+        } => {
+            let client = Client::new(&client)?;
+            let tenant = client.get("/v1/tenant").await?;
+            let usage = client.get("/v1/tenant/usage").await?;
+            println!("{}", serde_json::to_string_pretty(&tenant)?);
+            for day in usage["items"].as_array().into_iter().flatten() {
+                println!(
+                    "{}  {:>6} tasks  {:>8} s  {:>10} minor",
+                    day["day"].as_str().unwrap_or(""),
+                    day["tasks"],
+                    day["render_seconds"],
+                    day["charged_minor"]
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Token {
@@ -424,6 +465,91 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn render_command(command: RenderCommand) -> anyhow::Result<ExitCode> {
+    let ended = |r: &serde_json::Value| {
+        if r["status"] == "completed" {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    };
+    match command {
+        RenderCommand::Submit {
+            render,
+            watch,
+            client,
+        } => {
+            let client = Client::new(&client)?;
+            let submitted = client.submit(&render).await?;
+            let id = submitted["id"].as_str().unwrap_or_default().to_string();
+            println!("render_id = \"{id}\"");
+            if submitted["schedulable"] == false {
+                eprintln!(
+                    "note: {}",
+                    submitted["unschedulable_reason"]
+                        .as_str()
+                        .unwrap_or("no node can run it yet")
+                );
+            }
+            if watch {
+                let last = client.watch(&id, std::time::Duration::from_secs(1)).await?;
+                return Ok(ended(&last));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        RenderCommand::List {
+            status,
+            page,
+            page_size,
+            client,
+        } => {
+            let mut path = format!("/v1/renders?page={page}&page_size={page_size}");
+            if let Some(s) = status {
+                path.push_str(&format!("&status={s}"));
+            }
+            let list = Client::new(&client)?.get(&path).await?;
+            for r in list["items"].as_array().into_iter().flatten() {
+                println!("{}", api::studio::render_line(r));
+            }
+            eprintln!("page {} of {} renders", list["page"], list["total"]);
+            Ok(ExitCode::SUCCESS)
+        }
+        RenderCommand::Show(r) => {
+            let render = Client::new(&r.client)?
+                .get(&format!("/v1/renders/{}", r.id))
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&render)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        RenderCommand::Watch(r) => {
+            let last = Client::new(&r.client)?
+                .watch(&r.id.to_string(), std::time::Duration::from_secs(1))
+                .await?;
+            println!("{}: {}", r.id, last["status"].as_str().unwrap_or(""));
+            Ok(ended(&last))
+        }
+        RenderCommand::Pause(r) => control(r, "pause").await,
+        RenderCommand::Resume(r) => control(r, "resume").await,
+        RenderCommand::Cancel(r) => control(r, "cancel").await,
+        RenderCommand::Retry(r) => control(r, "retry").await,
+        RenderCommand::Download { render, out } => {
+            let n = Client::new(&render.client)?
+                .download(&render.id.to_string(), &out)
+                .await?;
+            println!("{n} frames in {}, every SHA-256 checked", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn control(r: RenderRef, verb: &str) -> anyhow::Result<ExitCode> {
+    let answer = Client::new(&r.client)?
+        .post(&format!("/v1/renders/{}/{verb}", r.id), None, None)
+        .await?;
+    println!("{}: {}", r.id, answer["status"].as_str().unwrap_or(""));
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn open_orchestrator(storage: &StorageConfig) -> anyhow::Result<orchestrator::Orchestrator> {

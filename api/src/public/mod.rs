@@ -22,6 +22,7 @@ use crate::error::ApiError;
 /// The public routes.
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/v1/openapi.json", get(openapi))
         .route("/v1/files", post(files::upload))
         .route("/v1/files/{file_id}", get(files::metadata))
         .route("/v1/files/{file_id}/content", get(files::download))
@@ -40,6 +41,11 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/renders/{render_id}/retry", post(renders::retry))
         .route("/v1/tenant", get(tenant::show))
         .route("/v1/tenant/usage", get(tenant::usage))
+}
+
+/// `GET /v1/openapi.json`: the committed contract, as JSON.
+async fn openapi() -> axum::Json<serde_json::Value> {
+    axum::Json(contracts::gateway_public::document().clone())
 }
 
 /// The largest JSON body (axum's default limit).

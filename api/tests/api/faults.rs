@@ -14,9 +14,9 @@ use uuid::Uuid;
 use crate::{by, log, until};
 
 /// A `flatrender serve` process.
-struct Serve {
+pub(crate) struct Serve {
     child: Child,
-    url: String,
+    pub url: String,
     port: u16,
 }
 
@@ -27,7 +27,7 @@ impl Drop for Serve {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -36,7 +36,17 @@ fn free_port() -> u16 {
 }
 
 impl Serve {
-    async fn start(dir: &Path, database_url: Option<&str>, port: u16) -> Self {
+    pub(crate) async fn start(dir: &Path, database_url: Option<&str>, port: u16) -> Self {
+        Self::start_with(dir, database_url, port, &[]).await
+    }
+
+    /// Like [`Serve::start`], with more environment.
+    pub(crate) async fn start_with(
+        dir: &Path,
+        database_url: Option<&str>,
+        port: u16,
+        env: &[(&str, &str)],
+    ) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -56,6 +66,7 @@ impl Serve {
         if let Some(url) = database_url {
             command.env("DATABASE_URL", url);
         }
+        command.envs(env.iter().copied());
         let child = command.spawn().unwrap();
         let serve = Self {
             child,
@@ -84,7 +95,7 @@ impl Serve {
     }
 }
 
-struct Agent {
+pub(crate) struct Agent {
     child: Child,
 }
 
@@ -95,7 +106,7 @@ impl Drop for Agent {
     }
 }
 
-async fn agent(store: &AnyStore, dir: &Path, name: &str, urls: &[&str]) -> Agent {
+pub(crate) async fn agent(store: &AnyStore, dir: &Path, name: &str, urls: &[&str]) -> Agent {
     let enrolment = api::enroll::enrol(store, name, chrono::Utc::now())
         .await
         .unwrap();
@@ -139,14 +150,14 @@ async fn submit(
 
 /// A fresh PostgreSQL database for one test (dropped at the end), or
 /// `None` when there is no server and services are not required.
-struct PgDatabase {
+pub(crate) struct PgDatabase {
     admin: String,
     name: String,
-    url: String,
+    pub url: String,
 }
 
 impl PgDatabase {
-    async fn create() -> Option<Self> {
+    pub(crate) async fn create() -> Option<Self> {
         use sqlx::Connection;
         use sqlx::Executor;
         let admin = match std::env::var("FLATRENDER_TEST_DATABASE_URL") {
@@ -173,7 +184,7 @@ impl PgDatabase {
         })
     }
 
-    async fn drop_it(self) {
+    pub(crate) async fn drop_it(self) {
         use sqlx::Connection;
         use sqlx::Executor;
         let mut conn = sqlx::PgConnection::connect(&self.admin).await.unwrap();
@@ -186,7 +197,7 @@ impl PgDatabase {
     }
 }
 
-fn temp_dir(what: &str) -> PathBuf {
+pub(crate) fn temp_dir(what: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("flatrender-{what}-{}", Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     dir

@@ -11,6 +11,7 @@ mod node_auth;
 mod public;
 mod refusals;
 mod slow_clients;
+mod studio_cli;
 mod submission;
 
 use std::path::PathBuf;

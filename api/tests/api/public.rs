@@ -257,10 +257,44 @@ async fn a_studio_uploads_submits_lists_and_controls_a_render() {
     assert_eq!(status, StatusCode::OK);
 }
 
+/// The public routes as `api/src/public/mod.rs` declares them: (method, path).
+fn declared_routes() -> Vec<(&'static str, String)> {
+    let source = include_str!("../../src/public/mod.rs");
+    let mut out = Vec::new();
+    let mut rest = source;
+    while let Some(at) = rest.find(".route(") {
+        let call = &rest[at + ".route(".len()..];
+        let mut depth = 1;
+        let end = call
+            .char_indices()
+            .find(|(_, c)| {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    _ => {}
+                }
+                depth == 0
+            })
+            .map(|(i, _)| i)
+            .unwrap();
+        let args = &call[..end];
+        let path = args.split('"').nth(1).unwrap().to_string();
+        for (m, method) in [("get(", "GET"), ("post(", "POST")] {
+            if args.contains(m) {
+                out.push((method, path.clone()));
+            }
+        }
+        rest = &call[end..];
+    }
+    assert!(out.len() >= 17, "the route table was not found");
+    out
+}
+
 /// Every public route of `api/src/public/mod.rs`, with a path for it
 /// naming tenant A's objects; a route missing here fails the test.
 fn routes_with_ids(render: &str, scene: &str) -> Vec<(&'static str, &'static str, String)> {
     vec![
+        ("GET", "/v1/openapi.json", "/v1/openapi.json".into()),
         ("POST", "/v1/files", "/v1/files?name=x.json".into()),
         ("GET", "/v1/files/{file_id}", format!("/v1/files/{scene}")),
         (
@@ -331,27 +365,15 @@ async fn another_tenants_ids_are_not_found_on_every_route() {
     api.catch_up().await;
 
     // The route table in the source: every `.route(` is covered below.
-    let source = include_str!("../../src/public/mod.rs");
     let table = routes_with_ids(&render, &scene);
-    let mut declared = 0;
-    for line in source
-        .lines()
-        .filter(|l| l.trim_start().starts_with(".route(\""))
-    {
-        let path = line.split('"').nth(1).unwrap();
-        let methods: Vec<&str> = ["get(", "post("]
-            .iter()
-            .filter(|m| line.contains(*m))
-            .map(|m| if *m == "get(" { "GET" } else { "POST" })
-            .collect();
-        for method in methods {
-            declared += 1;
-            assert!(
-                table.iter().any(|(m, p, _)| *m == method && *p == path),
-                "{method} {path} has no tenant-isolation case"
-            );
-        }
+    let declared = declared_routes();
+    for (method, path) in &declared {
+        assert!(
+            table.iter().any(|(m, p, _)| m == method && p == path),
+            "{method} {path} has no tenant-isolation case"
+        );
     }
+    let declared = declared.len();
     assert_eq!(declared, table.len());
 
     let before = api.events().await;
@@ -744,4 +766,234 @@ async fn a_tenant_over_its_rate_gets_429_with_retry_after() {
     }
     assert!(limited.is_some(), "no 429 with Retry-After");
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The document the server serves is the committed contract, and the
+/// router and the contract name the same operations.
+#[tokio::test]
+async fn the_served_contract_is_the_committed_one_and_covers_every_route() {
+    let api = Api::new().await;
+    let (status, served, _) = api
+        .send(
+            Request::get("/v1/openapi.json")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let committed: Value = serde_yaml::from_str(include_str!(
+        "../../../contracts/rest/gateway-public.openapi.yaml"
+    ))
+    .unwrap();
+    assert_eq!(served, committed);
+    let routed: std::collections::BTreeSet<String> = declared_routes()
+        .into_iter()
+        .map(|(m, p)| format!("{} {p}", m.to_lowercase()))
+        .collect();
+    let documented: std::collections::BTreeSet<String> = contracts::gateway_public::operations()
+        .iter()
+        .map(|o| format!("{} {}", o.method.to_lowercase(), o.path))
+        .collect();
+    assert_eq!(routed, documented, "the router and the contract differ");
+}
+
+/// One request per documented operation (a missing one fails), each
+/// answer checked against the schema the contract gives its status.
+#[tokio::test]
+async fn every_documented_operation_answers_as_documented() {
+    let api = Api::new().await;
+    // Work to show: a node that renders one task of a render.
+    let node = domain::NodeId::new(Uuid::new_v4()).unwrap();
+    api.state
+        .orchestrator
+        .register_node(
+            node,
+            domain::Label::parse("n1").unwrap(),
+            domain::node::Capabilities {
+                cores: 4,
+                memory_bytes: 1 << 30,
+                gpus: vec![],
+                renderers: vec![domain::node::RendererInfo {
+                    name: domain::Identifier::parse("builtin").unwrap(),
+                    version: domain::Identifier::parse("1").unwrap(),
+                }],
+                tags: vec![],
+                node_class: domain::Identifier::parse("standard").unwrap(),
+            },
+            domain::SecretKeyId::new(Uuid::new_v4()).unwrap(),
+        )
+        .await
+        .unwrap();
+    api.state.orchestrator.heartbeat(node, &[]).await.unwrap();
+    let scene = api.scene(api.a).await;
+    let (_, submitted) = api
+        .call(api.a, "POST", "/v1/renders", Some(render_body(&scene)))
+        .await;
+    let render = submitted["id"].as_str().unwrap().to_string();
+    let task = api.state.orchestrator.claim(node).await.unwrap().unwrap();
+    let lease = domain::LeaseRef {
+        task_id: domain::TaskId::new(task.task_id).unwrap(),
+        node_id: node,
+        lease_epoch: task.lease_epoch,
+    };
+    api.state
+        .orchestrator
+        .progress(lease, None, None)
+        .await
+        .unwrap();
+    for frame in task.frames.start..=task.frames.end {
+        let png = crate::png_of(8, 8);
+        let stored = api.state.blobs.put(&png, None).await.unwrap();
+        let file = api
+            .state
+            .orchestrator
+            .record_output(
+                lease,
+                frame,
+                orchestrator::FileOutput {
+                    name: domain::FileName::parse(format!("frame_{frame:04}.png")).unwrap(),
+                    content_type: domain::ContentType::parse("image/png").unwrap(),
+                    size_bytes: stored.size_bytes,
+                    sha256: domain::Sha256Digest::parse(stored.sha256).unwrap(),
+                },
+            )
+            .await
+            .unwrap();
+        api.state
+            .orchestrator
+            .progress(lease, Some(frame), Some(file))
+            .await
+            .unwrap();
+    }
+    api.state.orchestrator.complete(lease).await.unwrap();
+    api.state.orchestrator.tick().await.unwrap();
+    api.catch_up().await;
+
+    let token = api.token(api.a);
+    let req = |method: &str, path: String, body: Option<Body>| {
+        let mut r = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {token}"));
+        let body = match body {
+            Some(b) => {
+                r = r.header("content-type", "application/json");
+                b
+            }
+            None => Body::empty(),
+        };
+        r.body(body).unwrap()
+    };
+    let frame = task.frames.start;
+    let cases: Vec<(&str, Request<Body>)> = vec![
+        ("getOpenApi", req("GET", "/v1/openapi.json".into(), None)),
+        (
+            "uploadFile",
+            Request::post("/v1/files?name=again.json")
+                .header("authorization", format!("Bearer {token}"))
+                .body(Body::from(node_agent::renderer::builtin::DEMO_SCENE))
+                .unwrap(),
+        ),
+        ("getFile", req("GET", format!("/v1/files/{scene}"), None)),
+        (
+            "downloadFile",
+            req("GET", format!("/v1/files/{scene}/content"), None),
+        ),
+        (
+            "listRenders",
+            req("GET", "/v1/renders?page_size=5".into(), None),
+        ),
+        (
+            "submitRender",
+            req(
+                "POST",
+                "/v1/renders".into(),
+                Some(Body::from(render_body(&scene).to_string())),
+            ),
+        ),
+        (
+            "getRender",
+            req("GET", format!("/v1/renders/{render}"), None),
+        ),
+        (
+            "listRenderTasks",
+            req("GET", format!("/v1/renders/{render}/tasks"), None),
+        ),
+        (
+            "listRenderEvents",
+            req("GET", format!("/v1/renders/{render}/events?limit=3"), None),
+        ),
+        (
+            "listRenderFrames",
+            req("GET", format!("/v1/renders/{render}/frames"), None),
+        ),
+        (
+            "getRenderFrame",
+            req("GET", format!("/v1/renders/{render}/frames/{frame}"), None),
+        ),
+        (
+            "pauseRender",
+            req("POST", format!("/v1/renders/{render}/pause"), None),
+        ),
+        (
+            "resumeRender",
+            req("POST", format!("/v1/renders/{render}/resume"), None),
+        ),
+        (
+            "retryRender",
+            req("POST", format!("/v1/renders/{render}/retry"), None),
+        ),
+        (
+            "cancelRender",
+            req("POST", format!("/v1/renders/{render}/cancel"), None),
+        ),
+        ("getTenant", req("GET", "/v1/tenant".into(), None)),
+        (
+            "getTenantUsage",
+            req("GET", "/v1/tenant/usage".into(), None),
+        ),
+        // Refusals are documented too.
+        (
+            "getRender",
+            req("GET", format!("/v1/renders/{}", Uuid::new_v4()), None),
+        ),
+        ("listRenders", req("GET", "/v1/renders?page=0".into(), None)),
+        (
+            "submitRender",
+            req("POST", "/v1/renders".into(), Some(Body::from("{}"))),
+        ),
+    ];
+    let covered: std::collections::BTreeSet<&str> = cases.iter().map(|(op, _)| *op).collect();
+    for op in contracts::gateway_public::operations() {
+        assert!(
+            covered.contains(op.id.as_str()),
+            "{} has no request here",
+            op.id
+        );
+    }
+    for (op, request) in cases {
+        let response = api::router(api.state.clone())
+            .oneshot(request)
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        if let Err(problems) = contracts::gateway_public::validate_response(
+            op,
+            status,
+            content_type.as_deref(),
+            &bytes,
+        ) {
+            panic!(
+                "{op} answered {status} off contract: {}\n{}",
+                contracts::gateway_public::describe(&problems),
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+    }
 }
