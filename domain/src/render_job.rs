@@ -368,6 +368,20 @@ pub struct JobResumed {
     pub resumed_at: DateTime<Utc>,
 }
 
+/// `render.job.priority_changed.v1`: the client changed the job's priority.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobPriorityChanged {
+    /// The job.
+    pub job_id: JobId,
+    /// Its tenant.
+    pub tenant_id: TenantId,
+    /// The new priority (0..=100, higher first).
+    pub priority: Priority,
+    /// When.
+    pub changed_at: DateTime<Utc>,
+}
+
 /// `render.job.cancelled.v1`: the job was cancelled; it accepts no more work.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -441,6 +455,8 @@ domain_events! {
         Resumed(JobResumed) => "render.job.resumed.v1",
         /// See [`JobCancelled`].
         Cancelled(JobCancelled) => "render.job.cancelled.v1",
+        /// See [`JobPriorityChanged`].
+        PriorityChanged(JobPriorityChanged) => "render.job.priority_changed.v1",
         /// See [`JobCompleted`].
         Completed(JobCompleted) => "render.job.completed.v1",
         /// See [`JobFailed`].
@@ -595,6 +611,13 @@ pub enum RenderJobCommand {
         /// Now.
         at: DateTime<Utc>,
     },
+    /// Change the job's priority (an active or paused job).
+    ChangePriority {
+        /// The new priority.
+        priority: Priority,
+        /// Now.
+        at: DateTime<Utc>,
+    },
     /// Cancel the job.
     Cancel {
         /// Why, if given.
@@ -716,12 +739,19 @@ pub struct RenderJob {
     /// The current output of each frame reported so far: the last one
     /// reported (a re-render under a later lease supersedes the earlier).
     outputs: BTreeMap<u32, FileId>,
+    /// The priority now: the submitted one until the client changes it.
+    priority: Option<Priority>,
 }
 
 impl RenderJob {
     /// The submission, once submitted.
     pub fn submission(&self) -> Option<&JobSubmitted> {
         self.submitted.as_ref()
+    }
+
+    /// The job's priority now (the submission's until changed).
+    pub fn priority(&self) -> Option<Priority> {
+        self.priority
     }
 
     /// The job's state.
@@ -1190,6 +1220,23 @@ impl Aggregate for RenderJob {
                 }
                 Ok(events)
             }
+            C::ChangePriority { priority, at } => match self.status {
+                JobStatus::Active | JobStatus::Paused => {
+                    if self.priority() == Some(priority) {
+                        return Ok(vec![]);
+                    }
+                    Ok(vec![
+                        JobPriorityChanged {
+                            job_id,
+                            tenant_id,
+                            priority,
+                            changed_at: at,
+                        }
+                        .into(),
+                    ])
+                }
+                _ => Err(self.refuse_job("change_priority")),
+            },
             C::Pause { at } => match self.status {
                 JobStatus::Active => Ok(vec![
                     JobPaused {
@@ -1232,6 +1279,7 @@ impl Aggregate for RenderJob {
         match event {
             E::Submitted(e) => {
                 self.submitted = Some(e.clone());
+                self.priority = Some(e.priority);
                 self.status = JobStatus::Active;
             }
             E::Split(e) => {
@@ -1341,6 +1389,7 @@ impl Aggregate for RenderJob {
                     }
                 }
             }
+            E::PriorityChanged(e) => self.priority = Some(e.priority),
             E::Completed(_) => self.status = JobStatus::Completed,
             E::Failed(_) => self.status = JobStatus::Failed,
         }
@@ -1531,6 +1580,18 @@ impl EventPayload for TaskRetried {
             tenant_id,
             task_id,
             retried_at: sample_time(),
+        }
+    }
+}
+
+impl EventPayload for JobPriorityChanged {
+    fn sample() -> Self {
+        let (job_id, tenant_id, _, _) = sample_ids();
+        Self {
+            job_id,
+            tenant_id,
+            priority: Priority::new(80).expect("in range"),
+            changed_at: sample_time(),
         }
     }
 }

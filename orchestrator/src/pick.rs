@@ -59,7 +59,7 @@ pub(crate) fn pick(st: &State, node_id: NodeId) -> Option<(JobId, TaskId)> {
             continue;
         }
         let key = Key {
-            priority: job.priority.get(),
+            priority: entry.job.priority().unwrap_or(job.priority).get(),
             running: u64::from(running),
             weight: u64::from(tenant.weight().get().max(1)),
             submitted_at: entry.submitted_at,

@@ -422,6 +422,11 @@ impl Renders {
                     r.finished_at = Some(time(x.cancelled_at));
                 }
             }
+            E::PriorityChanged(x) => {
+                if let Some(r) = self.renders.get_mut(&x.job_id.to_string()) {
+                    r.priority = x.priority.get().into();
+                }
+            }
             E::Completed(x) => {
                 if let Some(r) = self.renders.get_mut(&x.job_id.to_string()) {
                     r.status = "completed".into();

@@ -184,6 +184,14 @@ enum RenderCommand {
     Cancel(RenderRef),
     /// Queue every failed task again.
     Retry(RenderRef),
+    /// Change the priority (0 to 100, higher first) of an active or paused render.
+    Priority {
+        #[command(flatten)]
+        render: RenderRef,
+        /// The new priority.
+        #[arg(long)]
+        priority: u8,
+    },
     /// Write every frame to a folder, each checked by SHA-256.
     Download {
         #[command(flatten)]
@@ -534,6 +542,21 @@ async fn render_command(command: RenderCommand) -> anyhow::Result<ExitCode> {
         RenderCommand::Resume(r) => control(r, "resume").await,
         RenderCommand::Cancel(r) => control(r, "cancel").await,
         RenderCommand::Retry(r) => control(r, "retry").await,
+        RenderCommand::Priority { render, priority } => {
+            let answer = Client::new(&render.client)?
+                .post(
+                    &format!("/v1/renders/{}/priority", render.id),
+                    Some(&serde_json::json!({ "priority": priority })),
+                    None,
+                )
+                .await?;
+            println!(
+                "{}: {} at priority {priority}",
+                render.id,
+                answer["status"].as_str().unwrap_or("")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         RenderCommand::Download { render, out } => {
             let n = Client::new(&render.client)?
                 .download(&render.id.to_string(), &out)

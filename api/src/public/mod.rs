@@ -39,6 +39,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/renders/{render_id}/resume", post(renders::resume))
         .route("/v1/renders/{render_id}/cancel", post(renders::cancel))
         .route("/v1/renders/{render_id}/retry", post(renders::retry))
+        .route("/v1/renders/{render_id}/priority", post(renders::priority))
         .route("/v1/tenant", get(tenant::show))
         .route("/v1/tenant/usage", get(tenant::usage))
 }

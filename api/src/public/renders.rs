@@ -420,6 +420,29 @@ pub async fn retry(
     .await
 }
 
+/// `POST /v1/renders/{id}/priority`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriorityBody {
+    priority: u8,
+}
+
+/// `POST /v1/renders/{id}/priority`: queued tasks are picked by the new
+/// priority from now on.
+pub async fn priority(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(render): Path<String>,
+    request: Result<Json<PriorityBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let b = body(request)?;
+    let priority = Priority::new(b.priority).map_err(|e| field("priority", &e.reason))?;
+    control(&state, &caller, &render, move |at| {
+        RenderJobCommand::ChangePriority { priority, at }
+    })
+    .await
+}
+
 /// A frame range in a body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -229,6 +229,22 @@ async fn a_studio_uploads_submits_lists_and_controls_a_render() {
         "render.job.submitted.v1"
     );
 
+    let priority = |p: u8| Some(json!({ "priority": p }));
+    let path = format!("/v1/renders/{id}/priority");
+    let (code, body) = api.call(api.a, "POST", &path, priority(90)).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    api.catch_up().await;
+    let (_, shown) = api
+        .call(api.a, "GET", &format!("/v1/renders/{id}"), None)
+        .await;
+    assert_eq!(shown["priority"], 90);
+    let (code, body) = api.call(api.a, "POST", &path, priority(101)).await;
+    assert_error(
+        code,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+    );
     for (verb, status) in [
         ("pause", "paused"),
         ("resume", "active"),
@@ -249,6 +265,11 @@ async fn a_studio_uploads_submits_lists_and_controls_a_render() {
     assert!(
         code.is_client_error(),
         "a cancelled render does not pause: {body}"
+    );
+    let (code, body) = api.call(api.a, "POST", &path, priority(10)).await;
+    assert!(
+        code.is_client_error(),
+        "a cancelled render keeps its priority: {body}"
     );
     api.catch_up().await;
     let (_, tenant) = api.call(api.a, "GET", "/v1/tenant", None).await;
@@ -349,6 +370,11 @@ fn routes_with_ids(render: &str, scene: &str) -> Vec<(&'static str, &'static str
             "/v1/renders/{render_id}/retry",
             format!("/v1/renders/{render}/retry"),
         ),
+        (
+            "POST",
+            "/v1/renders/{render_id}/priority",
+            format!("/v1/renders/{render}/priority"),
+        ),
         ("GET", "/v1/tenant", "/v1/tenant".into()),
         ("GET", "/v1/tenant/usage", "/v1/tenant/usage".into()),
     ]
@@ -381,6 +407,7 @@ async fn another_tenants_ids_are_not_found_on_every_route() {
         let scoped = template.contains('{');
         let body = match (*method, *template) {
             ("POST", "/v1/renders") => Some(render_body(&scene)),
+            ("POST", "/v1/renders/{render_id}/priority") => Some(json!({ "priority": 90 })),
             _ => None,
         };
         let (status, value) = if *template == "/v1/files" {
@@ -942,6 +969,14 @@ async fn every_documented_operation_answers_as_documented() {
         (
             "retryRender",
             req("POST", format!("/v1/renders/{render}/retry"), None),
+        ),
+        (
+            "changeRenderPriority",
+            req(
+                "POST",
+                format!("/v1/renders/{render}/priority"),
+                Some(Body::from(json!({ "priority": 80 }).to_string())),
+            ),
         ),
         (
             "cancelRender",

@@ -912,3 +912,34 @@ fn giving_up_fails_an_active_job_and_nothing_else() {
         })
         .then_err_matches(|e| matches!(e, DomainError::JobCancelled { .. }));
 }
+
+#[test]
+fn the_priority_of_an_active_or_paused_job_changes_and_a_finished_one_refuses() {
+    let changed = |p: u8| -> RenderJobEvent {
+        domain::render_job::JobPriorityChanged {
+            job_id: job_id(),
+            tenant_id: tenant_id(),
+            priority: Priority::new(p).unwrap(),
+            changed_at: t(9),
+        }
+        .into()
+    };
+    let change = |p: u8| RenderJobCommand::ChangePriority {
+        priority: Priority::new(p).unwrap(),
+        at: t(9),
+    };
+    let job = given::<RenderJob>(submitted())
+        .when(change(90))
+        .then([changed(90)]);
+    assert_eq!(job.priority(), Some(Priority::new(90).unwrap()));
+    // The same priority again changes nothing.
+    given::<RenderJob>(with(submitted(), [changed(90)]))
+        .when(change(90))
+        .then([]);
+    given::<RenderJob>(with(submitted(), [paused()]))
+        .when(change(10))
+        .then([changed(10)]);
+    given::<RenderJob>(with(submitted(), [cancelled()]))
+        .when(change(10))
+        .then_err_matches(|e| matches!(e, DomainError::JobCancelled { .. }));
+}
