@@ -17,6 +17,7 @@ pub mod seed;
 pub mod server;
 pub mod studio;
 pub mod submission;
+pub mod users;
 
 pub use app::{AppState, router};
 pub use error::ApiError;

@@ -62,7 +62,8 @@ for _ in $(seq 1 100); do
 done
 curl -fsS "$FUZZ_URL/readyz" >/dev/null
 # Work for the fuzzed nodes to claim, submitted as a studio does.
-FLATRENDER_TOKEN=$("$BIN" token issue --tenant "$TENANT") \
+USER_ID=$("$BIN" user create --tenant "$TENANT" --email fuzz@example.com | field user_id)
+FLATRENDER_TOKEN=$("$BIN" token issue --user "$USER_ID") \
     "$BIN" render submit --server "$FUZZ_URL" --scene node-agent/scenes/demo.json \
     --first-frame 1 --last-frame 400 --chunk-size 2 >/dev/null
 

@@ -88,6 +88,19 @@ pub struct ApiKeyIssued {
     pub issued_at: DateTime<Utc>,
 }
 
+/// `identity.user.removed.v1`: the user no longer signs in; its tokens
+/// and keys stop working.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserRemoved {
+    /// The user.
+    pub user_id: UserId,
+    /// Its tenant.
+    pub tenant_id: TenantId,
+    /// When.
+    pub removed_at: DateTime<Utc>,
+}
+
 /// `identity.api_key.revoked.v1`: an API key no longer authenticates.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -113,6 +126,8 @@ domain_events! {
         ApiKeyIssued(ApiKeyIssued) => "identity.api_key.issued.v1",
         /// See [`ApiKeyRevoked`].
         ApiKeyRevoked(ApiKeyRevoked) => "identity.api_key.revoked.v1",
+        /// See [`UserRemoved`].
+        UserRemoved(UserRemoved) => "identity.user.removed.v1",
     }
 }
 
@@ -149,6 +164,11 @@ pub enum IdentityCommand {
         /// Now.
         at: DateTime<Utc>,
     },
+    /// Remove the user: it signs in no more.
+    RemoveUser {
+        /// Now.
+        at: DateTime<Utc>,
+    },
     /// Revoke an active API key.
     RevokeApiKey {
         /// The key.
@@ -181,12 +201,18 @@ impl ApiKey {
 pub struct Identity {
     user: Option<UserRegistered>,
     keys: BTreeMap<ApiKeyId, ApiKey>,
+    removed_at: Option<DateTime<Utc>>,
 }
 
 impl Identity {
     /// The user, once registered.
     pub fn user(&self) -> Option<&UserRegistered> {
         self.user.as_ref()
+    }
+
+    /// Whether the user is registered and not removed.
+    pub fn is_active(&self) -> bool {
+        self.user.is_some() && self.removed_at.is_none()
     }
 
     /// One API key.
@@ -233,11 +259,31 @@ impl Aggregate for Identity {
             };
         };
         let (user_id, tenant_id) = (user.user_id, user.tenant_id);
+        if self.removed_at.is_some() {
+            return Err(DomainError::InvalidTransition {
+                entity: "user",
+                from: "removed",
+                command: match command {
+                    C::RegisterUser { .. } => "register_user",
+                    C::IssueApiKey { .. } => "issue_api_key",
+                    C::RevokeApiKey { .. } => "revoke_api_key",
+                    C::RemoveUser { .. } => "remove_user",
+                },
+            });
+        }
         match command {
             C::RegisterUser { .. } => Err(DomainError::AlreadyExists {
                 entity: "user",
                 id: user_id.to_string(),
             }),
+            C::RemoveUser { at } => Ok(vec![
+                UserRemoved {
+                    user_id,
+                    tenant_id,
+                    removed_at: at,
+                }
+                .into(),
+            ]),
             C::IssueApiKey {
                 api_key_id,
                 prefix,
@@ -330,6 +376,7 @@ impl Aggregate for Identity {
                     key.revoked_at = Some(e.revoked_at);
                 }
             }
+            IdentityEvent::UserRemoved(e) => self.removed_at = Some(e.removed_at),
         }
         self
     }
@@ -375,6 +422,17 @@ impl EventPayload for ApiKeyIssued {
             .expect("valid"),
             expires_at: None,
             issued_at: sample_time(),
+        }
+    }
+}
+
+impl EventPayload for UserRemoved {
+    fn sample() -> Self {
+        let (user_id, tenant_id) = sample_user();
+        Self {
+            user_id,
+            tenant_id,
+            removed_at: sample_time(),
         }
     }
 }

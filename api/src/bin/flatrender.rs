@@ -56,6 +56,12 @@ enum Command {
         #[command(subcommand)]
         command: FileCommand,
     },
+    /// Users of the public API (operator commands: they open the store
+    /// directly).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Access tokens for the public API (operator command: it reads the
     /// server's HS256 secret directly).
     Token {
@@ -70,20 +76,43 @@ enum Command {
 }
 
 #[derive(Debug, Subcommand)]
-enum TokenCommand {
-    /// Print a token for a user of a tenant (development and scripts;
-    /// production tokens come from your identity provider with RS256 or
-    /// EdDSA).
-    Issue {
+enum UserCommand {
+    /// Register a user of a tenant; prints its id.
+    Create {
         /// The tenant.
         #[arg(long)]
         tenant: uuid::Uuid,
-        /// The user (a new id when not given).
+        /// Its e-mail address.
         #[arg(long)]
-        user: Option<uuid::Uuid>,
+        email: String,
+        /// Its name for people (default: the e-mail address).
+        #[arg(long)]
+        name: Option<String>,
         /// `admin`, `member` or `auditor`.
         #[arg(long, default_value = "member", value_parser = ["admin", "member", "auditor"])]
         role: String,
+        #[command(flatten)]
+        storage: StorageConfig,
+    },
+    /// Remove a user: its tokens stop working (within seconds).
+    Remove {
+        /// The user.
+        #[arg(long)]
+        user: uuid::Uuid,
+        #[command(flatten)]
+        storage: StorageConfig,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Print a token for a user (from `user create`) with the user's
+    /// tenant and role (development and scripts; production tokens come
+    /// from your identity provider with RS256 or EdDSA).
+    Issue {
+        /// The user.
+        #[arg(long)]
+        user: uuid::Uuid,
         /// How long the token is valid, in seconds.
         #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(i64).range(1..=31_536_000))]
         lifetime_seconds: i64,
@@ -333,24 +362,63 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::User {
+            command:
+                UserCommand::Create {
+                    tenant,
+                    email,
+                    name,
+                    role,
+                    storage,
+                },
+        } => {
+            let store = storage.open_store().await?;
+            let role: domain::identity::Role = serde_json::from_value(serde_json::json!(role))?;
+            let user = api::users::create(
+                &store,
+                domain::TenantId::new(tenant)?,
+                &email,
+                name.as_deref().unwrap_or(&email),
+                role,
+                chrono::Utc::now(),
+            )
+            .await?;
+            println!("user_id = \"{user}\"");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::User {
+            command: UserCommand::Remove { user, storage },
+        } => {
+            let store = storage.open_store().await?;
+            api::users::remove(&store, domain::UserId::new(user)?, chrono::Utc::now()).await?;
+            println!("removed {user}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Token {
             command:
                 TokenCommand::Issue {
-                    tenant,
                     user,
-                    role,
                     lifetime_seconds,
                     jwt,
                     storage,
                 },
         } => {
             let jwt = jwt.load(&storage.data_dir)?;
-            let role: domain::identity::Role = serde_json::from_value(serde_json::json!(role))?;
+            let store = storage.open_store().await?;
+            let (identity, _) = api::users::load(&store, user).await?;
+            let registered = identity
+                .user()
+                .filter(|_| identity.is_active())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "no active user {user}: create one with `flatrender user create`"
+                    )
+                })?;
             let token = jwt
                 .issue(
-                    user.unwrap_or_else(uuid::Uuid::new_v4),
-                    tenant,
-                    role,
+                    user,
+                    registered.tenant_id.as_uuid(),
+                    registered.role,
                     chrono::Duration::seconds(lifetime_seconds),
                 )
                 .ok_or_else(|| anyhow::anyhow!("only an HS256 secret can issue tokens"))?;

@@ -301,6 +301,18 @@ impl FromRequestParts<AppState> for Caller {
             .limit
             .take(claims.tenant_id)
             .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
+        // The user must exist in that tenant and not have been removed.
+        let allowed = state
+            .auth
+            .users
+            .allows(&state.store, claims.sub, tenant_id, claims.role)
+            .await
+            .map_err(|e| ApiError::Unavailable(e.into()))?;
+        if !allowed {
+            return Err(ApiError::Unauthorized(
+                "the token's user is not an active user of its tenant",
+            ));
+        }
         Ok(Self {
             user_id: claims.sub,
             tenant_id,
@@ -316,11 +328,17 @@ pub struct Auth {
     pub jwt: Jwt,
     /// Requests per tenant.
     pub limit: RateLimit,
+    /// Whether a token's user is (still) a user of its tenant.
+    pub users: crate::users::UserCheck,
 }
 
 impl Auth {
-    /// Tokens checked by `jwt`, the default rate limit.
+    /// Tokens checked by `jwt`, requests limited by `limit`.
     pub fn new(jwt: Jwt, limit: RateLimit) -> Arc<Self> {
-        Arc::new(Self { jwt, limit })
+        Arc::new(Self {
+            jwt,
+            limit,
+            users: crate::users::UserCheck::default(),
+        })
     }
 }

@@ -5,6 +5,7 @@
 //! come from the read models (`projections`), changes go through the
 //! orchestrator; every read is scoped to the token's tenant.
 
+mod archive;
 pub mod auth;
 mod files;
 mod renders;
@@ -35,6 +36,7 @@ pub fn routes() -> Router<AppState> {
             "/v1/renders/{render_id}/frames/{frame}",
             get(renders::frame),
         )
+        .route("/v1/renders/{render_id}/archive", get(archive::archive))
         .route("/v1/renders/{render_id}/pause", post(renders::pause))
         .route("/v1/renders/{render_id}/resume", post(renders::resume))
         .route("/v1/renders/{render_id}/cancel", post(renders::cancel))

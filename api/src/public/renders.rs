@@ -89,7 +89,11 @@ fn task_json(t: &TaskRow) -> Value {
 }
 
 /// The tenant's render, or 404 (another tenant's render is not found).
-async fn owned(state: &AppState, caller: &Caller, render: &str) -> Result<RenderRow, ApiError> {
+pub(crate) async fn owned(
+    state: &AppState,
+    caller: &Caller,
+    render: &str,
+) -> Result<RenderRow, ApiError> {
     let render = id(render, "render_id")?;
     projections::query::render(&state.store, caller.tenant_id.as_uuid(), render)
         .await

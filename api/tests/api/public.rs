@@ -23,6 +23,23 @@ pub struct Api {
     pub a: Uuid,
     pub b: Uuid,
     jwt: Jwt,
+    /// A registered member of each tenant.
+    users: std::collections::HashMap<Uuid, Uuid>,
+}
+
+/// Registers a member of `tenant`.
+pub async fn member(state: &AppState, tenant: Uuid) -> Uuid {
+    api::users::create(
+        &state.store,
+        domain::TenantId::new(tenant).unwrap(),
+        "artist@example.com",
+        "Artist",
+        Role::Member,
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap()
+    .as_uuid()
 }
 
 impl Api {
@@ -38,12 +55,16 @@ impl Api {
             .await
             .unwrap()
             .as_uuid();
+        let mut users = std::collections::HashMap::new();
+        users.insert(a, member(&state, a).await);
+        users.insert(b, member(&state, b).await);
         let api = Self {
             state,
             dir,
             a,
             b,
             jwt,
+            users,
         };
         api.catch_up().await;
         api
@@ -52,7 +73,7 @@ impl Api {
     pub fn token(&self, tenant: Uuid) -> String {
         self.jwt
             .issue(
-                Uuid::new_v4(),
+                self.users[&tenant],
                 tenant,
                 Role::Member,
                 chrono::Duration::hours(1),
@@ -371,6 +392,11 @@ fn routes_with_ids(render: &str, scene: &str) -> Vec<(&'static str, &'static str
             format!("/v1/renders/{render}/retry"),
         ),
         (
+            "GET",
+            "/v1/renders/{render_id}/archive",
+            format!("/v1/renders/{render}/archive"),
+        ),
+        (
             "POST",
             "/v1/renders/{render_id}/priority",
             format!("/v1/renders/{render}/priority"),
@@ -645,7 +671,7 @@ async fn bad_input_gets_the_error_body_and_appends_nothing() {
 async fn tokens_are_checked_before_anything_else() {
     let api = Api::new().await;
     let now = chrono::Utc::now().timestamp();
-    let claims = |exp: i64, nbf: i64, aud: &str, iss: &str| json!({ "sub": Uuid::new_v4(), "tenant_id": api.a, "role": "member", "iss": iss, "aud": aud, "iat": now, "nbf": nbf, "exp": exp });
+    let claims = |exp: i64, nbf: i64, aud: &str, iss: &str| json!({ "sub": api.users[&api.a], "tenant_id": api.a, "role": "member", "iss": iss, "aud": aud, "iat": now, "nbf": nbf, "exp": exp });
     let sign = |claims: &Value, secret: &[u8]| {
         jsonwebtoken::encode(
             &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
@@ -704,6 +730,38 @@ async fn tokens_are_checked_before_anything_else() {
         ("another algorithm", hs384),
         ("garbage", "not.a.token".to_string()),
     ];
+    // A removed user, a user of another tenant, and another role than the
+    // user has.
+    let removed = member(&api.state, api.a).await;
+    api::users::remove(
+        &api.state.store,
+        domain::UserId::new(removed).unwrap(),
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    let with = |sub: Uuid, tenant: Uuid, role: &str| {
+        let mut c = good.clone();
+        c["sub"] = json!(sub);
+        c["tenant_id"] = json!(tenant);
+        c["role"] = json!(role);
+        sign(&c, SECRET)
+    };
+    let tokens: Vec<(&str, String)> = tokens
+        .into_iter()
+        .chain([
+            ("a removed user", with(removed, api.a, "member")),
+            (
+                "a user of another tenant",
+                with(api.users[&api.b], api.a, "member"),
+            ),
+            (
+                "a role the user does not have",
+                with(api.users[&api.a], api.a, "admin"),
+            ),
+            ("no such user", with(Uuid::new_v4(), api.a, "member")),
+        ])
+        .collect();
     let before = api.events().await;
     for (what, token) in tokens {
         let request = Request::post("/v1/renders")
@@ -712,8 +770,8 @@ async fn tokens_are_checked_before_anything_else() {
             .body(Body::from("{}"))
             .unwrap();
         let (status, body, _) = api.send(request).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}: {body}");
         assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
-        let _ = what;
     }
     let (status, body, _) = api
         .send(Request::get("/v1/renders").body(Body::empty()).unwrap())
@@ -766,14 +824,13 @@ async fn a_tenant_over_its_rate_gets_429_with_retry_after() {
     let (state, dir) = crate::state().await;
     let jwt = Jwt::hs256(SECRET, "flatrender", "flatrender-api").unwrap();
     let state = state.with_auth(Auth::new(jwt.clone(), RateLimit::new(1, 3)));
-    let tenant = Uuid::new_v4();
+    let tenant = api::seed::tenant(&state.orchestrator, "Busy", 1, 10, 0)
+        .await
+        .unwrap()
+        .as_uuid();
+    let user = member(&state, tenant).await;
     let token = jwt
-        .issue(
-            Uuid::new_v4(),
-            tenant,
-            Role::Member,
-            chrono::Duration::hours(1),
-        )
+        .issue(user, tenant, Role::Member, chrono::Duration::hours(1))
         .unwrap();
     let mut limited = None;
     for _ in 0..5 {
@@ -971,6 +1028,10 @@ async fn every_documented_operation_answers_as_documented() {
             req("POST", format!("/v1/renders/{render}/retry"), None),
         ),
         (
+            "getRenderArchive",
+            req("GET", format!("/v1/renders/{render}/archive"), None),
+        ),
+        (
             "changeRenderPriority",
             req(
                 "POST",
@@ -998,6 +1059,35 @@ async fn every_documented_operation_answers_as_documented() {
             req("POST", "/v1/renders".into(), Some(Body::from("{}"))),
         ),
     ];
+    // The archive holds every frame's current output, byte for byte.
+    let (status, _, tar) = api
+        .send(req("GET", format!("/v1/renders/{render}/archive"), None))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut entries = Vec::new();
+    let mut at = 0;
+    while at + 512 <= tar.len() && tar[at] != 0 {
+        let name = String::from_utf8_lossy(&tar[at..at + 100])
+            .trim_end_matches('\0')
+            .to_string();
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&tar[at + 124..at + 135]).trim(), 8)
+                .unwrap();
+        let data = &tar[at + 512..at + 512 + size];
+        entries.push((
+            name,
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(data)),
+        ));
+        at += 512 + size.div_ceil(512) * 512;
+    }
+    assert_eq!(tar.len(), at + 1024, "two zero blocks end the archive");
+    let frames_done: Vec<u32> = (task.frames.start..=task.frames.end).collect();
+    assert_eq!(entries.len(), frames_done.len());
+    let png = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(crate::png_of(8, 8)));
+    for ((name, sha), frame) in entries.iter().zip(&frames_done) {
+        assert_eq!(name, &format!("frame_{frame:04}.png"));
+        assert_eq!(sha, &png);
+    }
     let covered: std::collections::BTreeSet<&str> = cases.iter().map(|(op, _)| *op).collect();
     for op in contracts::gateway_public::operations() {
         assert!(

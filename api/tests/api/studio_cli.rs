@@ -68,10 +68,24 @@ async fn a_studio_renders_through_the_cli_against_a_remote_server_on_postgres() 
         agent(&store, &dir, "studio-node-1", &[&serve.url]).await,
         agent(&store, &dir, "studio-node-2", &[&serve.url]).await,
     ];
-    let (ok, token, err) = cli(
-        &["token", "issue", "--tenant", &tenant],
-        &[("FLATRENDER_JWT_SECRET", SECRET)],
+    let operator = [
+        ("FLATRENDER_JWT_SECRET", SECRET),
+        ("DATABASE_URL", db.url.as_str()),
+    ];
+    let (ok, out, err) = cli(
+        &[
+            "user",
+            "create",
+            "--tenant",
+            &tenant,
+            "--email",
+            "artist@example.com",
+        ],
+        &operator,
     );
+    assert!(ok, "{err}");
+    let user = field(&out, "user_id");
+    let (ok, token, err) = cli(&["token", "issue", "--user", &user], &operator);
     assert!(ok, "{err}");
     let token = token.trim().to_string();
     let env = [
@@ -201,6 +215,15 @@ async fn a_studio_renders_through_the_cli_against_a_remote_server_on_postgres() 
     }
     let (ok, out, err) = cli(&["tenant", "show"], &env);
     assert!(ok && out.contains("balance_minor"), "{out} {err}");
+    // A removed user's token stops working.
+    let (ok, _, err) = cli(&["user", "remove", "--user", &user], &operator);
+    assert!(ok, "{err}");
+    tokio::time::sleep(api::users::CHECK_TTL + Duration::from_millis(500)).await;
+    let (ok, _, err) = cli(&["render", "list"], &env);
+    assert!(
+        !ok && err.contains("401"),
+        "a removed user still lists: {err}"
+    );
 
     drop(serve);
     drop(store);
