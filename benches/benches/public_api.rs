@@ -63,7 +63,19 @@ async fn client(url: String, token: String, connections: usize, seconds: u64) {
                         let _ = r.bytes().await;
                         latencies.push(started.elapsed().as_micros() as u64);
                     }
-                    _ => errors += 1,
+                    other => {
+                        if errors == 0 {
+                            match other {
+                                Ok(r) => eprintln!(
+                                    "load client: {} {}",
+                                    r.status(),
+                                    r.text().await.unwrap_or_default()
+                                ),
+                                Err(e) => eprintln!("load client: {e}"),
+                            }
+                        }
+                        errors += 1
+                    }
                 }
             }
             (latencies, errors)
@@ -281,14 +293,37 @@ async fn main() {
         limits,
         std::future::pending(),
     ));
+    let user = api::users::create(
+        &store,
+        tenant,
+        "bench@example.com",
+        "Bench",
+        Role::Member,
+        chrono::Utc::now(),
+    )
+    .await
+    .expect("user");
     let token = jwt
         .issue(
-            Uuid::new_v4(),
+            user.as_uuid(),
             tenant.as_uuid(),
             Role::Member,
             chrono::Duration::hours(1),
         )
         .expect("token");
+    // One request first: an answer that is not 200 says why at once.
+    let probe = reqwest::Client::new()
+        .get(format!("{url}/v1/renders?page_size=20"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("probe");
+    let status = probe.status();
+    assert!(
+        status.is_success(),
+        "{status}: {}",
+        probe.text().await.unwrap_or_default()
+    );
 
     println!(
         "Public API: GET /v1/renders?page_size=20 with {renders} renders (PostgreSQL), {connections} connections, {seconds} s"
@@ -303,6 +338,7 @@ async fn main() {
         .output()
         .await
         .expect("load client");
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     let mut fields = text.split_whitespace();
     let requests: f64 = fields
