@@ -1122,3 +1122,72 @@ async fn every_documented_operation_answers_as_documented() {
         }
     }
 }
+
+/// With a public key, tokens of that algorithm signed by its private key
+/// pass; an HS256 token whose secret is the public key (the classic key
+/// confusion) and a token of the other asymmetric algorithm do not.
+#[tokio::test]
+async fn public_key_tokens_pass_and_key_confusion_is_refused() {
+    let ed_private = include_bytes!("keys/test-only-ed25519.pem");
+    let ed_public = include_bytes!("keys/test-only-ed25519.pub.pem");
+    let rsa_private = include_bytes!("keys/test-only-rsa.pem");
+    let rsa_public = include_bytes!("keys/test-only-rsa.pub.pem");
+    let (state, dir) = crate::state().await;
+    let tenant = api::seed::tenant(&state.orchestrator, "Keys", 1, 10, 0)
+        .await
+        .unwrap()
+        .as_uuid();
+    let user = member(&state, tenant).await;
+    let now = chrono::Utc::now().timestamp();
+    let claims = json!({ "sub": user, "tenant_id": tenant, "role": "member", "iss": "flatrender", "aud": "flatrender-api", "iat": now, "nbf": now, "exp": now + 600 });
+    let sign = |alg: jsonwebtoken::Algorithm, key: jsonwebtoken::EncodingKey| {
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &claims, &key).unwrap()
+    };
+    use jsonwebtoken::{Algorithm, EncodingKey};
+    let ed = sign(
+        Algorithm::EdDSA,
+        EncodingKey::from_ed_pem(ed_private).unwrap(),
+    );
+    let rs = sign(
+        Algorithm::RS256,
+        EncodingKey::from_rsa_pem(rsa_private).unwrap(),
+    );
+    let hs_with_ed_public = sign(Algorithm::HS256, EncodingKey::from_secret(ed_public));
+    let hs_with_rsa_public = sign(Algorithm::HS256, EncodingKey::from_secret(rsa_public));
+    for (algorithm, public, good, bad) in [
+        ("EdDSA", &ed_public[..], &ed, [&rs, &hs_with_ed_public]),
+        ("RS256", &rsa_public[..], &rs, [&ed, &hs_with_rsa_public]),
+    ] {
+        let jwt = Jwt::public_key(algorithm, public, "flatrender", "flatrender-api").unwrap();
+        assert!(
+            jwt.issue(user, tenant, Role::Member, chrono::Duration::hours(1))
+                .is_none()
+        );
+        let state = state
+            .clone()
+            .with_auth(Auth::new(jwt, RateLimit::default()));
+        let call = |token: &str| {
+            api::router(state.clone()).oneshot(
+                Request::get("/v1/renders")
+                    .header("authorization", format!("Bearer {token}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+        };
+        assert_eq!(
+            call(good).await.unwrap().status(),
+            StatusCode::OK,
+            "{algorithm}"
+        );
+        for token in bad {
+            assert_eq!(
+                call(token).await.unwrap().status(),
+                StatusCode::UNAUTHORIZED,
+                "{algorithm}"
+            );
+        }
+    }
+    assert!(Jwt::public_key("HS256", ed_public, "flatrender", "flatrender-api").is_err());
+    assert!(Jwt::hs256(b"too short", "flatrender", "flatrender-api").is_err());
+    std::fs::remove_dir_all(dir).unwrap();
+}
