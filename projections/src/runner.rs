@@ -77,7 +77,13 @@ pub struct Runner {
     /// must be read again (start, after a failed batch, a new lock).
     checkpoints: Option<BTreeMap<&'static str, i64>>,
     fail_next: bool,
+    /// The next batch, being read while this one is written: (the position
+    /// it reads after, the read).
+    ahead: Option<(i64, ReadAhead)>,
 }
+
+type ReadAhead =
+    tokio::task::JoinHandle<Result<Vec<eventstore::RecordedEvent>, eventstore::StoreError>>;
 
 impl Runner {
     /// A runner over the store's database.
@@ -96,6 +102,7 @@ impl Runner {
             files: Files::default(),
             checkpoints: None,
             fail_next: false,
+            ahead: None,
         }
     }
 
@@ -191,6 +198,9 @@ impl Runner {
         if let Err(e) = &result {
             // Nothing of the batch was committed: forget what it changed.
             self.checkpoints = None;
+            if let Some((_, read)) = self.ahead.take() {
+                read.abort();
+            }
             if matches!(e, ProjectionError::Database(_)) {
                 self.still_locked().await;
             }
@@ -201,7 +211,16 @@ impl Runner {
     async fn try_step(&mut self) -> Result<usize, ProjectionError> {
         let cps = self.load_checkpoints().await?;
         let from = cps.values().copied().min().unwrap_or(0);
-        let batch = self.store.read_all(from, self.options.batch).await?;
+        let batch = match self.ahead.take() {
+            Some((after, read)) if after == from => read.await.map_err(|e| {
+                ProjectionError::Store(eventstore::StoreError::Corrupt(e.to_string()))
+            })??,
+            Some((_, read)) => {
+                read.abort();
+                self.store.read_all(from, self.options.batch).await?
+            }
+            None => self.store.read_all(from, self.options.batch).await?,
+        };
         let Some(last) = batch.last() else {
             return Ok(0);
         };
@@ -249,6 +268,15 @@ impl Runner {
                     recorded_at: Some(recorded_at.clone()),
                 });
             }
+        }
+        // A full batch: read the next one while this one is written (the
+        // read does not depend on the write; gap safety is the store's).
+        if batch.len() == self.options.batch {
+            let (store, limit) = (self.store.clone(), self.options.batch);
+            self.ahead = Some((
+                to,
+                tokio::spawn(async move { store.read_all(to, limit).await }),
+            ));
         }
         plan.rows.extend(self.renders.dirty());
         plan.rows.extend(self.nodes.dirty());

@@ -110,6 +110,7 @@ pub(crate) fn id(text: &str, what: &'static str) -> Result<uuid::Uuid, ApiError>
 
 /// `?page=&page_size=`: page from 1, 1 to 100 items (default 20).
 #[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct Page {
     page: Option<u32>,
     page_size: Option<u32>,

@@ -195,6 +195,34 @@ pub async fn show(
     Ok(Json(render_json(&r)))
 }
 
+/// A page of a render's rows of `R` (tasks, frames) in `order`, and how
+/// many there are.
+async fn rows_of_render<R: projections::Row>(
+    state: &AppState,
+    r: &RenderRow,
+    order: &str,
+    (_, size, offset): (i64, i64, i64),
+) -> Result<(Vec<R>, i64), ApiError> {
+    let params = vec![
+        Param::Text(r.tenant_id.clone()),
+        Param::Text(r.render_id.clone()),
+    ];
+    let filter = "tenant_id = $1 AND render_id = $2";
+    let total = count(&state.store, R::TABLE.name, filter, &params)
+        .await
+        .map_err(read_failed)?;
+    let mut paged = params;
+    paged.extend([Param::Int(size), Param::Int(offset)]);
+    let found = rows::<R>(
+        &state.store,
+        &format!("{filter} ORDER BY {order} LIMIT $3 OFFSET $4"),
+        &paged,
+    )
+    .await
+    .map_err(read_failed)?;
+    Ok((found, total))
+}
+
 /// `GET /v1/renders/{id}/tasks`, in task order.
 pub async fn tasks(
     State(state): State<AppState>,
@@ -204,23 +232,7 @@ pub async fn tasks(
 ) -> Result<Json<Value>, ApiError> {
     let paging = query(page)?.get()?;
     let r = owned(&state, &caller, &render).await?;
-    let params = vec![
-        Param::Text(r.tenant_id.clone()),
-        Param::Text(r.render_id.clone()),
-    ];
-    let filter = "tenant_id = $1 AND render_id = $2";
-    let total = count(&state.store, "rm_tasks", filter, &params)
-        .await
-        .map_err(read_failed)?;
-    let mut paged = params.clone();
-    paged.extend([Param::Int(paging.1), Param::Int(paging.2)]);
-    let found = rows::<TaskRow>(
-        &state.store,
-        &format!("{filter} ORDER BY task_index LIMIT $3 OFFSET $4"),
-        &paged,
-    )
-    .await
-    .map_err(read_failed)?;
+    let (found, total) = rows_of_render::<TaskRow>(&state, &r, "task_index", paging).await?;
     Ok(Json(page_of(
         found.iter().map(task_json).collect(),
         paging,
@@ -237,23 +249,7 @@ pub async fn frames(
 ) -> Result<Json<Value>, ApiError> {
     let paging = query(page)?.get()?;
     let r = owned(&state, &caller, &render).await?;
-    let params = vec![
-        Param::Text(r.tenant_id.clone()),
-        Param::Text(r.render_id.clone()),
-    ];
-    let filter = "tenant_id = $1 AND render_id = $2";
-    let total = count(&state.store, "rm_frames", filter, &params)
-        .await
-        .map_err(read_failed)?;
-    let mut paged = params.clone();
-    paged.extend([Param::Int(paging.1), Param::Int(paging.2)]);
-    let found = rows::<FrameRow>(
-        &state.store,
-        &format!("{filter} ORDER BY frame LIMIT $3 OFFSET $4"),
-        &paged,
-    )
-    .await
-    .map_err(read_failed)?;
+    let (found, total) = rows_of_render::<FrameRow>(&state, &r, "frame", paging).await?;
     let items = found
         .iter()
         .map(|f| {
