@@ -11,7 +11,8 @@
 //! `cargo bench -p benches --bench projections`; `FLATRENDER_BENCH_EVENTS`
 //! (default 1,000,000) sets the log's size, `FLATRENDER_BENCH_BACKEND=
 //! postgres|sqlite` runs one backend, `FLATRENDER_BENCH_ROUNDS` (default 2)
-//! the rounds (best kept). `cargo test --all-targets` runs it on 5,000.
+//! the rounds (best kept), `FLATRENDER_BENCH_BATCH` the runner's batch.
+//! `cargo test --all-targets` runs it on 5,000.
 
 use std::time::{Duration, Instant};
 
@@ -278,7 +279,14 @@ async fn raw_read(store: &AnyStore) -> (u64, Duration) {
 
 async fn rebuild(store: &AnyStore) -> (u64, Duration) {
     let started = Instant::now();
-    let mut runner = Runner::new(store.clone(), RunnerOptions::default());
+    let options = RunnerOptions {
+        batch: env_or(
+            "FLATRENDER_BENCH_BATCH",
+            RunnerOptions::default().batch as u64,
+        ) as usize,
+        ..RunnerOptions::default()
+    };
+    let mut runner = Runner::new(store.clone(), options);
     let n = runner
         .rebuild(&projections::PROJECTIONS, |_, _, _| {})
         .await

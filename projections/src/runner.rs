@@ -45,7 +45,7 @@ pub struct RunnerOptions {
 impl Default for RunnerOptions {
     fn default() -> Self {
         Self {
-            batch: 2000,
+            batch: 5000,
             cache_rows: 200_000,
         }
     }
