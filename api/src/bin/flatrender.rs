@@ -10,6 +10,15 @@ use clap::{Parser, Subcommand};
 use eventstore::ExportScope;
 use tracing_subscriber::EnvFilter;
 
+/// Prints a line to standard output; a reader that went away (`| head`)
+/// ends the output, not the program with a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// FlatRender: event-sourced render orchestration.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -333,7 +342,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let orch = open_orchestrator(&storage).await?;
             let id =
                 api::seed::tenant(&orch, &name, weight, max_running_tasks, credit_minor).await?;
-            println!("tenant_id = \"{id}\"");
+            say!("tenant_id = \"{id}\"");
             Ok(ExitCode::SUCCESS)
         }
         Command::Render { command } => render_command(command).await,
@@ -341,7 +350,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: FileCommand::Upload { path, client },
         } => {
             let file = Client::new(&client)?.upload(&path).await?;
-            println!("{}", serde_json::to_string_pretty(&file)?);
+            say!("{}", serde_json::to_string_pretty(&file)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Tenant {
@@ -350,9 +359,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let client = Client::new(&client)?;
             let tenant = client.get("/v1/tenant").await?;
             let usage = client.get("/v1/tenant/usage").await?;
-            println!("{}", serde_json::to_string_pretty(&tenant)?);
+            say!("{}", serde_json::to_string_pretty(&tenant)?);
             for day in usage["items"].as_array().into_iter().flatten() {
-                println!(
+                say!(
                     "{}  {:>6} tasks  {:>8} s  {:>10} minor",
                     day["day"].as_str().unwrap_or(""),
                     day["tasks"],
@@ -383,7 +392,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 chrono::Utc::now(),
             )
             .await?;
-            println!("user_id = \"{user}\"");
+            say!("user_id = \"{user}\"");
             Ok(ExitCode::SUCCESS)
         }
         Command::User {
@@ -391,7 +400,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let store = storage.open_store().await?;
             api::users::remove(&store, domain::UserId::new(user)?, chrono::Utc::now()).await?;
-            println!("removed {user}");
+            say!("removed {user}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Token {
@@ -422,7 +431,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     chrono::Duration::seconds(lifetime_seconds),
                 )
                 .ok_or_else(|| anyhow::anyhow!("only an HS256 secret can issue tokens"))?;
-            println!("{token}");
+            say!("{token}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Projections {
@@ -431,7 +440,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = storage.open_store().await?;
             let started = std::time::Instant::now();
             let applied = api::read_models::rebuild(&store, name.as_deref()).await?;
-            println!(
+            say!(
                 "rebuilt {} from {applied} events in {:.1} s",
                 name.as_deref().unwrap_or("every projection"),
                 started.elapsed().as_secs_f64()
@@ -443,9 +452,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let store = storage.open_store().await?;
             for lag in api::read_models::status(&store).await? {
-                println!(
+                say!(
                     "{:<8} position {:>12}  head {:>12}  {} events behind  {:.1} s behind",
-                    lag.name, lag.position, lag.head, lag.events_behind, lag.seconds_behind
+                    lag.name,
+                    lag.position,
+                    lag.head,
+                    lag.events_behind,
+                    lag.seconds_behind
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -457,25 +470,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(config) => {
             let exe = std::env::current_exe()?;
             let summary = api::demo::run(config, &exe).await?;
-            println!();
-            println!(
+            say!();
+            say!(
                 "Rendered {} frames in {:.1} s",
                 summary.frames,
                 summary.elapsed.as_secs_f64()
             );
             for (node, frames) in &summary.frames_by_node {
-                println!("  {node}: {frames} frames");
+                say!("  {node}: {frames} frames");
             }
-            println!(
+            say!(
                 "Charged {} render-seconds = {} minor units",
-                summary.charged_seconds, summary.charged_minor
+                summary.charged_seconds,
+                summary.charged_minor
             );
-            println!(
+            say!(
                 "Audit: {} events in {} streams, every hash chain, version and payload verified",
-                summary.events, summary.streams
+                summary.events,
+                summary.streams
             );
-            println!("Frames: {}", summary.run_dir.join("frames").display());
-            println!(
+            say!("Frames: {}", summary.run_dir.join("frames").display());
+            say!(
                 "Contact sheet: {}",
                 summary.run_dir.join("contact_sheet.png").display()
             );
@@ -488,9 +503,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let report = api::audit::verify(&store, |n| eprint!("\rverified {n} events")).await?;
             eprintln!();
             for problem in &report.problems {
-                println!("PROBLEM {problem}");
+                say!("PROBLEM {problem}");
             }
-            println!(
+            say!(
                 "{} events in {} streams up to position {}: {}",
                 report.events,
                 report.streams,
@@ -512,9 +527,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let store = storage.open_store().await?;
             let enrolment = api::enroll::enrol(&store, &name, chrono::Utc::now()).await?;
-            println!("node_id = \"{}\"", enrolment.node_id);
-            println!("key_id = \"{}\"", enrolment.key_id);
-            println!("secret = \"{}\"", enrolment.secret_hex);
+            say!("node_id = \"{}\"", enrolment.node_id);
+            say!("key_id = \"{}\"", enrolment.key_id);
+            say!("secret = \"{}\"", enrolment.secret_hex);
             eprintln!(
                 "Copy these into the node's configuration now: the secret is not shown again."
             );
@@ -560,7 +575,7 @@ async fn render_command(command: RenderCommand) -> anyhow::Result<ExitCode> {
             let client = Client::new(&client)?;
             let submitted = client.submit(&render).await?;
             let id = submitted["id"].as_str().unwrap_or_default().to_string();
-            println!("render_id = \"{id}\"");
+            say!("render_id = \"{id}\"");
             if submitted["schedulable"] == false {
                 eprintln!(
                     "note: {}",
@@ -587,7 +602,7 @@ async fn render_command(command: RenderCommand) -> anyhow::Result<ExitCode> {
             }
             let list = Client::new(&client)?.get(&path).await?;
             for r in list["items"].as_array().into_iter().flatten() {
-                println!("{}", api::studio::render_line(r));
+                say!("{}", api::studio::render_line(r));
             }
             eprintln!("page {} of {} renders", list["page"], list["total"]);
             Ok(ExitCode::SUCCESS)
@@ -596,14 +611,14 @@ async fn render_command(command: RenderCommand) -> anyhow::Result<ExitCode> {
             let render = Client::new(&r.client)?
                 .get(&format!("/v1/renders/{}", r.id))
                 .await?;
-            println!("{}", serde_json::to_string_pretty(&render)?);
+            say!("{}", serde_json::to_string_pretty(&render)?);
             Ok(ExitCode::SUCCESS)
         }
         RenderCommand::Watch(r) => {
             let last = Client::new(&r.client)?
                 .watch(&r.id.to_string(), std::time::Duration::from_secs(1))
                 .await?;
-            println!("{}: {}", r.id, last["status"].as_str().unwrap_or(""));
+            say!("{}: {}", r.id, last["status"].as_str().unwrap_or(""));
             Ok(ended(&last))
         }
         RenderCommand::Pause(r) => control(r, "pause").await,
@@ -618,7 +633,7 @@ async fn render_command(command: RenderCommand) -> anyhow::Result<ExitCode> {
                     None,
                 )
                 .await?;
-            println!(
+            say!(
                 "{}: {} at priority {priority}",
                 render.id,
                 answer["status"].as_str().unwrap_or("")
@@ -629,7 +644,7 @@ async fn render_command(command: RenderCommand) -> anyhow::Result<ExitCode> {
             let n = Client::new(&render.client)?
                 .download(&render.id.to_string(), &out)
                 .await?;
-            println!("{n} frames in {}, every SHA-256 checked", out.display());
+            say!("{n} frames in {}, every SHA-256 checked", out.display());
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -639,7 +654,7 @@ async fn control(r: RenderRef, verb: &str) -> anyhow::Result<ExitCode> {
     let answer = Client::new(&r.client)?
         .post(&format!("/v1/renders/{}/{verb}", r.id), None, None)
         .await?;
-    println!("{}: {}", r.id, answer["status"].as_str().unwrap_or(""));
+    say!("{}: {}", r.id, answer["status"].as_str().unwrap_or(""));
     Ok(ExitCode::SUCCESS)
 }
 
