@@ -5,7 +5,8 @@
 //!   (PostgreSQL), from a second process (this benchmark re-run as a load
 //!   client) holding 200 connections, each sending its next request when
 //!   the last is answered: requests/s and p99. The baseline runs the same
-//!   two queries (page and total) through the same pool, 200 at a time.
+//!   two queries (the page, and the tenant row with its render count)
+//!   through the same pool, 200 at a time.
 //! - `POST /v1/renders` with an `Idempotency-Key`: renders accepted per
 //!   second over HTTP (16 at a time), against the orchestrator's own
 //!   `submit` of the same renders.
@@ -140,9 +141,10 @@ async fn direct(store: &AnyStore, tenant: Uuid, connections: usize, seconds: u64
             let params = vec![Param::Text(tenant.to_string())];
             while Instant::now() < deadline {
                 let t = Instant::now();
-                count(&store, "rm_renders", "tenant_id = $1", &params)
+                projections::query::tenant(&store, tenant)
                     .await
-                    .expect("count");
+                    .expect("tenant")
+                    .expect("a tenant row");
                 let mut paged = params.clone();
                 paged.extend([Param::Int(20), Param::Int(0)]);
                 rows::<projections::RenderRow>(

@@ -95,6 +95,7 @@ row! {
         pub running_tasks: i64,
         pub created_at: String,
         pub updated_at: String,
+        pub renders_total: i64,
     }
 }
 
@@ -175,6 +176,9 @@ impl Renders {
                 }
                 if let E::Cancelled(x) = e {
                     n.rows_where(TASKS, "render_id", x.job_id);
+                    n.key(TENANTS, x.tenant_id);
+                }
+                if let E::Submitted(x) = e {
                     n.key(TENANTS, x.tenant_id);
                 }
             }
@@ -292,7 +296,12 @@ impl Renders {
         use RenderJobEvent as E;
         let at = &ev.recorded_at;
         match e {
-            E::Submitted(x) => self.renders.put(submitted(ev, x)),
+            E::Submitted(x) => {
+                self.renders.put(submitted(ev, x));
+                if let Some(t) = self.tenants.get_mut(&x.tenant_id.to_string()) {
+                    t.renders_total += 1;
+                }
+            }
             E::Split(x) => {
                 for spec in &x.tasks {
                     self.tasks.put(TaskRow {

@@ -604,7 +604,7 @@ async fn render_command(command: RenderCommand) -> anyhow::Result<ExitCode> {
             for r in list["items"].as_array().into_iter().flatten() {
                 say!("{}", api::studio::render_line(r));
             }
-            eprintln!("page {} of {} renders", list["page"], list["total"]);
+            eprintln!("page {}, {} renders in all", list["page"], list["total"]);
             Ok(ExitCode::SUCCESS)
         }
         RenderCommand::Show(r) => {

@@ -163,9 +163,18 @@ pub async fn list(
         add("LOWER(name) LIKE", Param::Text(format!("%{escaped}%")));
         filter.push_str(" ESCAPE '\\'");
     }
-    let total = count(&state.store, "rm_renders", &filter, &params)
-        .await
-        .map_err(read_failed)?;
+    let unfiltered = params.len() == 1;
+    let total = if unfiltered {
+        // Kept by the projection: no count of every render of the tenant.
+        projections::query::tenant(&state.store, caller.tenant_id.as_uuid())
+            .await
+            .map_err(read_failed)?
+            .map_or(0, |t| t.renders_total)
+    } else {
+        count(&state.store, "rm_renders", &filter, &params)
+            .await
+            .map_err(read_failed)?
+    };
     let (_, size, offset) = paging;
     let n = params.len();
     params.push(Param::Int(size));

@@ -87,6 +87,15 @@ async fn a_rebuild_gives_exactly_the_rows_of_the_incremental_run() {
             .await;
             assert!(n > 0, "some render is {status}");
         }
+        assert_eq!(
+            scalar(
+                &db.store,
+                "SELECT CAST(SUM(renders_total) AS BIGINT) FROM rm_tenants"
+            )
+            .await,
+            scalar(&db.store, "SELECT COUNT(*) FROM rm_renders").await,
+            "each tenant's render count"
+        );
         assert!(scalar(&db.store, "SELECT COUNT(*) FROM rm_frames").await > 0);
         assert!(
             scalar(
