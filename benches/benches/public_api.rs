@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use api::public::auth::{Auth, Jwt, RateLimit};
 use domain::identity::Role;
 use eventstore::AnyStore;
-use projections::query::{Param, count, rows};
+use projections::query::{Param, rows};
 use serde_json::json;
 use uuid::Uuid;
 

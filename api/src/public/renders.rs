@@ -15,7 +15,7 @@ use domain::{
 use eventstore::EventStore;
 use projections::query::{Param, count, rows};
 use projections::{FileRow, FrameRow, RenderRow, TaskRow};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -33,40 +33,119 @@ pub const BLEND: &str = "application/x-blender";
 
 const STATUSES: [&str; 5] = ["active", "paused", "completed", "failed", "cancelled"];
 
+/// What the read model keeps of a submission beside its columns.
+#[derive(Debug, Default, Deserialize)]
+struct Spec {
+    resolution: Option<ResolutionBody>,
+    samples: Option<u32>,
+    #[serde(default)]
+    requirements: Requirements,
+    #[serde(default)]
+    max_retries: u32,
+}
+
+/// A frame range as the API shows it.
+#[derive(Debug, Serialize)]
+struct FramesView {
+    start: i64,
+    end: i64,
+}
+
+/// A render's task counts.
+#[derive(Debug, Serialize)]
+struct TaskCounts {
+    total: i64,
+    completed: i64,
+    failed: i64,
+    running: i64,
+}
+
+/// A render as the API shows it (serialized straight from the row: a
+/// list page builds no intermediate JSON tree).
+#[derive(Debug, Serialize)]
+pub(crate) struct RenderView<'a> {
+    id: &'a str,
+    name: &'a str,
+    status: &'a str,
+    priority: i64,
+    renderer: &'a str,
+    scene_file_id: &'a str,
+    frames: FramesView,
+    chunk_size: i64,
+    resolution: Option<ResolutionBody>,
+    samples: Option<u32>,
+    requirements: Requirements,
+    max_retries: u32,
+    tasks: TaskCounts,
+    frames_total: i64,
+    frames_done: i64,
+    frames_failed: i64,
+    progress: f64,
+    cost_minor: i64,
+    uncovered_minor: i64,
+    render_seconds: i64,
+    last_error: Option<&'a str>,
+    submitted_at: &'a str,
+    updated_at: &'a str,
+    finished_at: Option<&'a str>,
+}
+
 /// A render as the API shows it.
-fn render_json(r: &RenderRow) -> Value {
-    let spec: Value = serde_json::from_str(&r.spec).unwrap_or(Value::Null);
-    json!({
-        "id": r.render_id,
-        "name": r.name,
-        "status": r.status,
-        "priority": r.priority,
-        "renderer": r.renderer,
-        "scene_file_id": r.scene_file_id,
-        "frames": { "start": r.frame_start, "end": r.frame_end },
-        "chunk_size": r.chunk_size,
-        "resolution": spec["resolution"],
-        "samples": spec["samples"],
-        "requirements": spec["requirements"],
-        "max_retries": spec["max_retries"],
-        "tasks": {
-            "total": r.tasks_total,
-            "completed": r.tasks_done,
-            "failed": r.tasks_failed,
-            "running": r.tasks_running,
+fn render_view(r: &RenderRow) -> RenderView<'_> {
+    let spec: Spec = serde_json::from_str(&r.spec).unwrap_or_default();
+    RenderView {
+        id: &r.render_id,
+        name: &r.name,
+        status: &r.status,
+        priority: r.priority,
+        renderer: &r.renderer,
+        scene_file_id: &r.scene_file_id,
+        frames: FramesView {
+            start: r.frame_start,
+            end: r.frame_end,
         },
-        "frames_total": r.frames_total,
-        "frames_done": r.frames_done,
-        "frames_failed": r.frames_failed,
-        "progress": if r.frames_total > 0 { r.frames_done as f64 / r.frames_total as f64 } else { 0.0 },
-        "cost_minor": r.cost_minor,
-        "uncovered_minor": r.uncovered_minor,
-        "render_seconds": r.render_seconds,
-        "last_error": r.last_error,
-        "submitted_at": r.submitted_at,
-        "updated_at": r.updated_at,
-        "finished_at": r.finished_at,
-    })
+        chunk_size: r.chunk_size,
+        resolution: spec.resolution,
+        samples: spec.samples,
+        requirements: spec.requirements,
+        max_retries: spec.max_retries,
+        tasks: TaskCounts {
+            total: r.tasks_total,
+            completed: r.tasks_done,
+            failed: r.tasks_failed,
+            running: r.tasks_running,
+        },
+        frames_total: r.frames_total,
+        frames_done: r.frames_done,
+        frames_failed: r.frames_failed,
+        progress: if r.frames_total > 0 {
+            r.frames_done as f64 / r.frames_total as f64
+        } else {
+            0.0
+        },
+        cost_minor: r.cost_minor,
+        uncovered_minor: r.uncovered_minor,
+        render_seconds: r.render_seconds,
+        last_error: r.last_error.as_deref(),
+        submitted_at: &r.submitted_at,
+        updated_at: &r.updated_at,
+        finished_at: r.finished_at.as_deref(),
+    }
+}
+
+/// A JSON answer serialized straight from `value`.
+fn json_bytes(value: &impl Serialize) -> Result<Response, ApiError> {
+    let body = serde_json::to_vec(value).map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// A page of renders as the contract has it.
+#[derive(Debug, Serialize)]
+struct RenderPage<'a> {
+    items: Vec<RenderView<'a>>,
+    page: i64,
+    page_size: i64,
+    total: i64,
 }
 
 fn task_json(t: &TaskRow) -> Value {
@@ -124,7 +203,7 @@ pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     params: Result<Query<ListParams>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let p = query(params)?;
     let paging = Page::checked(p.page, p.page_size)?;
     let mut filter = "tenant_id = $1".to_string();
@@ -187,11 +266,12 @@ pub async fn list(
     let found = rows::<RenderRow>(&state.store, &page_filter, &params)
         .await
         .map_err(read_failed)?;
-    Ok(Json(page_of(
-        found.iter().map(render_json).collect(),
-        paging,
+    json_bytes(&RenderPage {
+        items: found.iter().map(render_view).collect(),
+        page: paging.0,
+        page_size: paging.1,
         total,
-    )))
+    })
 }
 
 /// `GET /v1/renders/{id}`.
@@ -199,9 +279,9 @@ pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
     Path(render): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let r = owned(&state, &caller, &render).await?;
-    Ok(Json(render_json(&r)))
+    json_bytes(&render_view(&r))
 }
 
 /// A page of a render's rows of `R` (tasks, frames) in `order`, and how
@@ -461,7 +541,7 @@ pub struct FramesBody {
 }
 
 /// A resolution in a body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResolutionBody {
     width: u32,
