@@ -166,9 +166,33 @@ impl Client {
             .file_name()
             .and_then(|n| n.to_str())
             .context("the scene path has no file name")?;
-        let bytes = tokio::fs::read(path)
+        let file = tokio::fs::File::open(path)
             .await
             .with_context(|| format!("reading {}", path.display()))?;
+        let size = file.metadata().await?.len();
+        // Streamed in chunks with a progress bar: a scene of gigabytes is
+        // never held in memory.
+        let bar = ProgressBar::new(size);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "uploading {msg} [{bar:40}] {bytes}/{total_bytes} ({eta} left)",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_message(name.to_string());
+        let chunks =
+            futures_util::stream::try_unfold((file, bar.clone()), |(mut file, bar)| async move {
+                use tokio::io::AsyncReadExt as _;
+                let mut chunk = vec![0u8; 256 * 1024];
+                let n = file.read(&mut chunk).await?;
+                if n == 0 {
+                    return Ok::<_, std::io::Error>(None);
+                }
+                chunk.truncate(n);
+                bar.inc(n as u64);
+                Ok(Some((chunk, (file, bar))))
+            });
         let encoded: String = name
             .bytes()
             .map(|b| match b {
@@ -182,8 +206,11 @@ impl Client {
             .http
             .post(format!("{}/v1/files?name={encoded}", self.server))
             .header("content-type", "application/octet-stream")
-            .body(bytes);
-        Ok(serde_json::from_slice(&self.send(request).await?)?)
+            .header("content-length", size)
+            .body(reqwest::Body::wrap_stream(chunks));
+        let answer = self.send(request).await;
+        bar.finish_and_clear();
+        Ok(serde_json::from_slice(&answer?)?)
     }
 
     /// Uploads the scene and submits the render; returns the submission.
