@@ -49,37 +49,47 @@ impl EventMetadata {
     /// written directly because it is on every append's path.
     pub fn canonical_json(&self) -> String {
         let mut out = String::with_capacity(192);
+        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let mut id = |out: &mut String, id: Uuid| {
+            out.push('"');
+            out.push_str(id.hyphenated().encode_lower(&mut buf));
+            out.push('"');
+        };
         let text = |out: &mut String, s: &str| {
-            out.push_str(&serde_json::to_string(s).unwrap_or_default());
+            // A string needs escaping only for quotes, backslashes and controls.
+            if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+                out.push('"');
+                out.push_str(s);
+                out.push('"');
+            } else {
+                out.push_str(&serde_json::to_string(s).unwrap_or_default());
+            }
         };
         out.push_str("{\"actor\":{");
         match &self.actor {
-            Actor::User { id } | Actor::ApiKey { id } | Actor::Node { id } => {
+            Actor::User { id: actor } | Actor::ApiKey { id: actor } | Actor::Node { id: actor } => {
                 out.push_str("\"id\":");
-                text(&mut out, &id.to_string());
+                id(&mut out, *actor);
             }
             Actor::System { component } => {
                 out.push_str("\"component\":");
                 text(&mut out, component);
             }
         }
-        out.push_str(",\"kind\":");
-        text(
-            &mut out,
-            match &self.actor {
-                Actor::User { .. } => "user",
-                Actor::ApiKey { .. } => "api_key",
-                Actor::Node { .. } => "node",
-                Actor::System { .. } => "system",
-            },
-        );
-        out.push_str("},\"causation_id\":");
+        out.push_str(",\"kind\":\"");
+        out.push_str(match &self.actor {
+            Actor::User { .. } => "user",
+            Actor::ApiKey { .. } => "api_key",
+            Actor::Node { .. } => "node",
+            Actor::System { .. } => "system",
+        });
+        out.push_str("\"},\"causation_id\":");
         match self.causation_id {
-            Some(id) => text(&mut out, &id.to_string()),
+            Some(c) => id(&mut out, c),
             None => out.push_str("null"),
         }
         out.push_str(",\"correlation_id\":");
-        text(&mut out, &self.correlation_id.to_string());
+        id(&mut out, self.correlation_id);
         out.push_str(",\"trace_id\":");
         match &self.trace_id {
             Some(t) => text(&mut out, t),

@@ -50,8 +50,37 @@ impl DigestInput<'_> {
     }
 
     /// [`DigestInput::digest`] with `recorded_at` already written by
-    /// [`format_time`] (every event of an append shares it).
+    /// [`format_time`] (every event of an append shares it). The canonical
+    /// text is fed to SHA-256 piece by piece, never built as one string.
     pub(crate) fn digest_at(&self, recorded_at: &str) -> [u8; 32] {
+        let mut h = HashWriter(Sha256::new());
+        h.put(b"[");
+        h.uuid(self.event_id);
+        h.put(b",");
+        h.uuid(self.stream_id);
+        h.put(b",");
+        for s in [self.stream_type, self.event_type, self.routing_key] {
+            h.text(s);
+            h.put(b",");
+        }
+        h.put(self.schema_version.to_string().as_bytes());
+        h.put(b",");
+        match self.tenant_id {
+            Some(t) => h.uuid(t),
+            None => h.put(b"null"),
+        }
+        h.put(b",");
+        h.text(recorded_at);
+        h.put(b",");
+        h.put(self.payload.as_bytes());
+        h.put(b",");
+        h.put(self.metadata.as_bytes());
+        h.put(b"]");
+        h.0.finalize().into()
+    }
+
+    /// The canonical text the digest is taken over (for tests and tools).
+    pub fn canonical_text(&self) -> String {
         let mut out = String::with_capacity(160 + self.payload.len() + self.metadata.len());
         out.push('[');
         for s in [&self.event_id.to_string(), &self.stream_id.to_string()] {
@@ -69,13 +98,47 @@ impl DigestInput<'_> {
             None => out.push_str("null"),
         }
         out.push(',');
-        write_str(&mut out, recorded_at);
+        write_str(&mut out, &format_time(self.recorded_at));
         out.push(',');
         out.push_str(self.payload);
         out.push(',');
         out.push_str(self.metadata);
         out.push(']');
-        Sha256::digest(out.as_bytes()).into()
+        out
+    }
+}
+
+/// SHA-256 fed with pieces of canonical JSON.
+struct HashWriter(Sha256);
+
+impl HashWriter {
+    fn put(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// A UUID as a JSON string (hyphenated, lower case: nothing to escape).
+    fn uuid(&mut self, id: Uuid) {
+        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        self.put(b"\"");
+        self.put(id.hyphenated().encode_lower(&mut buf).as_bytes());
+        self.put(b"\"");
+    }
+
+    /// A string as `serde_json` writes it.
+    fn text(&mut self, s: &str) {
+        // Writing a string into the hasher cannot fail.
+        let _ = serde_json::to_writer(&mut *self, s);
+    }
+}
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -272,6 +335,29 @@ mod tests {
                 Err(ChainError::Tampered { version: v, .. }) | Err(ChainError::BrokenLink { version: v, .. })
                     if v == version
             ), "{:?} at version {} for change {}", found, version, change);
+        }
+    }
+
+    #[test]
+    fn the_digest_is_sha256_of_the_canonical_text() {
+        let t = DateTime::from_timestamp_micros(1_780_000_000_123_456).unwrap();
+        for (tenant, text) in [(Some(Uuid::from_u128(5)), "t\"é\n"), (None, "plain")] {
+            let input = DigestInput {
+                event_id: Uuid::from_u128(1),
+                stream_id: Uuid::from_u128(u128::MAX),
+                stream_type: text,
+                event_type: "tenant.credit_added",
+                routing_key: "tenant.credit_added.v1",
+                schema_version: 12,
+                tenant_id: tenant,
+                recorded_at: t,
+                payload: r#"{"a":[1,null]}"#,
+                metadata: r#"{"k":"v"}"#,
+            };
+            let text = input.canonical_text();
+            assert!(text.starts_with(r#"["00000000-0000-0000-0000-000000000001","ffffffff-"#));
+            let expected: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+            assert_eq!(input.digest(), expected);
         }
     }
 

@@ -3,6 +3,7 @@
 pub mod any;
 pub mod audit;
 pub mod clock;
+mod codes;
 pub mod credentials;
 pub mod error;
 pub mod event;

@@ -20,6 +20,7 @@ use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
 use crate::clock::{Clock, SystemClock};
+use crate::codes::{CodeRow, Codes};
 use crate::error::StoreError;
 use crate::event::{AppendRequest, AppendResult, ExpectedVersion, RecordedEvent};
 use crate::hashing::GENESIS;
@@ -45,14 +46,16 @@ const NOTIFY_INTERVAL: Duration = Duration::from_millis(20);
 /// and one plan): read the stream head, check the expectation and the
 /// stream's owner, chain the hashes, insert. Inserts nothing when the
 /// expectation or the owner check fails; the caller then asks why. Positions
-/// are `xid * 65536 + index` (see the migration's "Gap safety").
+/// are `xid * 65536 + index` (see 0001_events.sql "Gap safety").
 ///
-/// Binds: $1 stream_id, $2 stream_type, $3 tenant_id, $4 expected (NULL any,
-/// 0 no stream), $5 event ids, $6 event types, $7 routing keys, $8 schema
-/// versions, $9 payloads, $10 metadata, $11 recorded_at, $12 digests.
+/// Binds: $1 stream_id, $2 the type codes of the stream type, $3 tenant_id,
+/// $4 expected (NULL any, 0 no stream), $5 event ids, $6 type codes,
+/// $7 payloads, $8 correlation ids, $9 causation ids, $10 actor kinds,
+/// $11 actor ids, $12 actor components, $13 trace ids, $14 recorded_at,
+/// $15 digests.
 pub const APPEND_SQL: &str = r"
 WITH RECURSIVE head AS (
-    SELECT e.stream_version AS v, e.hash, e.stream_type, e.tenant_id
+    SELECT e.stream_version AS v, e.hash, e.type_code, e.tenant_id
       FROM events e
      WHERE e.stream_id = $1
      ORDER BY e.stream_version DESC
@@ -60,22 +63,24 @@ WITH RECURSIVE head AS (
 ), base AS (
     SELECT coalesce((SELECT v FROM head), 0) AS v,
            coalesce((SELECT hash FROM head), '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea) AS prev
-     WHERE NOT EXISTS (SELECT 1 FROM head WHERE stream_type <> $2 OR tenant_id IS DISTINCT FROM $3)
-       AND ($4::bigint IS NULL OR $4 = coalesce((SELECT v FROM head), 0))
+     WHERE NOT EXISTS (SELECT 1 FROM head
+                        WHERE type_code <> ALL ($2::smallint[]) OR tenant_id IS DISTINCT FROM $3)
+       AND ($4::integer IS NULL OR $4 = coalesce((SELECT v FROM head), 0))
 ), chain (i, prev, hash) AS (
-    SELECT 1, b.prev, sha256(b.prev || int8send(b.v + 1) || ($12::bytea[])[1])
+    SELECT 1, b.prev, sha256(b.prev || int8send((b.v + 1)::bigint) || ($15::bytea[])[1])
       FROM base b
     UNION ALL
-    SELECT c.i + 1, c.hash, sha256(c.hash || int8send(b.v + c.i + 1) || ($12::bytea[])[c.i + 1])
+    SELECT c.i + 1, c.hash, sha256(c.hash || int8send((b.v + c.i + 1)::bigint) || ($15::bytea[])[c.i + 1])
       FROM chain c, base b
      WHERE c.i < cardinality($5::uuid[])
 )
-INSERT INTO events (global_position, event_id, stream_id, stream_type, stream_version,
-                    event_type, routing_key, schema_version, tenant_id, payload, metadata,
-                    recorded_at, prev_hash, hash)
-SELECT pg_current_xact_id()::text::bigint * 65536 + c.i - 1, ($5::uuid[])[c.i], $1, $2, b.v + c.i,
-       ($6::text[])[c.i], ($7::text[])[c.i], ($8::int[])[c.i], $3, ($9::text[]::jsonb[])[c.i], ($10::text[]::jsonb[])[c.i],
-       $11, c.prev, c.hash
+INSERT INTO events (global_position, recorded_at, stream_version, type_code, actor_kind,
+                    event_id, stream_id, tenant_id, correlation_id, causation_id, actor_id,
+                    hash, actor_component, trace_id, payload)
+SELECT pg_current_xact_id()::text::bigint * 65536 + c.i - 1, $14, b.v + c.i,
+       ($6::smallint[])[c.i], ($10::smallint[])[c.i], ($5::uuid[])[c.i], $1, $3,
+       ($8::uuid[])[c.i], ($9::uuid[])[c.i], ($11::uuid[])[c.i], c.hash,
+       ($12::text[])[c.i], ($13::text[])[c.i], ($7::text[])[c.i]::json
   FROM chain c, base b
 RETURNING stream_version, global_position, hash";
 
@@ -85,41 +90,80 @@ RETURNING stream_version, global_position, hash";
 /// the row order.
 ///
 /// Binds: $1 recorded_at, then one array element per row: $2 event ids,
-/// $3 stream ids, $4 stream types, $5 versions, $6 event types, $7 routing
-/// keys, $8 schema versions, $9 tenant ids, $10 payloads, $11 metadata,
-/// $12 prev hashes, $13 hashes.
+/// $3 stream ids, $4 versions, $5 type codes, $6 tenant ids, $7 payloads,
+/// $8 correlation ids, $9 causation ids, $10 actor kinds, $11 actor ids,
+/// $12 actor components, $13 trace ids, $14 hashes.
 pub const APPEND_ON_HEAD_SQL: &str = r"
-INSERT INTO events (global_position, event_id, stream_id, stream_type, stream_version,
-                    event_type, routing_key, schema_version, tenant_id, payload, metadata,
-                    recorded_at, prev_hash, hash)
-SELECT pg_current_xact_id()::text::bigint * 65536 + u.i - 1, u.event_id, u.stream_id, u.stream_type,
-       u.version, u.event_type, u.routing_key, u.schema_version, u.tenant_id, u.payload, u.metadata,
-       $1, u.prev, u.hash
-  FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::int[],
-              $9::uuid[], $10::text[]::jsonb[], $11::text[]::jsonb[], $12::bytea[], $13::bytea[])
-       WITH ORDINALITY AS u(event_id, stream_id, stream_type, version, event_type, routing_key,
-                            schema_version, tenant_id, payload, metadata, prev, hash, i)
+INSERT INTO events (global_position, recorded_at, stream_version, type_code, actor_kind,
+                    event_id, stream_id, tenant_id, correlation_id, causation_id, actor_id,
+                    hash, actor_component, trace_id, payload)
+SELECT pg_current_xact_id()::text::bigint * 65536 + u.i - 1, $1, u.version, u.type_code,
+       u.actor_kind, u.event_id, u.stream_id, u.tenant_id, u.correlation_id, u.causation_id,
+       u.actor_id, u.hash, u.actor_component, u.trace_id, u.payload::json
+  FROM unnest($2::uuid[], $3::uuid[], $4::integer[], $5::smallint[], $6::uuid[], $7::text[],
+              $8::uuid[], $9::uuid[], $10::smallint[], $11::uuid[], $12::text[], $13::text[],
+              $14::bytea[])
+       WITH ORDINALITY AS u(event_id, stream_id, version, type_code, tenant_id, payload,
+                            correlation_id, causation_id, actor_kind, actor_id, actor_component,
+                            trace_id, hash, i)
 RETURNING global_position";
 
-/// Inserts rows with [`APPEND_ON_HEAD_SQL`]; returns their positions in row order.
+/// One row on a known head (the commonest append: a new stream's first
+/// event, or the next event of a stream this process wrote): the same insert
+/// as [`APPEND_ON_HEAD_SQL`] without arrays. Binds as [`APPEND_ON_HEAD_SQL`],
+/// one value each.
+pub const APPEND_ONE_SQL: &str = r"
+INSERT INTO events (global_position, recorded_at, stream_version, type_code, actor_kind,
+                    event_id, stream_id, tenant_id, correlation_id, causation_id, actor_id,
+                    hash, actor_component, trace_id, payload)
+VALUES (pg_current_xact_id()::text::bigint * 65536, $1, $4, $5, $10, $2, $3, $6, $8, $9, $11,
+        $14, $12, $13, $7::json)
+RETURNING global_position";
+
+/// Inserts rows with [`APPEND_ON_HEAD_SQL`] (one row: [`APPEND_ONE_SQL`]);
+/// returns their positions in row order.
 async fn insert_rows(
     rows: Rows,
     pool: &PgPool,
     recorded_at: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<i64>, sqlx::Error> {
+    if rows.len() == 1 {
+        let mut r = rows;
+        let m = &mut r.metadata;
+        let position: i64 = sqlx::query_scalar(APPEND_ONE_SQL)
+            .bind(recorded_at)
+            .bind(r.event_ids[0])
+            .bind(r.stream_ids[0])
+            .bind(r.versions[0])
+            .bind(r.type_codes[0])
+            .bind(r.tenant_ids[0])
+            .bind(r.payloads.swap_remove(0))
+            .bind(m.correlation_ids[0])
+            .bind(m.causation_ids[0])
+            .bind(m.actor_kinds[0])
+            .bind(m.actor_ids[0])
+            .bind(m.actor_components.swap_remove(0))
+            .bind(m.trace_ids.swap_remove(0))
+            .bind(r.hashes.swap_remove(0))
+            .fetch_one(pool)
+            .await?;
+        return Ok(vec![position]);
+    }
+    let m = rows.metadata;
     let result = sqlx::query(APPEND_ON_HEAD_SQL)
         .bind(recorded_at)
         .bind(rows.event_ids)
         .bind(rows.stream_ids)
-        .bind(rows.stream_types)
         .bind(rows.versions)
-        .bind(rows.event_types)
-        .bind(rows.routing_keys)
-        .bind(rows.schema_versions)
+        .bind(rows.type_codes)
         .bind(rows.tenant_ids)
         .bind(rows.payloads)
-        .bind(rows.metadata)
-        .bind(rows.prevs)
+        .bind(m.correlation_ids)
+        .bind(m.causation_ids)
+        .bind(m.actor_kinds)
+        .bind(m.actor_ids)
+        .bind(m.actor_components)
+        .bind(m.trace_ids)
         .bind(rows.hashes)
         .fetch_all(pool)
         .await?;
@@ -131,9 +175,10 @@ async fn insert_rows(
     Ok(positions)
 }
 
-const COLUMNS: &str = "global_position, event_id, stream_id, stream_type, stream_version, \
-     event_type, routing_key, schema_version, tenant_id, payload, metadata, recorded_at, \
-     prev_hash, hash";
+/// The columns every read selects, in [`decode`]'s order.
+const COLUMNS: &str = "global_position, recorded_at, stream_version, type_code, actor_kind, \
+     event_id, stream_id, tenant_id, correlation_id, causation_id, actor_id, hash, \
+     actor_component, trace_id, payload";
 
 /// The session settings the store's connections should have: its statements
 /// are the same on every call, so plan them once per connection (the append
@@ -174,6 +219,7 @@ struct Inner {
     local_max: Arc<AtomicI64>,
     publish: Arc<Notify>,
     heads: Heads,
+    codes: Codes,
     _tasks: AbortOnDrop,
 }
 
@@ -196,6 +242,8 @@ impl PgStore {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StoreError> {
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
+        let codes = Codes::default();
+        sync_codes(&pool, &codes).await?;
         let (appended, _) = watch::channel(0);
         let local_max = Arc::new(AtomicI64::new(0));
         let publish = Arc::new(Notify::new());
@@ -220,6 +268,7 @@ impl PgStore {
                 local_max,
                 publish,
                 heads: Heads::new(HEADS_CAPACITY),
+                codes,
                 _tasks: tasks,
             }),
         })
@@ -236,7 +285,41 @@ impl PgStore {
             .bind(ids)
             .fetch_all(&self.inner.pool)
             .await?;
-        rows.into_iter().map(decode).collect()
+        self.decode_all(rows).await
+    }
+
+    /// Decodes rows read with [`COLUMNS`], first reloading the code table
+    /// if a row carries a code added since (by another instance).
+    async fn decode_all(&self, rows: Vec<PgRow>) -> Result<Vec<RecordedEvent>, StoreError> {
+        let codes = &self.inner.codes;
+        let known = codes.knows_all(rows.iter().filter_map(|r| r.try_get::<i16, _>(3).ok()));
+        if !known {
+            load_codes(&self.inner.pool, codes).await?;
+        }
+        let mut events = rows
+            .into_iter()
+            .map(|row| decode(row, codes))
+            .collect::<Result<Vec<_>, _>>()?;
+        let wanted = store::predecessors_to_read(&events);
+        let mut read = std::collections::HashMap::with_capacity(wanted.len());
+        if !wanted.is_empty() {
+            let (streams, versions): (Vec<Uuid>, Vec<i32>) =
+                wanted.iter().map(|(s, v)| (*s, *v as i32)).unzip();
+            let rows: Vec<(Uuid, i32, Vec<u8>)> = sqlx::query_as(
+                "SELECT e.stream_id, e.stream_version, e.hash \
+                   FROM unnest($1::uuid[], $2::integer[]) AS k(stream_id, stream_version) \
+                   JOIN events e USING (stream_id, stream_version)",
+            )
+            .bind(streams)
+            .bind(versions)
+            .fetch_all(&self.inner.pool)
+            .await?;
+            for (stream, version, hash) in rows {
+                read.insert((stream, version as u64), store::hash32(hash, "hash")?);
+            }
+        }
+        store::link_predecessors(&mut events, &read);
+        Ok(events)
     }
 
     /// Appends on top of a known head (`None`: the stream is new).
@@ -297,35 +380,27 @@ impl PgStore {
     ) -> Result<AppendResult, StoreError> {
         let n = request.events.len();
         let events = &request.events;
+        let mut m = store::MetadataColumns::default();
+        for event in events {
+            m.push(&event.metadata);
+        }
+        let digests: Vec<Vec<u8>> = prepared.digests.iter().map(|d| d.to_vec()).collect();
         let result = sqlx::query(APPEND_SQL)
             .bind(request.stream_id)
-            .bind(&request.stream_type)
+            .bind(self.inner.codes.of_stream_type(&request.stream_type))
             .bind(request.tenant_id)
-            .bind(request.expected.as_db())
+            .bind(request.expected.as_db().map(|v| v as i32))
             .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
-            .bind(
-                events
-                    .iter()
-                    .map(|e| e.event_type.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(&prepared.routing_keys)
-            .bind(
-                events
-                    .iter()
-                    .map(|e| e.schema_version as i32)
-                    .collect::<Vec<_>>(),
-            )
+            .bind(&prepared.type_codes)
             .bind(&prepared.payload_json)
-            .bind(&prepared.metadata_json)
+            .bind(m.correlation_ids)
+            .bind(m.causation_ids)
+            .bind(m.actor_kinds)
+            .bind(m.actor_ids)
+            .bind(m.actor_components)
+            .bind(m.trace_ids)
             .bind(prepared.recorded_at)
-            .bind(
-                prepared
-                    .digests
-                    .iter()
-                    .map(|d| d.to_vec())
-                    .collect::<Vec<_>>(),
-            )
+            .bind(digests)
             .fetch_all(&self.inner.pool)
             .await;
         let refusal = match result {
@@ -334,7 +409,7 @@ impl PgStore {
                 let mut first_position = i64::MAX;
                 let mut last = (0i64, Vec::new());
                 for row in &rows {
-                    let version: i64 = row.try_get(0)?;
+                    let version = i64::from(row.try_get::<i32, _>(0)?);
                     first_version = first_version.min(version);
                     first_position = first_position.min(row.try_get(1)?);
                     if version > last.0 {
@@ -392,16 +467,17 @@ impl PgStore {
 
     /// Why an append inserted nothing: the expectation or the stream's owner.
     async fn why_refused(&self, request: &AppendRequest) -> Result<StoreError, StoreError> {
-        let head: Option<(i64, String, Option<Uuid>)> = sqlx::query_as(
-            "SELECT stream_version, stream_type, tenant_id FROM events WHERE stream_id = $1 \
+        let head: Option<(i32, i16, Option<Uuid>)> = sqlx::query_as(
+            "SELECT stream_version, type_code, tenant_id FROM events WHERE stream_id = $1 \
              ORDER BY stream_version DESC LIMIT 1",
         )
         .bind(request.stream_id)
         .fetch_optional(&self.inner.pool)
         .await?;
         Ok(match head {
-            Some((_, stream_type, tenant))
-                if stream_type != request.stream_type || tenant != request.tenant_id =>
+            Some((_, code, tenant))
+                if !self.inner.codes.of_stream_type(&request.stream_type).contains(&code)
+                    || tenant != request.tenant_id =>
             {
                 StoreError::StreamMismatch {
                     stream_id: request.stream_id,
@@ -475,29 +551,80 @@ async fn publish_wakeups(pool: PgPool, local_max: Arc<AtomicI64>, publish: Arc<N
     }
 }
 
-fn decode(row: PgRow) -> Result<RecordedEvent, StoreError> {
+/// Reads `event_types` into `codes`.
+async fn load_codes(pool: &PgPool, codes: &Codes) -> Result<Vec<CodeRow>, StoreError> {
+    let rows: Vec<CodeRow> = sqlx::query_as(
+        "SELECT code, routing_key, event_type, schema_version, stream_type FROM event_types",
+    )
+    .fetch_all(pool)
+    .await?;
+    codes.replace(rows.clone());
+    Ok(rows)
+}
+
+/// Adds the catalog's rows `event_types` lacks, then loads it. Inserts only
+/// what is missing, so that restarts do not use up codes (a `smallint`).
+async fn sync_codes(pool: &PgPool, codes: &Codes) -> Result<(), StoreError> {
+    let stored = load_codes(pool, codes).await?;
+    let missing = crate::codes::missing(&stored)?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO event_types (routing_key, event_type, schema_version, stream_type) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::text[]) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(missing.iter().map(|t| t.routing_key.clone()).collect::<Vec<_>>())
+    .bind(missing.iter().map(|t| t.event_type.clone()).collect::<Vec<_>>())
+    .bind(
+        missing
+            .iter()
+            .map(|t| t.schema_version as i32)
+            .collect::<Vec<_>>(),
+    )
+    .bind(missing.iter().map(|t| t.stream_type.clone()).collect::<Vec<_>>())
+    .execute(pool)
+    .await?;
+    let stored = load_codes(pool, codes).await?;
+    crate::codes::missing(&stored)?;
+    Ok(())
+}
+
+/// A row read with [`COLUMNS`].
+fn decode(row: PgRow, codes: &Codes) -> Result<RecordedEvent, StoreError> {
+    let names = codes.resolve(row.try_get(3)?)?;
+    let metadata = store::metadata_from_columns(
+        row.try_get(8)?,
+        row.try_get(9)?,
+        row.try_get(4)?,
+        row.try_get(10)?,
+        row.try_get(12)?,
+        row.try_get(13)?,
+    )?;
     Ok(RecordedEvent {
         global_position: row.try_get(0)?,
-        event_id: row.try_get(1)?,
-        stream_id: row.try_get(2)?,
-        stream_type: row.try_get(3)?,
-        stream_version: row.try_get::<i64, _>(4)? as u64,
-        event_type: row.try_get(5)?,
-        routing_key: row.try_get(6)?,
-        schema_version: row.try_get::<i32, _>(7)? as u32,
-        tenant_id: row.try_get(8)?,
-        payload: row.try_get(9)?,
-        metadata: row.try_get(10)?,
-        recorded_at: row.try_get(11)?,
-        prev_hash: store::hash32(row.try_get(12)?, "prev_hash")?,
-        hash: store::hash32(row.try_get(13)?, "hash")?,
+        recorded_at: row.try_get(1)?,
+        stream_version: row.try_get::<i32, _>(2)? as u64,
+        event_id: row.try_get(5)?,
+        stream_id: row.try_get(6)?,
+        tenant_id: row.try_get(7)?,
+        // Not stored: the previous event's hash (see `link_predecessors`).
+        prev_hash: GENESIS,
+        hash: store::hash32(row.try_get(11)?, "hash")?,
+        payload: row.try_get(14)?,
+        metadata: store::metadata_value(&metadata),
+        stream_type: names.stream_type.clone(),
+        event_type: names.event_type.clone(),
+        routing_key: names.routing_key.clone(),
+        schema_version: names.schema_version,
     })
 }
 
 impl EventStore for PgStore {
     #[tracing::instrument(skip_all, fields(stream_id = %request.stream_id, events = request.events.len()))]
     async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
-        let prepared = store::prepare(&request, self.inner.clock.now())?;
+        let prepared = store::prepare(&request, self.inner.clock.now(), &self.inner.codes)?;
         let known = match request.expected {
             ExpectedVersion::NoStream => Some(None),
             ExpectedVersion::Exact(v) => self
@@ -540,7 +667,10 @@ impl EventStore for PgStore {
     ) -> Vec<Result<AppendResult, StoreError>> {
         let now = self.inner.clock.now();
         let prepared: Vec<Result<store::Prepared, StoreError>> =
-            requests.iter().map(|r| store::prepare(r, now)).collect();
+            requests
+                .iter()
+                .map(|r| store::prepare(r, now, &self.inner.codes))
+                .collect();
         let (rows, planned) = store::plan_on_known_heads(&requests, &prepared, &self.inner.heads);
         let mut results: Vec<Option<Result<AppendResult, StoreError>>> =
             prepared.into_iter().map(|p| p.err().map(Err)).collect();
@@ -596,11 +726,11 @@ impl EventStore for PgStore {
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(stream_id)
-            .bind(from_version as i64)
+            .bind(from_version.min(i32::MAX as u64) as i32)
             .bind(limit as i64)
             .fetch_all(&self.inner.pool)
             .await?;
-        let events: Vec<RecordedEvent> = rows.into_iter().map(decode).collect::<Result<_, _>>()?;
+        let events = self.decode_all(rows).await?;
         if let Some(last) = events.last() {
             self.inner.heads.remember_event(last);
         }
@@ -622,7 +752,7 @@ impl EventStore for PgStore {
             .bind(limit as i64)
             .fetch_all(&self.inner.pool)
             .await?;
-        rows.into_iter().map(decode).collect()
+        self.decode_all(rows).await
     }
 
     async fn read_tenant(
@@ -642,12 +772,12 @@ impl EventStore for PgStore {
             .bind(limit as i64)
             .fetch_all(&self.inner.pool)
             .await?;
-        rows.into_iter().map(decode).collect()
+        self.decode_all(rows).await
     }
 
     async fn stream_version(&self, stream_id: Uuid) -> Result<u64, StoreError> {
         let version: Option<i64> =
-            sqlx::query_scalar("SELECT max(stream_version) FROM events WHERE stream_id = $1")
+            sqlx::query_scalar("SELECT max(stream_version)::bigint FROM events WHERE stream_id = $1")
                 .bind(stream_id)
                 .fetch_one(&self.inner.pool)
                 .await?;

@@ -19,9 +19,10 @@ use tokio::sync::{Mutex, watch};
 use uuid::Uuid;
 
 use crate::clock::{Clock, SystemClock};
+use crate::codes::{CodeRow, Codes};
 use crate::error::StoreError;
 use crate::event::{AppendRequest, AppendResult, RecordedEvent};
-use crate::hashing::{GENESIS, format_time, truncate_to_micros};
+use crate::hashing::{GENESIS, truncate_to_micros};
 use crate::heads::{Head, Heads};
 use crate::store::{self, EventStore, Rows};
 use crate::task::{AbortOnDrop, spawn_named};
@@ -45,9 +46,10 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 /// last hash, a refusal, or a database error.
 type Outcome = Result<Result<(AppendResult, [u8; 32]), StoreError>, sqlx::Error>;
 
-const COLUMNS: &str = "global_position, event_id, stream_id, stream_type, stream_version, \
-     event_type, routing_key, schema_version, tenant_id, payload, metadata, recorded_at, \
-     prev_hash, hash";
+/// The columns every read selects, in [`decode`]'s order.
+const COLUMNS: &str = "global_position, event_id, stream_id, stream_version, type_code, \
+     tenant_id, recorded_at, correlation_id, causation_id, actor_kind, actor_id, \
+     actor_component, trace_id, hash, payload";
 
 /// An event store in one SQLite file. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -63,6 +65,8 @@ struct Inner {
     /// plain insert (another process sharing the file is caught by the
     /// unique key on (stream, version)).
     heads: Heads,
+    /// The catalog codes of `event_types`.
+    codes: Codes,
     clock: Arc<dyn Clock>,
     appended: watch::Sender<i64>,
     /// The checkpointer, stopped with the store.
@@ -107,6 +111,8 @@ impl SqliteStore {
         sqlx::migrate!("../migrations/sqlite")
             .run(&mut writer)
             .await?;
+        let codes = Codes::default();
+        sync_codes(&mut writer, &codes).await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.clone().read_only(true))
@@ -123,6 +129,7 @@ impl SqliteStore {
                 writer: Mutex::new(writer),
                 readers,
                 heads: Heads::new(HEADS_CAPACITY),
+                codes,
                 _tasks: tasks,
                 clock,
                 appended,
@@ -147,9 +154,10 @@ impl SqliteStore {
         tx: &mut SqliteConnection,
         request: &AppendRequest,
         prepared: &store::Prepared,
+        codes: &Codes,
     ) -> Result<Result<(AppendResult, [u8; 32]), StoreError>, sqlx::Error> {
         let head = sqlx::query(
-            "SELECT stream_version, hash, stream_type, tenant_id FROM events \
+            "SELECT stream_version, hash, type_code, tenant_id FROM events \
              WHERE stream_id = ? ORDER BY stream_version DESC LIMIT 1",
         )
         .bind(request.stream_id)
@@ -158,9 +166,12 @@ impl SqliteStore {
         let (head, prev) = match head {
             None => (0u64, GENESIS),
             Some(row) => {
-                let stream_type: String = row.try_get(2)?;
+                let code: i16 = row.try_get(2)?;
                 let tenant: Option<Uuid> = row.try_get(3)?;
-                if stream_type != request.stream_type || tenant != request.tenant_id {
+                let same_type = codes
+                    .get(code)
+                    .is_some_and(|t| t.stream_type == request.stream_type);
+                if !same_type || tenant != request.tenant_id {
                     return Ok(Err(StoreError::StreamMismatch {
                         stream_id: request.stream_id,
                     }));
@@ -177,7 +188,7 @@ impl SqliteStore {
         }
         let mut rows = Rows::default();
         let last_hash = rows.push(request, prepared, head, prev);
-        let positions = insert_rows(tx, &rows, &format_time(prepared.recorded_at)).await?;
+        let positions = insert_rows(tx, &rows, prepared.recorded_at.timestamp_micros()).await?;
         let n = request.events.len() as u64;
         Ok(Ok((
             AppendResult {
@@ -220,7 +231,35 @@ impl SqliteStore {
             query = query.bind(int);
         }
         let rows = query.fetch_all(&self.inner.readers).await?;
-        rows.into_iter().map(decode).collect()
+        let codes = &self.inner.codes;
+        if !codes.knows_all(rows.iter().filter_map(|r| r.try_get::<i16, _>(4).ok())) {
+            // A code added since this store opened (by another process).
+            let mut conn = self.inner.readers.acquire().await?;
+            load_codes(&mut conn, codes).await?;
+        }
+        let mut events = rows
+            .into_iter()
+            .map(|row| decode(row, codes))
+            .collect::<Result<Vec<_>, _>>()?;
+        let wanted = store::predecessors_to_read(&events);
+        let mut read = std::collections::HashMap::with_capacity(wanted.len());
+        for chunk in wanted.chunks(400) {
+            let keys = vec!["(?, ?)"; chunk.len()].join(", ");
+            let sql = format!(
+                "WITH k(stream_id, stream_version) AS (VALUES {keys}) \
+                 SELECT e.stream_id, e.stream_version, e.hash FROM k \
+                 JOIN events e ON e.stream_id = k.stream_id AND e.stream_version = k.stream_version"
+            );
+            let mut query = sqlx::query_as::<_, (Uuid, i64, Vec<u8>)>(sqlx::AssertSqlSafe(sql));
+            for (stream, version) in chunk {
+                query = query.bind(*stream).bind(*version as i64);
+            }
+            for (stream, version, hash) in query.fetch_all(&self.inner.readers).await? {
+                read.insert((stream, version as u64), store::hash32(hash, "hash")?);
+            }
+        }
+        store::link_predecessors(&mut events, &read);
+        Ok(events)
     }
 }
 
@@ -249,10 +288,11 @@ async fn checkpointer(mut conn: SqliteConnection, mut appended: watch::Receiver<
 
 /// `INSERT … VALUES (…), … RETURNING global_position` for `n` rows.
 fn insert_sql(n: usize) -> String {
-    let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
     format!(
-        "INSERT INTO events (event_id, stream_id, stream_type, stream_version, event_type, \
-         routing_key, schema_version, tenant_id, payload, metadata, recorded_at, prev_hash, hash) \
+        "INSERT INTO events (event_id, stream_id, stream_version, type_code, tenant_id, \
+         recorded_at, correlation_id, causation_id, actor_kind, actor_id, actor_component, \
+         trace_id, hash, payload) \
          VALUES {} RETURNING global_position",
         vec![row; n].join(", ")
     )
@@ -264,7 +304,7 @@ fn insert_sql(n: usize) -> String {
 async fn insert_rows(
     conn: &mut SqliteConnection,
     rows: &Rows,
-    recorded_at: &str,
+    recorded_at: i64,
 ) -> Result<Vec<i64>, sqlx::Error> {
     let mut positions = Vec::with_capacity(rows.len());
     let mut start = 0;
@@ -277,20 +317,22 @@ async fn insert_rows(
         };
         let mut query = sqlx::query(sqlx::AssertSqlSafe(insert_sql(n)));
         for r in start..start + n {
+            let m = &rows.metadata;
             query = query
                 .bind(rows.event_ids[r])
                 .bind(rows.stream_ids[r])
-                .bind(&rows.stream_types[r])
                 .bind(rows.versions[r])
-                .bind(&rows.event_types[r])
-                .bind(&rows.routing_keys[r])
-                .bind(rows.schema_versions[r])
+                .bind(rows.type_codes[r])
                 .bind(rows.tenant_ids[r])
-                .bind(&rows.payloads[r])
-                .bind(&rows.metadata[r])
                 .bind(recorded_at)
-                .bind(&rows.prevs[r])
-                .bind(&rows.hashes[r]);
+                .bind(m.correlation_ids[r])
+                .bind(m.causation_ids[r])
+                .bind(m.actor_kinds[r])
+                .bind(m.actor_ids[r])
+                .bind(&m.actor_components[r])
+                .bind(&m.trace_ids[r])
+                .bind(&rows.hashes[r])
+                .bind(&rows.payloads[r]);
         }
         let mut got = query
             .fetch_all(&mut *conn)
@@ -305,30 +347,76 @@ async fn insert_rows(
     Ok(positions)
 }
 
-fn decode(row: SqliteRow) -> Result<RecordedEvent, StoreError> {
-    let json = |column: usize| -> Result<serde_json::Value, StoreError> {
-        let text: &str = row.try_get(column)?;
-        serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("column {column}: {e}")))
-    };
-    let recorded_at: &str = row.try_get(11)?;
-    let recorded_at = DateTime::parse_from_rfc3339(recorded_at)
-        .map_err(|e| StoreError::Corrupt(format!("recorded_at: {e}")))?
-        .with_timezone(&Utc);
+/// Reads `event_types` into `codes`.
+async fn load_codes(conn: &mut SqliteConnection, codes: &Codes) -> Result<Vec<CodeRow>, StoreError> {
+    let rows: Vec<CodeRow> = sqlx::query_as(
+        "SELECT code, routing_key, event_type, schema_version, stream_type FROM event_types",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    codes.replace(rows.clone());
+    Ok(rows)
+}
+
+/// Adds the catalog's rows `event_types` lacks, then loads it.
+async fn sync_codes(conn: &mut SqliteConnection, codes: &Codes) -> Result<(), StoreError> {
+    let stored = load_codes(conn, codes).await?;
+    let missing = crate::codes::missing(&stored)?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut tx = conn.begin().await?;
+    for t in &missing {
+        sqlx::query(
+            "INSERT OR IGNORE INTO event_types (routing_key, event_type, schema_version, \
+             stream_type) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&t.routing_key)
+        .bind(&t.event_type)
+        .bind(t.schema_version as i32)
+        .bind(&t.stream_type)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    let stored = load_codes(conn, codes).await?;
+    crate::codes::missing(&stored)?;
+    Ok(())
+}
+
+/// A row read with [`COLUMNS`].
+fn decode(row: SqliteRow, codes: &Codes) -> Result<RecordedEvent, StoreError> {
+    let names = codes.resolve(row.try_get(4)?)?;
+    let payload: &str = row.try_get(14)?;
+    let payload = serde_json::from_str(payload)
+        .map_err(|e| StoreError::Corrupt(format!("payload: {e}")))?;
+    let micros: i64 = row.try_get(6)?;
+    let recorded_at = DateTime::<Utc>::from_timestamp_micros(micros)
+        .ok_or_else(|| StoreError::Corrupt(format!("recorded_at {micros}")))?;
+    let metadata = store::metadata_from_columns(
+        row.try_get(7)?,
+        row.try_get(8)?,
+        row.try_get(9)?,
+        row.try_get(10)?,
+        row.try_get(11)?,
+        row.try_get(12)?,
+    )?;
     Ok(RecordedEvent {
         global_position: row.try_get(0)?,
         event_id: row.try_get(1)?,
         stream_id: row.try_get(2)?,
-        stream_type: row.try_get(3)?,
-        stream_version: row.try_get::<i64, _>(4)? as u64,
-        event_type: row.try_get(5)?,
-        routing_key: row.try_get(6)?,
-        schema_version: row.try_get::<i64, _>(7)? as u32,
-        tenant_id: row.try_get(8)?,
-        payload: json(9)?,
-        metadata: json(10)?,
+        stream_version: row.try_get::<i64, _>(3)? as u64,
+        tenant_id: row.try_get(5)?,
         recorded_at,
-        prev_hash: store::hash32(row.try_get(12)?, "prev_hash")?,
+        metadata: store::metadata_value(&metadata),
+        // Not stored: the previous event's hash (see `link_predecessors`).
+        prev_hash: GENESIS,
         hash: store::hash32(row.try_get(13)?, "hash")?,
+        payload,
+        stream_type: names.stream_type.clone(),
+        event_type: names.event_type.clone(),
+        routing_key: names.routing_key.clone(),
+        schema_version: names.schema_version,
     })
 }
 
@@ -350,7 +438,10 @@ impl EventStore for SqliteStore {
     ) -> Vec<Result<AppendResult, StoreError>> {
         let now = self.inner.clock.now();
         let prepared: Vec<Result<store::Prepared, StoreError>> =
-            requests.iter().map(|r| store::prepare(r, now)).collect();
+            requests
+                .iter()
+                .map(|r| store::prepare(r, now, &self.inner.codes))
+                .collect();
         if prepared.iter().all(Result::is_err) {
             return prepared
                 .into_iter()
@@ -365,9 +456,9 @@ impl EventStore for SqliteStore {
             async {
                 let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
                 if !planned.is_empty() {
-                    let recorded_at = format_time(truncate_to_micros(now));
+                    let recorded_at = truncate_to_micros(now).timestamp_micros();
                     let mut on_heads = tx.begin().await?;
-                    match insert_rows(&mut on_heads, &rows, &recorded_at).await {
+                    match insert_rows(&mut on_heads, &rows, recorded_at).await {
                         Ok(positions) => {
                             on_heads.commit().await?;
                             let mut at = 0;
@@ -404,7 +495,7 @@ impl EventStore for SqliteStore {
                     let Ok(prepared) = &prepared[i] else { continue };
                     if alone {
                         // One request: the transaction itself is its undo.
-                        let outcome = Self::write(&mut tx, &requests[i], prepared).await;
+                        let outcome = Self::write(&mut tx, &requests[i], prepared, &self.inner.codes).await;
                         let keep = matches!(outcome, Ok(Ok(_)));
                         outcomes[i] = Some(outcome);
                         return if keep {
@@ -414,7 +505,7 @@ impl EventStore for SqliteStore {
                         };
                     }
                     let mut savepoint = tx.begin().await?;
-                    let outcome = Self::write(&mut savepoint, &requests[i], prepared).await;
+                    let outcome = Self::write(&mut savepoint, &requests[i], prepared, &self.inner.codes).await;
                     if matches!(outcome, Ok(Ok(_))) {
                         savepoint.commit().await?;
                     } else {

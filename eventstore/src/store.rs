@@ -6,7 +6,10 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::error::StoreError;
-use crate::event::{AppendRequest, AppendResult, AsOf, ExpectedVersion, RecordedEvent};
+use crate::codes::Codes;
+use crate::event::{
+    Actor, AppendRequest, AppendResult, AsOf, EventMetadata, ExpectedVersion, RecordedEvent,
+};
 use crate::hashing::{DigestInput, GENESIS, canonical, chain, truncate_to_micros};
 use crate::heads::Heads;
 
@@ -65,6 +68,10 @@ pub trait EventStore: Send + Sync {
     ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
 
     /// Like [`EventStore::read_all`], restricted to one tenant's events.
+    /// There is no tenant index (it would cost every append an index entry
+    /// for a read that only exports use): this reads the log in position
+    /// order and keeps the tenant's events, so a whole tenant's export costs
+    /// one pass over the log, like an audit.
     fn read_tenant(
         &self,
         tenant_id: Uuid,
@@ -115,6 +122,7 @@ pub trait EventStore: Send + Sync {
 pub(crate) fn prepare(
     request: &AppendRequest,
     recorded_at: chrono::DateTime<chrono::Utc>,
+    codes: &Codes,
 ) -> Result<Prepared, StoreError> {
     if request.events.is_empty() {
         return Err(StoreError::EmptyAppend);
@@ -128,6 +136,7 @@ pub(crate) fn prepare(
     let mut prepared = Prepared {
         recorded_at,
         routing_keys: Vec::with_capacity(n),
+        type_codes: Vec::with_capacity(n),
         payload_json: Vec::with_capacity(n),
         metadata_json: Vec::with_capacity(n),
         digests: Vec::with_capacity(n),
@@ -135,15 +144,16 @@ pub(crate) fn prepare(
     let time_text = crate::hashing::format_time(recorded_at);
     for event in &request.events {
         let routing_key = event.routing_key();
-        match catalog.entry(&routing_key) {
-            Some(row) if row.stream_type == request.stream_type => {}
-            _ => {
-                return Err(StoreError::NotInCatalog {
-                    routing_key,
-                    stream_type: request.stream_type.clone(),
-                });
-            }
-        }
+        let code = match catalog.entry(&routing_key) {
+            Some(row) if row.stream_type == request.stream_type => codes.code_of(&routing_key),
+            _ => None,
+        };
+        let Some(code) = code else {
+            return Err(StoreError::NotInCatalog {
+                routing_key,
+                stream_type: request.stream_type.clone(),
+            });
+        };
         let payload_json = canonical(&event.payload);
         let metadata_json = event.metadata.canonical_json();
         let digest = DigestInput {
@@ -160,6 +170,7 @@ pub(crate) fn prepare(
         }
         .digest_at(&time_text);
         prepared.routing_keys.push(routing_key);
+        prepared.type_codes.push(code);
         prepared.payload_json.push(payload_json);
         prepared.metadata_json.push(metadata_json);
         prepared.digests.push(digest);
@@ -172,6 +183,8 @@ pub(crate) fn prepare(
 pub(crate) struct Prepared {
     pub recorded_at: chrono::DateTime<chrono::Utc>,
     pub routing_keys: Vec<String>,
+    /// The routing keys' codes in `event_types`.
+    pub type_codes: Vec<i16>,
     /// Payloads as canonical JSON text (what is hashed and what is stored).
     pub payload_json: Vec<String>,
     /// Metadata as canonical JSON text.
@@ -186,16 +199,98 @@ pub(crate) struct Prepared {
 pub(crate) struct Rows {
     pub event_ids: Vec<Uuid>,
     pub stream_ids: Vec<Uuid>,
-    pub stream_types: Vec<String>,
-    pub versions: Vec<i64>,
-    pub event_types: Vec<String>,
-    pub routing_keys: Vec<String>,
-    pub schema_versions: Vec<i32>,
+    pub versions: Vec<i32>,
+    pub type_codes: Vec<i16>,
     pub tenant_ids: Vec<Option<Uuid>>,
     pub payloads: Vec<String>,
-    pub metadata: Vec<String>,
-    pub prevs: Vec<Vec<u8>>,
+    pub metadata: MetadataColumns,
     pub hashes: Vec<Vec<u8>>,
+}
+
+/// The typed metadata columns of rows to insert, one vector per column.
+#[derive(Debug, Default)]
+pub(crate) struct MetadataColumns {
+    pub correlation_ids: Vec<Uuid>,
+    pub causation_ids: Vec<Option<Uuid>>,
+    pub actor_kinds: Vec<i16>,
+    pub actor_ids: Vec<Option<Uuid>>,
+    pub actor_components: Vec<Option<String>>,
+    pub trace_ids: Vec<Option<String>>,
+}
+
+impl MetadataColumns {
+    /// Adds one event's metadata.
+    pub fn push(&mut self, metadata: &EventMetadata) {
+        let (kind, id, component) = actor_columns(&metadata.actor);
+        self.correlation_ids.push(metadata.correlation_id);
+        self.causation_ids.push(metadata.causation_id);
+        self.actor_kinds.push(kind);
+        self.actor_ids.push(id);
+        self.actor_components.push(component);
+        self.trace_ids.push(metadata.trace_id.clone());
+    }
+}
+
+/// `actor_kind` of a user, an API key, a node and the system.
+const ACTOR_USER: i16 = 1;
+const ACTOR_API_KEY: i16 = 2;
+const ACTOR_NODE: i16 = 3;
+const ACTOR_SYSTEM: i16 = 4;
+
+/// An actor as its columns: kind, id, component.
+pub(crate) fn actor_columns(actor: &Actor) -> (i16, Option<Uuid>, Option<String>) {
+    match actor {
+        Actor::User { id } => (ACTOR_USER, Some(*id), None),
+        Actor::ApiKey { id } => (ACTOR_API_KEY, Some(*id), None),
+        Actor::Node { id } => (ACTOR_NODE, Some(*id), None),
+        Actor::System { component } => (ACTOR_SYSTEM, None, Some(component.clone())),
+    }
+}
+
+/// A stored row's metadata columns, back as the envelope's metadata.
+pub(crate) fn metadata_from_columns(
+    correlation_id: Uuid,
+    causation_id: Option<Uuid>,
+    actor_kind: i16,
+    actor_id: Option<Uuid>,
+    actor_component: Option<String>,
+    trace_id: Option<String>,
+) -> Result<EventMetadata, StoreError> {
+    let actor = match (actor_kind, actor_id, actor_component) {
+        (ACTOR_USER, Some(id), None) => Actor::User { id },
+        (ACTOR_API_KEY, Some(id), None) => Actor::ApiKey { id },
+        (ACTOR_NODE, Some(id), None) => Actor::Node { id },
+        (ACTOR_SYSTEM, None, Some(component)) => Actor::System { component },
+        (kind, ..) => {
+            return Err(StoreError::Corrupt(format!(
+                "actor of kind {kind} with the wrong columns"
+            )));
+        }
+    };
+    Ok(EventMetadata {
+        correlation_id,
+        causation_id,
+        actor,
+        trace_id,
+    })
+}
+
+/// Metadata as the JSON value [`RecordedEvent::metadata`] carries.
+pub(crate) fn metadata_value(metadata: &EventMetadata) -> serde_json::Value {
+    let actor = match &metadata.actor {
+        Actor::User { id } => serde_json::json!({ "kind": "user", "id": id }),
+        Actor::ApiKey { id } => serde_json::json!({ "kind": "api_key", "id": id }),
+        Actor::Node { id } => serde_json::json!({ "kind": "node", "id": id }),
+        Actor::System { component } => {
+            serde_json::json!({ "kind": "system", "component": component })
+        }
+    };
+    serde_json::json!({
+        "actor": actor,
+        "causation_id": metadata.causation_id,
+        "correlation_id": metadata.correlation_id,
+        "trace_id": metadata.trace_id,
+    })
 }
 
 impl Rows {
@@ -212,15 +307,11 @@ impl Rows {
             let hash = chain(&prev, version, &prepared.digests[i]);
             self.event_ids.push(event.event_id);
             self.stream_ids.push(request.stream_id);
-            self.stream_types.push(request.stream_type.clone());
-            self.versions.push(version as i64);
-            self.event_types.push(event.event_type.clone());
-            self.routing_keys.push(prepared.routing_keys[i].clone());
-            self.schema_versions.push(event.schema_version as i32);
+            self.versions.push(version as i32);
+            self.type_codes.push(prepared.type_codes[i]);
             self.tenant_ids.push(request.tenant_id);
             self.payloads.push(prepared.payload_json[i].clone());
-            self.metadata.push(prepared.metadata_json[i].clone());
-            self.prevs.push(prev.to_vec());
+            self.metadata.push(&event.metadata);
             self.hashes.push(hash.to_vec());
             prev = hash;
         }
@@ -341,6 +432,50 @@ pub(crate) fn expectation_holds(expected: ExpectedVersion, head: u64) -> bool {
         ExpectedVersion::Any => true,
         ExpectedVersion::NoStream => head == 0,
         ExpectedVersion::Exact(v) => head == v,
+    }
+}
+
+/// The (stream, version) of each event's predecessor that `events` itself
+/// does not hold (a version 1 has none): what a read must look up to give
+/// every event its `prev_hash`, which is not stored (it is the previous
+/// event's `hash`).
+pub(crate) fn predecessors_to_read(events: &[RecordedEvent]) -> Vec<(Uuid, u64)> {
+    let held: std::collections::HashSet<(Uuid, u64)> = events
+        .iter()
+        .map(|e| (e.stream_id, e.stream_version))
+        .collect();
+    let mut out: Vec<(Uuid, u64)> = events
+        .iter()
+        .filter(|e| e.stream_version > 1)
+        .map(|e| (e.stream_id, e.stream_version - 1))
+        .filter(|k| !held.contains(k))
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Sets each event's `prev_hash`: the genesis for version 1, else the hash
+/// of the stream's previous event, from `events` or from `read` (the hashes
+/// of [`predecessors_to_read`]). A predecessor that is not stored (a gap,
+/// which an audit reports as such) leaves the genesis.
+pub(crate) fn link_predecessors(
+    events: &mut [RecordedEvent],
+    read: &std::collections::HashMap<(Uuid, u64), [u8; 32]>,
+) {
+    let mut known: std::collections::HashMap<(Uuid, u64), [u8; 32]> = events
+        .iter()
+        .map(|e| ((e.stream_id, e.stream_version), e.hash))
+        .collect();
+    known.extend(read.iter().map(|(k, v)| (*k, *v)));
+    for event in events.iter_mut() {
+        event.prev_hash = match event.stream_version {
+            0 | 1 => GENESIS,
+            v => known
+                .get(&(event.stream_id, v - 1))
+                .copied()
+                .unwrap_or(GENESIS),
+        };
     }
 }
 

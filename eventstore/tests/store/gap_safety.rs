@@ -51,25 +51,43 @@ async fn tailing_reader_sees_every_committed_event_once_in_order() {
             }
         }));
     }
+    let tenant_codes: Vec<i16> =
+        sqlx::query_scalar("SELECT code FROM event_types WHERE stream_type = 'tenant'")
+            .fetch_all(pg.pool())
+            .await
+            .unwrap();
+    let credit_added: i16 = sqlx::query_scalar(
+        "SELECT code FROM event_types WHERE routing_key = 'tenant.credit_added.v1'",
+    )
+    .fetch_one(pg.pool())
+    .await
+    .unwrap();
     for _ in 0..SLOW_WRITERS {
         let pool = pg.pool().clone();
+        let tenant_codes = tenant_codes.clone();
         writers.push(tokio::spawn(async move {
             let stream = Uuid::new_v4();
             for round in 0..ROUNDS / 3 {
                 let mut tx = pool.begin().await.unwrap();
                 let ids: Vec<Uuid> = (0..2).map(|_| Uuid::new_v4()).collect();
-                let meta_json = serde_json::to_string(&meta()).unwrap();
+                let component = match meta().actor {
+                    eventstore::Actor::System { component } => component,
+                    other => panic!("a system actor, not {other:?}"),
+                };
                 sqlx::query(eventstore::postgres::APPEND_SQL)
                     .bind(stream)
-                    .bind("tenant")
+                    .bind(&tenant_codes)
                     .bind(stream)
-                    .bind(None::<i64>)
+                    .bind(None::<i32>)
                     .bind(&ids)
-                    .bind(vec!["tenant.credit_added"; 2])
-                    .bind(vec!["tenant.credit_added.v1"; 2])
-                    .bind(vec![1i32; 2])
+                    .bind(vec![credit_added; 2])
                     .bind(vec![serde_json::json!({ "slow": round }).to_string(); 2])
-                    .bind(vec![meta_json; 2])
+                    .bind(vec![meta().correlation_id; 2])
+                    .bind(vec![None::<Uuid>; 2])
+                    .bind(vec![4i16; 2])
+                    .bind(vec![None::<Uuid>; 2])
+                    .bind(vec![Some(component); 2])
+                    .bind(vec![None::<String>; 2])
                     .bind(chrono::Utc::now())
                     .bind(vec![vec![0u8; 32]; 2])
                     .fetch_all(&mut *tx)

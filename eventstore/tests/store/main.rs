@@ -3,6 +3,7 @@
 
 mod conformance;
 mod gap_safety;
+mod migration;
 mod sqlite_wal;
 mod support;
 mod wakeups;

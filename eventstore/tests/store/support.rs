@@ -115,8 +115,8 @@ impl TestDb {
                 tx.execute("ALTER TABLE events DISABLE TRIGGER events_append_only")
                     .await
                     .unwrap();
-                sqlx::query("UPDATE events SET payload = $1 WHERE global_position = $2")
-                    .bind(payload)
+                sqlx::query("UPDATE events SET payload = $1::json WHERE global_position = $2")
+                    .bind(payload.to_string())
                     .bind(position)
                     .execute(&mut *tx)
                     .await
@@ -146,7 +146,7 @@ impl TestDb {
         match &self.store {
             AnyStore::Postgres(s) => {
                 let update =
-                    sqlx::query("UPDATE events SET event_type = 'x' WHERE global_position = $1")
+                    sqlx::query("UPDATE events SET type_code = 0 WHERE global_position = $1")
                         .bind(position)
                         .execute(s.pool())
                         .await;
@@ -159,7 +159,7 @@ impl TestDb {
             AnyStore::Sqlite(s) => {
                 s.with_writer(async |conn| {
                     let update =
-                        sqlx::query("UPDATE events SET event_type = 'x' WHERE global_position = ?")
+                        sqlx::query("UPDATE events SET type_code = 0 WHERE global_position = ?")
                             .bind(position)
                             .execute(&mut *conn)
                             .await;
