@@ -480,7 +480,6 @@ async fn postgres(seconds: f64) {
         let store = db.store.clone();
         let pool = store.pool().clone();
         pool.execute(PG_RAW_SCHEMA).await.expect("raw schema");
-        if std::env::var("XP_NOPK").is_ok() { pool.execute("ALTER TABLE events DROP CONSTRAINT events_pkey").await.unwrap(); }
         for batch in BATCHES {
             for writers in WRITERS {
                 if !selected(writers, batch) {

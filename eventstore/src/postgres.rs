@@ -87,26 +87,29 @@ RETURNING stream_version, global_position, hash";
 /// Appends on top of known heads: a plain insert of rows whose versions and
 /// hash chain the caller computed, for one stream or several. The unique key
 /// on (stream, version) refuses it if a head has moved on. Positions follow
-/// the row order.
+/// the row order and are consecutive (`xid * 65536 + index`), so only the
+/// first comes back.
 ///
 /// Binds: $1 recorded_at, then one array element per row: $2 event ids,
 /// $3 stream ids, $4 versions, $5 type codes, $6 tenant ids, $7 payloads,
 /// $8 correlation ids, $9 causation ids, $10 actor kinds, $11 actor ids,
 /// $12 actor components, $13 trace ids, $14 hashes.
 pub const APPEND_ON_HEAD_SQL: &str = r"
+WITH x AS (SELECT pg_current_xact_id()::text::bigint * 65536 AS base), ins AS (
 INSERT INTO events (global_position, recorded_at, stream_version, type_code, actor_kind,
                     event_id, stream_id, tenant_id, correlation_id, causation_id, actor_id,
                     hash, actor_component, trace_id, payload)
-SELECT pg_current_xact_id()::text::bigint * 65536 + u.i - 1, $1, u.version, u.type_code,
+SELECT x.base + u.i - 1, $1, u.version, u.type_code,
        u.actor_kind, u.event_id, u.stream_id, u.tenant_id, u.correlation_id, u.causation_id,
        u.actor_id, u.hash, u.actor_component, u.trace_id, u.payload::json
-  FROM unnest($2::uuid[], $3::uuid[], $4::integer[], $5::smallint[], $6::uuid[], $7::text[],
+  FROM x, unnest($2::uuid[], $3::uuid[], $4::integer[], $5::smallint[], $6::uuid[], $7::text[],
               $8::uuid[], $9::uuid[], $10::smallint[], $11::uuid[], $12::text[], $13::text[],
               $14::bytea[])
        WITH ORDINALITY AS u(event_id, stream_id, version, type_code, tenant_id, payload,
                             correlation_id, causation_id, actor_kind, actor_id, actor_component,
                             trace_id, hash, i)
-RETURNING global_position";
+RETURNING global_position)
+SELECT min(global_position) FROM ins";
 
 /// One row on a known head (the commonest append: a new stream's first
 /// event, or the next event of a stream this process wrote): the same insert
@@ -120,13 +123,48 @@ VALUES (pg_current_xact_id()::text::bigint * 65536, $1, $4, $5, $10, $2, $3, $6,
         $14, $12, $13, $7::json)
 RETURNING global_position";
 
-/// Inserts rows with [`APPEND_ON_HEAD_SQL`] (one row: [`APPEND_ONE_SQL`]);
-/// returns their positions in row order.
+/// The most rows [`insert_values_sql`] carries; more go through
+/// [`APPEND_ON_HEAD_SQL`]'s arrays.
+const VALUES_ROWS: usize = 32;
+
+/// [`APPEND_ONE_SQL`] for `n` rows: one `VALUES` list (cheaper to plan and
+/// run than unnesting fourteen arrays), the first position back. Binds:
+/// $1 recorded_at, then per row the 13 values of [`APPEND_ONE_SQL`]'s $2–$14.
+fn insert_values_sql(n: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        (0..=VALUES_ROWS)
+            .map(|n| {
+                let rows: Vec<String> = (0..n)
+                    .map(|i| {
+                        let p = |k: usize| format!("${}", 2 + i * 13 + k);
+                        format!(
+                            "(pg_current_xact_id()::text::bigint * 65536 + {i}, $1, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}::json)",
+                            p(2), p(3), p(8), p(0), p(1), p(4), p(6), p(7), p(9), p(12), p(10), p(11), p(5)
+                        )
+                    })
+                    .collect();
+                format!(
+                    "WITH ins AS (INSERT INTO events (global_position, recorded_at, stream_version, \
+                     type_code, actor_kind, event_id, stream_id, tenant_id, correlation_id, \
+                     causation_id, actor_id, hash, actor_component, trace_id, payload) VALUES {} \
+                     RETURNING global_position) SELECT min(global_position) FROM ins",
+                    rows.join(", ")
+                )
+            })
+            .collect()
+    });
+    &all[n.min(VALUES_ROWS)]
+}
+
+/// Inserts rows with [`APPEND_ONE_SQL`], [`insert_values_sql`] or
+/// [`APPEND_ON_HEAD_SQL`] by their number; returns the first one's position
+/// (the others follow it, in row order).
 async fn insert_rows(
     rows: Rows,
     pool: &PgPool,
     recorded_at: chrono::DateTime<chrono::Utc>,
-) -> Result<Vec<i64>, sqlx::Error> {
+) -> Result<i64, sqlx::Error> {
     if rows.len() == 1 {
         let mut r = rows;
         let m = &mut r.metadata;
@@ -147,10 +185,33 @@ async fn insert_rows(
             .bind(r.hashes.swap_remove(0))
             .fetch_one(pool)
             .await?;
-        return Ok(vec![position]);
+        return Ok(position);
+    }
+    if rows.len() <= VALUES_ROWS {
+        let m = &rows.metadata;
+        let mut query = sqlx::query_scalar(insert_values_sql(rows.len())).bind(recorded_at);
+        for r in 0..rows.len() {
+            // The order of APPEND_ONE_SQL's $2..$14.
+            query = query
+                .bind(rows.event_ids[r])
+                .bind(rows.stream_ids[r])
+                .bind(rows.versions[r])
+                .bind(rows.type_codes[r])
+                .bind(rows.tenant_ids[r])
+                .bind(&rows.payloads[r])
+                .bind(m.correlation_ids[r])
+                .bind(m.causation_ids[r])
+                .bind(m.actor_kinds[r])
+                .bind(m.actor_ids[r])
+                .bind(&m.actor_components[r])
+                .bind(&m.trace_ids[r])
+                .bind(&rows.hashes[r]);
+        }
+        let first: Option<i64> = query.fetch_one(pool).await?;
+        return first.ok_or_else(|| sqlx::Error::Protocol("an insert of rows inserted none".into()));
     }
     let m = rows.metadata;
-    let result = sqlx::query(APPEND_ON_HEAD_SQL)
+    let first: Option<i64> = sqlx::query_scalar(APPEND_ON_HEAD_SQL)
         .bind(recorded_at)
         .bind(rows.event_ids)
         .bind(rows.stream_ids)
@@ -165,14 +226,9 @@ async fn insert_rows(
         .bind(m.actor_components)
         .bind(m.trace_ids)
         .bind(rows.hashes)
-        .fetch_all(pool)
+        .fetch_one(pool)
         .await?;
-    let mut positions = result
-        .iter()
-        .map(|r| r.try_get::<i64, _>(0))
-        .collect::<Result<Vec<_>, _>>()?;
-    positions.sort_unstable();
-    Ok(positions)
+    first.ok_or_else(|| sqlx::Error::Protocol("an insert of rows inserted none".into()))
 }
 
 /// The columns every read selects, in [`decode`]'s order.
@@ -343,8 +399,7 @@ impl PgStore {
         let last_hash = rows.push(request, prepared, base, prev);
         let result = insert_rows(rows, &self.inner.pool, prepared.recorded_at).await;
         match result {
-            Ok(positions) => {
-                let first_position = positions.first().copied().unwrap_or_default();
+            Ok(first_position) => {
                 self.remember(request, base + n as u64, last_hash);
                 Ok(OnHead::Appended(AppendResult {
                     first_version: base + 1,
@@ -677,12 +732,12 @@ impl EventStore for PgStore {
         if !planned.is_empty() {
             let recorded_at = crate::hashing::truncate_to_micros(now);
             match insert_rows(rows, &self.inner.pool, recorded_at).await {
-                Ok(positions) => {
+                Ok(first) => {
                     let mut at = 0;
                     for p in planned {
                         let request = &requests[p.index];
                         let n = request.events.len();
-                        let first_position = positions.get(at).copied().unwrap_or_default();
+                        let first_position = first + at as i64;
                         at += n;
                         self.remember(request, p.base + n as u64, p.last_hash);
                         results[p.index] = Some(Ok(self.appended_ok(AppendResult {
