@@ -692,11 +692,16 @@ async fn sqlite_old_layout_scan(pool: &SqlitePool) -> (u64, f64) {
     (count, count as f64 / start.elapsed().as_secs_f64())
 }
 
-/// The size of a SQLite file after its WAL is copied in and truncated.
-async fn sqlite_file_size(pool: &SqlitePool, path: &Path, table: &str) -> (i64, i64) {
+/// Copies a SQLite file's WAL into it and truncates the WAL.
+async fn checkpoint(pool: &SqlitePool) {
     pool.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         .await
         .expect("checkpoint");
+}
+
+/// The size of a SQLite file after its WAL is copied in and truncated.
+async fn sqlite_file_size(pool: &SqlitePool, path: &Path, table: &str) -> (i64, i64) {
+    checkpoint(pool).await;
     let rows: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT count(*) FROM {table}"
     )))
@@ -733,6 +738,7 @@ async fn sqlite(seconds: f64) {
         // connection, as the store's writer has.
         let pool = sqlite_pool(&raw_path).await;
         pool.execute(SQLITE_RAW_SCHEMA).await.expect("raw schema");
+        let store_file = sqlite_pool(&store_path).await;
         for batch in BATCHES {
             for writers in WRITERS {
                 if !selected(writers, batch) {
@@ -740,21 +746,22 @@ async fn sqlite(seconds: f64) {
                 }
                 let (mut raw, mut ours) = (Side::default(), Side::default());
                 for _ in 0..rounds() {
+                    // Each side's bytes: its WAL frames and, by a full
+                    // checkpoint at the end, their copy into its file.
                     let before = written_bytes();
                     let r = sqlite_raw_inserts(pool.clone(), mode, writers, batch, seconds).await;
+                    checkpoint(&pool).await;
                     raw.add(r, written_bytes() - before);
                     let before = written_bytes();
                     let o = store_appends(store.clone(), mode, writers, batch, seconds).await;
-                    // The store's checkpointer copies the WAL in the background.
-                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    checkpoint(&store_file).await;
                     ours.add(o, written_bytes() - before);
                 }
                 row("sqlite", mode, writers, batch, ours, raw);
             }
         }
-        let store_pool = sqlite_pool(&store_path).await;
-        let store_size = sqlite_file_size(&store_pool, &store_path, "events").await;
-        store_pool.close().await;
+        let store_size = sqlite_file_size(&store_file, &store_path, "events").await;
+        store_file.close().await;
         let raw_size = sqlite_file_size(&pool, &raw_path, "raw_events").await;
         disk_row("sqlite", mode, store_size, raw_size);
         if read_from.is_none() {
