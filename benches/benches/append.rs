@@ -282,7 +282,12 @@ async fn pg_copy_to_old_layout<S: EventStore>(store: &S, pool: &PgPool) {
         .bind(batch.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
         .bind(batch.iter().map(|e| e.metadata.clone()).collect::<Vec<_>>())
         .bind(batch.iter().map(|e| e.recorded_at).collect::<Vec<_>>())
-        .bind(batch.iter().map(|e| e.prev_hash.to_vec()).collect::<Vec<_>>())
+        .bind(
+            batch
+                .iter()
+                .map(|e| e.prev_hash.to_vec())
+                .collect::<Vec<_>>(),
+        )
         .bind(batch.iter().map(|e| e.hash.to_vec()).collect::<Vec<_>>())
         .execute(pool)
         .await
@@ -624,26 +629,24 @@ async fn sqlite_copy_to_old_layout<S: EventStore>(store: &S, pool: &SqlitePool) 
         position = last.global_position;
         let mut tx = pool.begin().await.expect("begin");
         for e in &batch {
-            sqlx::query(
-                "INSERT INTO old_layout VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(e.global_position)
-            .bind(e.event_id)
-            .bind(e.stream_id)
-            .bind(&e.stream_type)
-            .bind(e.stream_version as i64)
-            .bind(&e.event_type)
-            .bind(&e.routing_key)
-            .bind(e.schema_version as i64)
-            .bind(e.tenant_id)
-            .bind(canonical(&e.payload))
-            .bind(canonical(&e.metadata))
-            .bind(format_time(e.recorded_at))
-            .bind(e.prev_hash.to_vec())
-            .bind(e.hash.to_vec())
-            .execute(&mut *tx)
-            .await
-            .expect("copy to the old layout");
+            sqlx::query("INSERT INTO old_layout VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+                .bind(e.global_position)
+                .bind(e.event_id)
+                .bind(e.stream_id)
+                .bind(&e.stream_type)
+                .bind(e.stream_version as i64)
+                .bind(&e.event_type)
+                .bind(&e.routing_key)
+                .bind(e.schema_version as i64)
+                .bind(e.tenant_id)
+                .bind(canonical(&e.payload))
+                .bind(canonical(&e.metadata))
+                .bind(format_time(e.recorded_at))
+                .bind(e.prev_hash.to_vec())
+                .bind(e.hash.to_vec())
+                .execute(&mut *tx)
+                .await
+                .expect("copy to the old layout");
         }
         tx.commit().await.expect("commit");
     }
@@ -702,12 +705,11 @@ async fn checkpoint(pool: &SqlitePool) {
 /// The size of a SQLite file after its WAL is copied in and truncated.
 async fn sqlite_file_size(pool: &SqlitePool, path: &Path, table: &str) -> (i64, i64) {
     checkpoint(pool).await;
-    let rows: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT count(*) FROM {table}"
-    )))
-    .fetch_one(pool)
-    .await
-    .expect("count");
+    let rows: i64 =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(pool)
+            .await
+            .expect("count");
     let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     (bytes as i64, rows)
 }
@@ -770,7 +772,10 @@ async fn sqlite(seconds: f64) {
     }
     if let Some((store, pool)) = read_from {
         sqlite_copy_to_old_layout(&store, &pool).await;
-        let _ = (store_scan(&store).await, sqlite_old_layout_scan(&pool).await);
+        let _ = (
+            store_scan(&store).await,
+            sqlite_old_layout_scan(&pool).await,
+        );
         let (mut ours, mut old) = ((0, 0.0f64), (0, 0.0f64));
         for _ in 0..rounds() {
             let r = sqlite_old_layout_scan(&pool).await;

@@ -138,7 +138,13 @@ mod tests {
     fn codes_resolve_both_ways_and_group_by_stream_type() {
         let codes = Codes::default();
         codes.replace(vec![
-            (1, "tenant.created.v1".into(), "tenant.created".into(), 1, "tenant".into()),
+            (
+                1,
+                "tenant.created.v1".into(),
+                "tenant.created".into(),
+                1,
+                "tenant".into(),
+            ),
             (
                 2,
                 "tenant.credit_added.v1".into(),
@@ -146,7 +152,13 @@ mod tests {
                 1,
                 "tenant".into(),
             ),
-            (3, "node.registered.v1".into(), "node.registered".into(), 1, "node".into()),
+            (
+                3,
+                "node.registered.v1".into(),
+                "node.registered".into(),
+                1,
+                "node".into(),
+            ),
         ]);
         assert_eq!(codes.code_of("tenant.credit_added.v1"), Some(2));
         assert_eq!(codes.get(3).unwrap().stream_type, "node");

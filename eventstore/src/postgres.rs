@@ -208,7 +208,8 @@ async fn insert_rows(
                 .bind(&rows.hashes[r]);
         }
         let first: Option<i64> = query.fetch_one(pool).await?;
-        return first.ok_or_else(|| sqlx::Error::Protocol("an insert of rows inserted none".into()));
+        return first
+            .ok_or_else(|| sqlx::Error::Protocol("an insert of rows inserted none".into()));
     }
     let m = rows.metadata;
     let first: Option<i64> = sqlx::query_scalar(APPEND_ON_HEAD_SQL)
@@ -427,20 +428,19 @@ impl PgStore {
         }
     }
 
-    /// Appends with a statement that reads the stream head itself.
-    async fn append_reading_head(
+    /// [`APPEND_SQL`] with its binds for `request`.
+    fn reading_head_query<'q>(
         &self,
-        request: &AppendRequest,
-        prepared: &store::Prepared,
-    ) -> Result<AppendResult, StoreError> {
-        let n = request.events.len();
+        request: &'q AppendRequest,
+        prepared: &'q store::Prepared,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
         let events = &request.events;
         let mut m = store::MetadataColumns::default();
         for event in events {
             m.push(&event.metadata);
         }
         let digests: Vec<Vec<u8>> = prepared.digests.iter().map(|d| d.to_vec()).collect();
-        let result = sqlx::query(APPEND_SQL)
+        sqlx::query(APPEND_SQL)
             .bind(request.stream_id)
             .bind(self.inner.codes.of_stream_type(&request.stream_type))
             .bind(request.tenant_id)
@@ -456,6 +456,34 @@ impl PgStore {
             .bind(m.trace_ids)
             .bind(prepared.recorded_at)
             .bind(digests)
+    }
+
+    /// Runs an append's statement inside the caller's transaction and
+    /// leaves the commit (or rollback) to it: for tests that hold a position
+    /// open while other writers commit above it. Returns how many events
+    /// it inserted (none when the expectation or the owner check failed).
+    pub async fn append_in(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        request: &AppendRequest,
+    ) -> Result<usize, StoreError> {
+        let prepared = store::prepare(request, self.inner.clock.now(), &self.inner.codes)?;
+        let rows = self
+            .reading_head_query(request, &prepared)
+            .fetch_all(&mut *tx)
+            .await?;
+        Ok(rows.len())
+    }
+
+    /// Appends with a statement that reads the stream head itself.
+    async fn append_reading_head(
+        &self,
+        request: &AppendRequest,
+        prepared: &store::Prepared,
+    ) -> Result<AppendResult, StoreError> {
+        let n = request.events.len();
+        let result = self
+            .reading_head_query(request, prepared)
             .fetch_all(&self.inner.pool)
             .await;
         let refusal = match result {
@@ -531,7 +559,11 @@ impl PgStore {
         .await?;
         Ok(match head {
             Some((_, code, tenant))
-                if !self.inner.codes.of_stream_type(&request.stream_type).contains(&code)
+                if !self
+                    .inner
+                    .codes
+                    .of_stream_type(&request.stream_type)
+                    .contains(&code)
                     || tenant != request.tenant_id =>
             {
                 StoreError::StreamMismatch {
@@ -630,15 +662,30 @@ async fn sync_codes(pool: &PgPool, codes: &Codes) -> Result<(), StoreError> {
          SELECT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::text[]) \
          ON CONFLICT DO NOTHING",
     )
-    .bind(missing.iter().map(|t| t.routing_key.clone()).collect::<Vec<_>>())
-    .bind(missing.iter().map(|t| t.event_type.clone()).collect::<Vec<_>>())
+    .bind(
+        missing
+            .iter()
+            .map(|t| t.routing_key.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        missing
+            .iter()
+            .map(|t| t.event_type.clone())
+            .collect::<Vec<_>>(),
+    )
     .bind(
         missing
             .iter()
             .map(|t| t.schema_version as i32)
             .collect::<Vec<_>>(),
     )
-    .bind(missing.iter().map(|t| t.stream_type.clone()).collect::<Vec<_>>())
+    .bind(
+        missing
+            .iter()
+            .map(|t| t.stream_type.clone())
+            .collect::<Vec<_>>(),
+    )
     .execute(pool)
     .await?;
     let stored = load_codes(pool, codes).await?;
@@ -721,11 +768,10 @@ impl EventStore for PgStore {
         requests: Vec<AppendRequest>,
     ) -> Vec<Result<AppendResult, StoreError>> {
         let now = self.inner.clock.now();
-        let prepared: Vec<Result<store::Prepared, StoreError>> =
-            requests
-                .iter()
-                .map(|r| store::prepare(r, now, &self.inner.codes))
-                .collect();
+        let prepared: Vec<Result<store::Prepared, StoreError>> = requests
+            .iter()
+            .map(|r| store::prepare(r, now, &self.inner.codes))
+            .collect();
         let (rows, planned) = store::plan_on_known_heads(&requests, &prepared, &self.inner.heads);
         let mut results: Vec<Option<Result<AppendResult, StoreError>>> =
             prepared.into_iter().map(|p| p.err().map(Err)).collect();
@@ -831,11 +877,12 @@ impl EventStore for PgStore {
     }
 
     async fn stream_version(&self, stream_id: Uuid) -> Result<u64, StoreError> {
-        let version: Option<i64> =
-            sqlx::query_scalar("SELECT max(stream_version)::bigint FROM events WHERE stream_id = $1")
-                .bind(stream_id)
-                .fetch_one(&self.inner.pool)
-                .await?;
+        let version: Option<i64> = sqlx::query_scalar(
+            "SELECT max(stream_version)::bigint FROM events WHERE stream_id = $1",
+        )
+        .bind(stream_id)
+        .fetch_one(&self.inner.pool)
+        .await?;
         Ok(version.unwrap_or(0) as u64)
     }
 

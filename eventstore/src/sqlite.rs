@@ -348,7 +348,10 @@ async fn insert_rows(
 }
 
 /// Reads `event_types` into `codes`.
-async fn load_codes(conn: &mut SqliteConnection, codes: &Codes) -> Result<Vec<CodeRow>, StoreError> {
+async fn load_codes(
+    conn: &mut SqliteConnection,
+    codes: &Codes,
+) -> Result<Vec<CodeRow>, StoreError> {
     let rows: Vec<CodeRow> = sqlx::query_as(
         "SELECT code, routing_key, event_type, schema_version, stream_type FROM event_types",
     )
@@ -388,8 +391,8 @@ async fn sync_codes(conn: &mut SqliteConnection, codes: &Codes) -> Result<(), St
 fn decode(row: SqliteRow, codes: &Codes) -> Result<RecordedEvent, StoreError> {
     let names = codes.resolve(row.try_get(4)?)?;
     let payload: &str = row.try_get(14)?;
-    let payload = serde_json::from_str(payload)
-        .map_err(|e| StoreError::Corrupt(format!("payload: {e}")))?;
+    let payload =
+        serde_json::from_str(payload).map_err(|e| StoreError::Corrupt(format!("payload: {e}")))?;
     let micros: i64 = row.try_get(6)?;
     let recorded_at = DateTime::<Utc>::from_timestamp_micros(micros)
         .ok_or_else(|| StoreError::Corrupt(format!("recorded_at {micros}")))?;
@@ -437,11 +440,10 @@ impl EventStore for SqliteStore {
         requests: Vec<AppendRequest>,
     ) -> Vec<Result<AppendResult, StoreError>> {
         let now = self.inner.clock.now();
-        let prepared: Vec<Result<store::Prepared, StoreError>> =
-            requests
-                .iter()
-                .map(|r| store::prepare(r, now, &self.inner.codes))
-                .collect();
+        let prepared: Vec<Result<store::Prepared, StoreError>> = requests
+            .iter()
+            .map(|r| store::prepare(r, now, &self.inner.codes))
+            .collect();
         if prepared.iter().all(Result::is_err) {
             return prepared
                 .into_iter()

@@ -5,8 +5,8 @@ use std::future::Future;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::error::StoreError;
 use crate::codes::Codes;
+use crate::error::StoreError;
 use crate::event::{
     Actor, AppendRequest, AppendResult, AsOf, EventMetadata, ExpectedVersion, RecordedEvent,
 };

@@ -8,8 +8,8 @@ use std::str::FromStr;
 use chrono::Duration;
 use eventstore::hashing::{GENESIS, canonical, chain, digest_of, format_time};
 use eventstore::{
-    Actor, AnyStore, EventStore, ExpectedVersion, PgOptions, PgStore, RecordedEvent,
-    SqliteStore, verify_all,
+    Actor, AnyStore, EventStore, ExpectedVersion, PgOptions, PgStore, RecordedEvent, SqliteStore,
+    verify_all,
 };
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -39,45 +39,83 @@ fn old_history() -> Vec<RecordedEvent> {
         },
     ];
     let plan: Vec<(Uuid, &str, Option<Uuid>, &str, serde_json::Value)> = vec![
-        (tenant, "tenant", Some(tenant), "tenant.created", json!({ "name": "Studio Ä" })),
-        (node, "node", None, "node.registered", json!({ "name": "n1", "cores": 8 })),
-        (tenant, "tenant", Some(tenant), "tenant.credit_added", json!({ "amount_minor": 1, "x": [1.5, null, true] })),
-        (other, "tenant", Some(other), "tenant.created", json!({ "name": "other" })),
-        (tenant, "tenant", Some(tenant), "tenant.credit_added", json!({ "amount_minor": 2 })),
+        (
+            tenant,
+            "tenant",
+            Some(tenant),
+            "tenant.created",
+            json!({ "name": "Studio Ä" }),
+        ),
+        (
+            node,
+            "node",
+            None,
+            "node.registered",
+            json!({ "name": "n1", "cores": 8 }),
+        ),
+        (
+            tenant,
+            "tenant",
+            Some(tenant),
+            "tenant.credit_added",
+            json!({ "amount_minor": 1, "x": [1.5, null, true] }),
+        ),
+        (
+            other,
+            "tenant",
+            Some(other),
+            "tenant.created",
+            json!({ "name": "other" }),
+        ),
+        (
+            tenant,
+            "tenant",
+            Some(tenant),
+            "tenant.credit_added",
+            json!({ "amount_minor": 2 }),
+        ),
         (node, "node", None, "node.offline", json!({})),
-        (tenant, "tenant", Some(tenant), "tenant.credit_added", json!({ "amount_minor": 3, "note": "a\nb" })),
+        (
+            tenant,
+            "tenant",
+            Some(tenant),
+            "tenant.credit_added",
+            json!({ "amount_minor": 3, "note": "a\nb" }),
+        ),
     ];
     let mut heads: std::collections::HashMap<Uuid, (u64, [u8; 32])> = Default::default();
     plan.into_iter()
         .enumerate()
-        .map(|(i, (stream_id, stream_type, tenant_id, event_type, payload))| {
-            let (version, prev) = heads.get(&stream_id).copied().unwrap_or((0, GENESIS));
-            let metadata = eventstore::EventMetadata {
-                correlation_id: Uuid::new_v4(),
-                causation_id: (i % 2 == 0).then(Uuid::new_v4),
-                actor: actors[i % actors.len()].clone(),
-                trace_id: (i % 3 != 0).then(|| format!("trace-{i}")),
-            };
-            let mut event = RecordedEvent {
-                global_position: (1000 + i as i64) * 65536 + (i as i64 % 3),
-                event_id: Uuid::new_v4(),
-                stream_id,
-                stream_type: stream_type.into(),
-                stream_version: version + 1,
-                event_type: event_type.into(),
-                routing_key: format!("{event_type}.v1"),
-                schema_version: 1,
-                tenant_id,
-                payload,
-                metadata: serde_json::to_value(&metadata).unwrap(),
-                recorded_at: t0() + Duration::microseconds(i as i64 * 1_000_001),
-                prev_hash: prev,
-                hash: [0; 32],
-            };
-            event.hash = chain(&prev, event.stream_version, &digest_of(&event));
-            heads.insert(stream_id, (event.stream_version, event.hash));
-            event
-        })
+        .map(
+            |(i, (stream_id, stream_type, tenant_id, event_type, payload))| {
+                let (version, prev) = heads.get(&stream_id).copied().unwrap_or((0, GENESIS));
+                let metadata = eventstore::EventMetadata {
+                    correlation_id: Uuid::new_v4(),
+                    causation_id: (i % 2 == 0).then(Uuid::new_v4),
+                    actor: actors[i % actors.len()].clone(),
+                    trace_id: (i % 3 != 0).then(|| format!("trace-{i}")),
+                };
+                let mut event = RecordedEvent {
+                    global_position: (1000 + i as i64) * 65536 + (i as i64 % 3),
+                    event_id: Uuid::new_v4(),
+                    stream_id,
+                    stream_type: stream_type.into(),
+                    stream_version: version + 1,
+                    event_type: event_type.into(),
+                    routing_key: format!("{event_type}.v1"),
+                    schema_version: 1,
+                    tenant_id,
+                    payload,
+                    metadata: serde_json::to_value(&metadata).unwrap(),
+                    recorded_at: t0() + Duration::microseconds(i as i64 * 1_000_001),
+                    prev_hash: prev,
+                    hash: [0; 32],
+                };
+                event.hash = chain(&prev, event.stream_version, &digest_of(&event));
+                heads.insert(stream_id, (event.stream_version, event.hash));
+                event
+            },
+        )
         .collect()
 }
 

@@ -84,29 +84,26 @@ async fn a_transaction_that_commits_late_is_not_skipped() {
     }
     for w in 0..4 {
         let pool = pg.pool().clone();
+        let store = pg.clone();
         let committed = committed.clone();
         writers.push(tokio::spawn(async move {
             for n in 0..12 {
                 let file = Uuid::new_v4();
                 let mut tx = pool.begin().await.unwrap();
-                sqlx::query(eventstore::postgres::APPEND_SQL)
-                    .bind(file)
-                    .bind("file")
-                    .bind(tenant)
-                    .bind(Some(0i64))
-                    .bind(vec![Uuid::new_v4()])
-                    .bind(vec!["file.uploaded"])
-                    .bind(vec!["file.uploaded.v1"])
-                    .bind(vec![1i32])
-                    .bind(vec![
-                        upload(file, tenant, 100_000 + w * 1000 + n).to_string(),
-                    ])
-                    .bind(vec![serde_json::to_string(&meta()).unwrap()])
-                    .bind(chrono::Utc::now())
-                    .bind(vec![vec![0u8; 32]])
-                    .fetch_all(&mut *tx)
-                    .await
-                    .unwrap();
+                let request = AppendRequest {
+                    stream_id: file,
+                    stream_type: "file".into(),
+                    tenant_id: Some(tenant),
+                    expected: ExpectedVersion::NoStream,
+                    events: vec![NewEvent {
+                        event_id: Uuid::new_v4(),
+                        event_type: "file.uploaded".into(),
+                        schema_version: 1,
+                        payload: upload(file, tenant, 100_000 + w * 1000 + n),
+                        metadata: meta(),
+                    }],
+                };
+                assert_eq!(store.append_in(&mut tx, &request).await.unwrap(), 1);
                 // Hold the position while faster writers commit above it.
                 sqlx::query("SELECT pg_sleep(0.03)")
                     .execute(&mut *tx)
