@@ -862,18 +862,26 @@ impl EventStore for PgStore {
         after_position: i64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM events WHERE tenant_id = $1 AND global_position > $2 \
-             AND global_position < (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint * 65536) \
-             ORDER BY global_position LIMIT $3"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant_id)
-            .bind(after_position)
-            .bind(limit as i64)
-            .fetch_all(&self.inner.pool)
-            .await?;
-        self.decode_all(rows).await
+        // No tenant index: follow the log with `read_all` (its ordered,
+        // gap-safe plan whatever the statistics say) and keep the tenant's
+        // events.
+        let mut out = Vec::new();
+        let mut position = after_position;
+        while out.len() < limit {
+            let batch = self.read_all(position, store::READ_BATCH).await?;
+            let Some(last) = batch.last() else { break };
+            position = last.global_position;
+            let full = batch.len() == store::READ_BATCH;
+            for event in batch {
+                if event.tenant_id == Some(tenant_id) && out.len() < limit {
+                    out.push(event);
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     async fn stream_version(&self, stream_id: Uuid) -> Result<u64, StoreError> {
