@@ -28,6 +28,10 @@ pub struct AppState {
     pub orchestrator: Orchestrator,
     /// How public callers are authenticated and rate limited.
     pub auth: Arc<crate::public::auth::Auth>,
+    /// Messages for WebSocket clients.
+    pub live: crate::live::Live,
+    /// Task attempts' logs (in the blob storage's `logs/`).
+    pub logs: crate::task_logs::TaskLogs,
 }
 
 impl AppState {
@@ -40,7 +44,14 @@ impl AppState {
         config: orchestrator::Config,
     ) -> Result<Self, orchestrator::OrchestratorError> {
         let orchestrator = Orchestrator::open(store.clone(), clock.clone(), config).await?;
+        let live = crate::live::Live::spawn(store.clone(), orchestrator.position().await);
+        let logs = crate::task_logs::TaskLogs::new(
+            &blobs.root().join("logs"),
+            crate::task_logs::TaskLogs::DEFAULT_CAP,
+        );
         Ok(Self {
+            live,
+            logs,
             store,
             blobs,
             clock,
@@ -51,6 +62,12 @@ impl AppState {
                 crate::public::auth::RateLimit::default(),
             ),
         })
+    }
+
+    /// The same state with each task attempt's log capped at `cap` bytes.
+    pub fn with_log_cap(mut self, cap: u64) -> Self {
+        self.logs = crate::task_logs::TaskLogs::new(&self.blobs.root().join("logs"), cap);
+        self
     }
 
     /// The same state with the public API's authentication.
@@ -71,6 +88,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/agent/tasks/{task_id}/progress",
             post(crate::node_api::progress),
+        )
+        .route(
+            "/v1/agent/tasks/{task_id}/logs",
+            post(crate::node_api::logs),
         )
         .route(
             "/v1/agent/tasks/{task_id}/complete",

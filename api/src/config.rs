@@ -91,6 +91,10 @@ pub struct ServeConfig {
     /// Largest accepted upload, in bytes.
     #[arg(long, env = "FLATRENDER_MAX_UPLOAD_BYTES", default_value_t = 512 * 1024 * 1024)]
     pub max_upload_bytes: u64,
+    /// Largest log of one task attempt, in bytes (later lines are counted
+    /// and dropped; logs live in `<data dir>/blobs/logs`).
+    #[arg(long, env = "FLATRENDER_TASK_LOG_CAP_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub task_log_cap_bytes: u64,
     /// How long a lease lives unless the node renews it (heartbeat or
     /// progress), in seconds.
     #[arg(long, env = "FLATRENDER_LEASE_SECONDS",

@@ -85,6 +85,11 @@ impl BlobStore {
         })
     }
 
+    /// The directory blobs are kept in.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// The largest blob accepted.
     pub fn max_bytes(&self) -> u64 {
         self.max_bytes

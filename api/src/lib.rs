@@ -8,6 +8,7 @@ pub mod demo;
 pub mod enroll;
 pub mod error;
 pub mod files;
+pub mod live;
 pub mod node_api;
 pub mod node_auth;
 pub mod output_image;
@@ -17,6 +18,7 @@ pub mod seed;
 pub mod server;
 pub mod studio;
 pub mod submission;
+pub mod task_logs;
 pub mod users;
 
 pub use app::{AppState, router};

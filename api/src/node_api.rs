@@ -217,6 +217,10 @@ struct LeaseBody {
     output_file_id: Option<Uuid>,
     #[serde(default)]
     error: Option<String>,
+    #[serde(default)]
+    rendering_frame: Option<u32>,
+    #[serde(default)]
+    percent: Option<f64>,
 }
 
 /// The lease a report for `operation` presents: the body checked against the
@@ -245,6 +249,17 @@ pub async fn progress(
     node: SignedNode,
 ) -> Result<StatusCode, ApiError> {
     let (lease, body) = lease_of(&node, &task_id, "progress")?;
+    match (body.frame, body.rendering_frame, body.percent) {
+        (None, Some(frame), Some(percent)) => {
+            return fine_progress(&state, lease, frame, percent).await;
+        }
+        (_, None, None) => {}
+        _ => {
+            return Err(bad_body(
+                "percent and rendering_frame come together, without frame",
+            ));
+        }
+    }
     let output = body
         .output_file_id
         .map(FileId::new)
@@ -254,6 +269,89 @@ pub async fn progress(
         .orchestrator
         .progress(lease, body.frame, output)
         .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Fine progress within a frame: checked against the lease (which it
+/// renews), sent to WebSocket watchers, never stored.
+async fn fine_progress(
+    state: &AppState,
+    lease: LeaseRef,
+    frame: u32,
+    percent: f64,
+) -> Result<StatusCode, ApiError> {
+    let (job_id, tenant_id) = state.orchestrator.heard_on_lease(lease).await?;
+    let render = job_id.as_uuid();
+    state.live.publish(
+        tenant_id.as_uuid(),
+        render,
+        crate::live::Kind::Progress,
+        lease.task_id.as_uuid(),
+        &json!({
+            "type": "progress",
+            "render_id": render,
+            "task_id": lease.task_id,
+            "node_id": lease.node_id,
+            "attempt": lease.lease_epoch,
+            "frame": frame,
+            "percent": (percent * 10.0).round() / 10.0,
+        }),
+    );
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogBody {
+    lease_epoch: u32,
+    lines: Vec<crate::task_logs::LogLine>,
+}
+
+/// `POST /v1/agent/tasks/{task_id}/logs`: lines of the renderer's output,
+/// appended to the attempt's log before the answer (so that what was
+/// answered is kept if the node dies next) and sent to the watchers that
+/// follow the task's log.
+pub async fn logs(
+    State(state): State<AppState>,
+    Path(task_id): Path<String>,
+    node: SignedNode,
+) -> Result<StatusCode, ApiError> {
+    let body: LogBody = parse_body(&node, "logs")?;
+    contract::validate_path_parameter("logs", "task_id", &task_id)
+        .map_err(|_| ApiError::NotFound)?;
+    let lease = LeaseRef {
+        task_id: task_id_of(&task_id)?,
+        node_id: node_id_of(&node)?,
+        lease_epoch: body.lease_epoch,
+    };
+    let (job_id, tenant_id) = state.orchestrator.heard_on_lease(lease).await?;
+    let attempt = crate::task_logs::Attempt {
+        tenant_id: tenant_id.as_uuid(),
+        render_id: job_id.as_uuid(),
+        task_id: lease.task_id.as_uuid(),
+        attempt: lease.lease_epoch,
+    };
+    let appended = state
+        .logs
+        .append(attempt, &body.lines)
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    if appended.dropped > 0 {
+        tracing::debug!(task_id = %lease.task_id, dropped = appended.dropped, "task log full; lines dropped");
+    }
+    state.live.publish(
+        attempt.tenant_id,
+        attempt.render_id,
+        crate::live::Kind::Log,
+        attempt.task_id,
+        &json!({
+            "type": "log",
+            "render_id": attempt.render_id,
+            "task_id": attempt.task_id,
+            "attempt": attempt.attempt,
+            "lines": body.lines,
+        }),
+    );
     Ok(StatusCode::NO_CONTENT)
 }
 

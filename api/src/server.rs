@@ -305,7 +305,10 @@ async fn connection(
         // hyper counts this from when it starts waiting for a head, idle
         // time included: a backstop behind the precise timeouts above.
         .header_read_timeout(limits.idle_timeout + limits.header_read_timeout);
-    let conn = http.serve_connection(io, service);
+    // Upgrades (the WebSocket endpoints) take the connection over once
+    // answered; the limits above then no longer apply to it (its session
+    // has its own: pings, a send timeout, bounded buffers).
+    let conn = http.serve_connection(io, service).with_upgrades();
     tokio::pin!(conn);
     let stop = async {
         tokio::select! {

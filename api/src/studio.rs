@@ -2,6 +2,10 @@
 //! the public API only (`--server`, a token from `FLATRENDER_TOKEN` or a
 //! token file), so a workstation submits to a farm it shares no disk with.
 
+mod live;
+
+pub use live::safe_line;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -240,35 +244,6 @@ impl Client {
         }
         self.post("/v1/renders", Some(&body), args.idempotency_key.as_deref())
             .await
-    }
-
-    /// Polls the render, with a progress bar, until it ends; returns its
-    /// last state.
-    pub async fn watch(&self, render: &str, every: Duration) -> anyhow::Result<Value> {
-        let bar = ProgressBar::new(0);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} {msg} [{bar:40}] {pos}/{len} frames ({elapsed})",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        loop {
-            let r = self.get(&format!("/v1/renders/{render}")).await?;
-            bar.set_length(r["frames_total"].as_u64().unwrap_or(0));
-            bar.set_position(r["frames_done"].as_u64().unwrap_or(0));
-            let status = r["status"].as_str().unwrap_or("unknown").to_string();
-            bar.set_message(format!(
-                "{} {status}, {} tasks running",
-                r["name"].as_str().unwrap_or(render),
-                r["tasks"]["running"]
-            ));
-            if matches!(status.as_str(), "completed" | "failed" | "cancelled") {
-                bar.finish();
-                return Ok(r);
-            }
-            tokio::time::sleep(every).await;
-        }
     }
 
     /// Writes every frame's current output into `dir`, checking each

@@ -28,6 +28,7 @@ fn every_agent_endpoint_is_an_operation_with_an_id() {
             "download",
             "fail",
             "heartbeat",
+            "logs",
             "progress",
             "register",
             "release",

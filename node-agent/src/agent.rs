@@ -32,6 +32,10 @@ use reqwest::StatusCode;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+mod output;
+
+use output::{Output, OutputSink};
+
 use crate::client::{AgentClient, Assignment, ClientError, LeaseRef};
 use crate::renderer::{CancelToken, FrameJob, RenderError, RenderParams, Renderers, Resolution};
 
@@ -153,6 +157,13 @@ impl Default for Backoff {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How rendering a task's frames ended: as a task ends, or failed with
+/// the renderer's reason (reported once the output is sent).
+enum Step {
+    End(TaskEnd),
+    Fail(String),
 }
 
 enum TaskEnd {
@@ -434,14 +445,14 @@ impl Agent {
         }
     }
 
-    /// Renders every frame of the task, uploading and reporting each.
+    /// Renders every frame of the task, uploading and reporting each, its
+    /// output (printed lines, progress) sent as it goes.
     async fn render_task(&mut self, assignment: &Assignment, cancel: &CancelToken) -> TaskEnd {
         let lease = assignment.lease();
-        let fail = |message: String| Report::Fail(lease, message);
         let scene = match self.scene_path(assignment).await {
             Ok(p) => p,
             Err(message) => {
-                self.report(fail(message)).await;
+                self.report(Report::Fail(lease, message)).await;
                 return TaskEnd::Failed;
             }
         };
@@ -453,6 +464,36 @@ impl Agent {
         {
             return self.lost(lease, cancel, e);
         }
+        let output = Output::start(self.client.clone(), lease, self.settings.give_up_after);
+        match self
+            .render_frames(assignment, cancel, scene, output.sink())
+            .await
+        {
+            Step::Fail(message) => {
+                // The lines that explain the failure go first.
+                output.finish().await;
+                self.report(Report::Fail(lease, message)).await;
+                TaskEnd::Failed
+            }
+            Step::End(end @ TaskEnd::Completed(_)) => {
+                output.finish().await;
+                end
+            }
+            Step::End(end) => {
+                output.abort();
+                end
+            }
+        }
+    }
+
+    async fn render_frames(
+        &mut self,
+        assignment: &Assignment,
+        cancel: &CancelToken,
+        scene: PathBuf,
+        sink: OutputSink,
+    ) -> Step {
+        let lease = assignment.lease();
         let output_dir = self
             .settings
             .data_dir
@@ -469,7 +510,7 @@ impl Agent {
         let mut frames = 0;
         for frame in assignment.frames.start..=assignment.frames.end {
             if cancel.is_cancelled() {
-                return TaskEnd::Revoked;
+                return Step::End(TaskEnd::Revoked);
             }
             let job = FrameJob {
                 scene: scene.clone(),
@@ -480,28 +521,26 @@ impl Agent {
             let renderers = self.renderers.clone();
             let name = assignment.renderer.clone();
             let token = cancel.clone();
+            let sink = sink.clone();
             let rendered = tokio::task::spawn_blocking(move || {
-                renderers.render(&name, &job, &mut |_| {}, &token)
+                renderers.render_logged(
+                    &name,
+                    &job,
+                    &mut |p| sink.progress(frame, p.fraction),
+                    &mut |stream, text| sink.line(stream, text),
+                    &token,
+                )
             })
             .await;
             let rendered = match rendered {
                 Ok(Ok(r)) => r,
-                Ok(Err(RenderError::Cancelled)) => return TaskEnd::Revoked,
-                Ok(Err(e)) => {
-                    self.report(fail(e.to_string())).await;
-                    return TaskEnd::Failed;
-                }
-                Err(e) => {
-                    self.report(fail(format!("renderer crashed: {e}"))).await;
-                    return TaskEnd::Failed;
-                }
+                Ok(Err(RenderError::Cancelled)) => return Step::End(TaskEnd::Revoked),
+                Ok(Err(e)) => return Step::Fail(e.to_string()),
+                Err(e) => return Step::Fail(format!("renderer crashed: {e}")),
             };
             let png = match read(&rendered.path).await {
                 Ok(b) => b,
-                Err(message) => {
-                    self.report(fail(message)).await;
-                    return TaskEnd::Failed;
-                }
+                Err(message) => return Step::Fail(message),
             };
             let (client, settings) = (&self.client, &self.settings);
             let uploaded = retrying(client, settings, cancel, || {
@@ -510,18 +549,18 @@ impl Agent {
             .await;
             let file_id = match uploaded {
                 Ok(id) => id,
-                Err(e) => return self.lost(lease, cancel, e),
+                Err(e) => return Step::End(self.lost(lease, cancel, e)),
             };
             let reported = retrying(client, settings, cancel, || {
                 client.progress(lease, Some(frame), Some(file_id))
             })
             .await;
             if let Err(e) = reported {
-                return self.lost(lease, cancel, e);
+                return Step::End(self.lost(lease, cancel, e));
             }
             frames += 1;
         }
-        TaskEnd::Completed(frames)
+        Step::End(TaskEnd::Completed(frames))
     }
 
     /// An upload or report during the task failed for good: a refusal (or

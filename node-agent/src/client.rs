@@ -327,6 +327,33 @@ impl AgentClient {
         self.task_call(lease.task_id, "progress", body).await
     }
 
+    /// Reports how far the renderer is within `frame` (0 to 100): sent to
+    /// the server's watchers, never stored.
+    pub async fn progress_percent(
+        &self,
+        lease: LeaseRef,
+        frame: u32,
+        percent: f64,
+    ) -> Result<(), ClientError> {
+        let body = serde_json::json!({
+            "lease_epoch": lease.lease_epoch,
+            "rendering_frame": frame,
+            "percent": (percent.clamp(0.0, 100.0) * 10.0).round() / 10.0,
+        });
+        self.task_call(lease.task_id, "progress", body).await
+    }
+
+    /// Sends lines of the renderer's output for the attempt's log: each
+    /// `(stream, text)`, `stream` being `stdout` or `stderr`.
+    pub async fn logs(&self, lease: LeaseRef, lines: &[(&str, String)]) -> Result<(), ClientError> {
+        let lines: Vec<serde_json::Value> = lines
+            .iter()
+            .map(|(stream, text)| serde_json::json!({ "stream": stream, "text": text }))
+            .collect();
+        let body = serde_json::json!({ "lease_epoch": lease.lease_epoch, "lines": lines });
+        self.task_call(lease.task_id, "logs", body).await
+    }
+
     /// Reports the task done; refused (409) when the lease is stale.
     pub async fn complete(&self, lease: LeaseRef) -> Result<(), ClientError> {
         let body = serde_json::json!({ "lease_epoch": lease.lease_epoch });

@@ -10,6 +10,7 @@ mod job;
 mod params;
 mod registry;
 
+pub use blender::process::Stream as OutputStream;
 pub use cancel::CancelToken;
 pub use error::RenderError;
 pub use job::{FrameJob, Progress, RenderedFrame, frame_file_name};
@@ -37,11 +38,23 @@ pub trait Renderer: Send + Sync + std::fmt::Debug {
     fn validate(&self, params: &RenderParams) -> Result<(), RenderError>;
 
     /// Renders one frame to [`FrameJob::output_path`], reporting progress
-    /// (fractions `0..=1`, non-decreasing) as it goes.
+    /// (fractions `0..=1`, non-decreasing) as it goes and handing `log`
+    /// every line the renderer prints, as printed (for the task's log).
+    fn render_frame_logged(
+        &self,
+        job: &FrameJob,
+        progress: &mut dyn FnMut(Progress),
+        log: &mut dyn FnMut(OutputStream, &str),
+        cancel: &CancelToken,
+    ) -> Result<RenderedFrame, RenderError>;
+
+    /// [`Renderer::render_frame_logged`] without the printed lines.
     fn render_frame(
         &self,
         job: &FrameJob,
         progress: &mut dyn FnMut(Progress),
         cancel: &CancelToken,
-    ) -> Result<RenderedFrame, RenderError>;
+    ) -> Result<RenderedFrame, RenderError> {
+        self.render_frame_logged(job, progress, &mut |_, _| {}, cancel)
+    }
 }

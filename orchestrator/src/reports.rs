@@ -274,6 +274,19 @@ impl Orchestrator {
         .await
     }
 
+    /// Checks that `lease` is current, counts it as a sign of life (the
+    /// lease is renewed), and answers the task's job and tenant: for what
+    /// a node sends that is never stored (fine progress, log lines).
+    pub async fn heard_on_lease(
+        &self,
+        lease: LeaseRef,
+    ) -> Result<(JobId, domain::TenantId), OrchestratorError> {
+        let live = self.live_lease(lease).await?;
+        let mut st = self.inner.state.lock().await;
+        self.renew(&mut st, lease);
+        Ok((live.job_id, live.tenant_id))
+    }
+
     /// Refuses a stale lease (before an upload is stored).
     pub async fn check_lease(&self, lease: LeaseRef) -> Result<(), OrchestratorError> {
         self.live_lease(lease).await.map(|_| ())

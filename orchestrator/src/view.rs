@@ -286,6 +286,36 @@ impl Orchestrator {
         })
     }
 
+    /// The position up to which the view has read the log.
+    pub async fn position(&self) -> i64 {
+        self.inner.state.lock().await.position
+    }
+
+    /// A job's tenant, if the view holds the job.
+    pub async fn tenant_of(&self, job_id: JobId) -> Option<TenantId> {
+        let st = self.inner.state.lock().await;
+        st.jobs
+            .get(&job_id)
+            .and_then(|j| j.job.submission().map(|s| s.tenant_id))
+    }
+
+    /// A tenant's jobs that have not finished (active or paused), oldest
+    /// first, at most `limit`.
+    pub async fn unfinished_jobs(&self, tenant_id: TenantId, limit: usize) -> Vec<JobId> {
+        let st = self.inner.state.lock().await;
+        let mut jobs: Vec<(chrono::DateTime<chrono::Utc>, JobId)> = st
+            .jobs
+            .iter()
+            .filter(|(_, j)| {
+                j.job.submission().is_some_and(|s| s.tenant_id == tenant_id)
+                    && matches!(j.job.status(), JobStatus::Active | JobStatus::Paused)
+            })
+            .map(|(id, j)| (j.submitted_at, *id))
+            .collect();
+        jobs.sort();
+        jobs.into_iter().take(limit).map(|(_, id)| id).collect()
+    }
+
     /// A tenant's balance in minor units.
     pub async fn balance(&self, tenant_id: TenantId) -> Option<i64> {
         let st = self.inner.state.lock().await;

@@ -212,8 +212,29 @@ enum RenderCommand {
     },
     /// One render as JSON.
     Show(RenderRef),
-    /// Progress bars until the render ends (exit status 1 unless it completed).
+    /// Follows the render live over the WebSocket until it ends (exit
+    /// status 1 unless it completed).
     Watch(RenderRef),
+    /// A task's log (every attempt, or one), or with `--follow` new lines
+    /// of the render's tasks as they arrive; control characters are shown
+    /// escaped, never passed to the terminal.
+    Logs {
+        #[command(flatten)]
+        render: RenderRef,
+        /// The task (see `render show` or `GET /v1/renders/{id}/tasks`);
+        /// without it, `--follow` prints every task's lines.
+        #[arg(long)]
+        task: Option<uuid::Uuid>,
+        /// One attempt (the lease epoch); default every attempt.
+        #[arg(long)]
+        attempt: Option<u32>,
+        /// Only the last N lines of each attempt.
+        #[arg(long)]
+        tail: Option<usize>,
+        /// Print new lines as they arrive, until the render ends.
+        #[arg(long)]
+        follow: bool,
+    },
     /// No new tasks start; running ones finish.
     Pause(RenderRef),
     /// A paused render gets nodes again.
@@ -314,7 +335,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 config.orchestrator(),
             )
             .await?
-            .with_auth(auth);
+            .with_auth(auth)
+            .with_log_cap(config.task_log_cap_bytes);
             let read_models = api::read_models::ReadModels::spawn(&state.store);
             let follower = state.orchestrator.spawn_follower();
             let ticker = state
@@ -585,7 +607,7 @@ async fn render_command(command: RenderCommand) -> anyhow::Result<ExitCode> {
                 );
             }
             if watch {
-                let last = client.watch(&id, std::time::Duration::from_secs(1)).await?;
+                let last = client.watch(&id).await?;
                 return Ok(ended(&last));
             }
             Ok(ExitCode::SUCCESS)
@@ -615,11 +637,31 @@ async fn render_command(command: RenderCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         RenderCommand::Watch(r) => {
-            let last = Client::new(&r.client)?
-                .watch(&r.id.to_string(), std::time::Duration::from_secs(1))
-                .await?;
+            let last = Client::new(&r.client)?.watch(&r.id.to_string()).await?;
             say!("{}: {}", r.id, last["status"].as_str().unwrap_or(""));
             Ok(ended(&last))
+        }
+        RenderCommand::Logs {
+            render,
+            task,
+            attempt,
+            tail,
+            follow,
+        } => {
+            let client = Client::new(&render.client)?;
+            let id = render.id.to_string();
+            let mut out = std::io::stdout().lock();
+            if follow {
+                let task = task.map(|t| t.to_string());
+                client.follow_logs(&id, task.as_deref(), &mut out).await?;
+            } else {
+                let task =
+                    task.ok_or_else(|| anyhow::anyhow!("--task is required without --follow"))?;
+                client
+                    .print_log(&id, &task.to_string(), attempt, tail, &mut out)
+                    .await?;
+            }
+            Ok(ExitCode::SUCCESS)
         }
         RenderCommand::Pause(r) => control(r, "pause").await,
         RenderCommand::Resume(r) => control(r, "resume").await,

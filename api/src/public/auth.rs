@@ -289,6 +289,14 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or(ApiError::Unauthorized(
                 "an Authorization: Bearer token is required",
             ))?;
+        Self::from_token(state, token).await
+    }
+}
+
+impl Caller {
+    /// The caller a token names: verified, rate limited, and its user an
+    /// active user of the token's tenant.
+    pub async fn from_token(state: &AppState, token: &str) -> Result<Self, ApiError> {
         let claims = state
             .auth
             .jwt

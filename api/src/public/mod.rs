@@ -8,8 +8,10 @@
 mod archive;
 pub mod auth;
 mod files;
+mod logs;
 mod renders;
 mod tenant;
+pub mod ws;
 
 use axum::Router;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -30,6 +32,14 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/renders", get(renders::list).post(renders::submit))
         .route("/v1/renders/{render_id}", get(renders::show))
         .route("/v1/renders/{render_id}/tasks", get(renders::tasks))
+        .route(
+            "/v1/renders/{render_id}/tasks/{task_id}/attempts",
+            get(logs::attempts),
+        )
+        .route(
+            "/v1/renders/{render_id}/tasks/{task_id}/attempts/{attempt}/log",
+            get(logs::log),
+        )
         .route("/v1/renders/{render_id}/events", get(renders::events))
         .route("/v1/renders/{render_id}/frames", get(renders::frames))
         .route(
@@ -44,6 +54,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/renders/{render_id}/priority", post(renders::priority))
         .route("/v1/tenant", get(tenant::show))
         .route("/v1/tenant/usage", get(tenant::usage))
+        .route("/v1/ws/renders", get(ws::tenant))
+        .route("/v1/ws/renders/{render_id}", get(ws::render))
 }
 
 /// `GET /v1/openapi.json`: the committed contract, as JSON.
@@ -155,6 +167,30 @@ pub(crate) fn page_of(
     total: i64,
 ) -> serde_json::Value {
     json!({ "items": items, "page": page, "page_size": size, "total": total })
+}
+
+/// A render of the caller's tenant, or 404: the scheduler's view knows a
+/// render the moment it is submitted, the read model the renders the view
+/// no longer holds.
+pub(crate) async fn render_of(
+    state: &AppState,
+    caller: &auth::Caller,
+    render: &str,
+) -> Result<uuid::Uuid, ApiError> {
+    let render_id = id(render, "render_id")?;
+    let job = domain::JobId::new(render_id).map_err(|_| ApiError::NotFound)?;
+    let tenant = match state.orchestrator.tenant_of(job).await {
+        Some(t) => Some(t),
+        None => projections::query::render(&state.store, caller.tenant_id.as_uuid(), render_id)
+            .await
+            .map_err(read_failed)?
+            .map(|_| caller.tenant_id),
+    };
+    if tenant == Some(caller.tenant_id) {
+        Ok(render_id)
+    } else {
+        Err(ApiError::NotFound)
+    }
 }
 
 /// A read-model failure: logged, a 500 body.

@@ -13,10 +13,10 @@ use uuid::Uuid;
 
 use crate::{by, log, until};
 
-struct Server {
-    state: AppState,
-    url: String,
-    dir: std::path::PathBuf,
+pub(crate) struct Server {
+    pub(crate) state: AppState,
+    pub(crate) url: String,
+    pub(crate) dir: std::path::PathBuf,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Every exchange with the agents, for the contract check.
     recorder: crate::conformance::Recorder,
@@ -31,7 +31,12 @@ impl Drop for Server {
 }
 
 /// A server with short leases so that a lost node is noticed in seconds.
-async fn server() -> Server {
+pub(crate) async fn server() -> Server {
+    server_with(|s| s).await
+}
+
+/// [`server`], its state changed by `change` (authentication, log cap).
+pub(crate) async fn server_with(change: impl FnOnce(AppState) -> AppState) -> Server {
     let dir = std::env::temp_dir().join(format!("flatrender-e2e-{}", Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let store = AnyStore::Sqlite(SqliteStore::open(&dir.join("events.sqlite")).await.unwrap());
@@ -41,9 +46,11 @@ async fn server() -> Server {
         offline_after: chrono::Duration::seconds(3),
         ..orchestrator::Config::default()
     };
-    let state = AppState::open(store, blobs, Arc::new(SystemClock), config)
-        .await
-        .unwrap();
+    let state = change(
+        AppState::open(store, blobs, Arc::new(SystemClock), config)
+            .await
+            .unwrap(),
+    );
     let ticker = state.orchestrator.spawn_ticker(Duration::from_millis(200));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -64,9 +71,9 @@ async fn server() -> Server {
     }
 }
 
-struct Agent {
-    child: Child,
-    node_id: Uuid,
+pub(crate) struct Agent {
+    pub(crate) child: Child,
+    pub(crate) node_id: Uuid,
 }
 
 impl Drop for Agent {
@@ -76,11 +83,11 @@ impl Drop for Agent {
     }
 }
 
-async fn agent(server: &Server, name: &str) -> Agent {
+pub(crate) async fn agent(server: &Server, name: &str) -> Agent {
     agent_with(server, name, &[]).await
 }
 
-async fn agent_with(server: &Server, name: &str, extra: &[&std::ffi::OsStr]) -> Agent {
+pub(crate) async fn agent_with(server: &Server, name: &str, extra: &[&std::ffi::OsStr]) -> Agent {
     let enrolment = api::enroll::enrol(&server.state.store, name, chrono::Utc::now())
         .await
         .unwrap();

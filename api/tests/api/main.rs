@@ -13,6 +13,7 @@ mod refusals;
 mod slow_clients;
 mod studio_cli;
 mod submission;
+mod websocket;
 
 use std::path::PathBuf;
 

@@ -403,6 +403,23 @@ fn routes_with_ids(render: &str, scene: &str) -> Vec<(&'static str, &'static str
         ),
         ("GET", "/v1/tenant", "/v1/tenant".into()),
         ("GET", "/v1/tenant/usage", "/v1/tenant/usage".into()),
+        (
+            "GET",
+            "/v1/renders/{render_id}/tasks/{task_id}/attempts",
+            format!("/v1/renders/{render}/tasks/{scene}/attempts"),
+        ),
+        (
+            "GET",
+            "/v1/renders/{render_id}/tasks/{task_id}/attempts/{attempt}/log",
+            format!("/v1/renders/{render}/tasks/{scene}/attempts/1/log"),
+        ),
+        // The WebSocket's token is in the query (TOKEN: the caller's).
+        (
+            "GET",
+            "/v1/ws/renders/{render_id}",
+            format!("/v1/ws/renders/{render}?token=TOKEN"),
+        ),
+        ("GET", "/v1/ws/renders", "/v1/ws/renders?token=TOKEN".into()),
     ]
 }
 
@@ -430,6 +447,7 @@ async fn another_tenants_ids_are_not_found_on_every_route() {
 
     let before = api.events().await;
     for (method, template, path) in &table {
+        let path = &path.replace("TOKEN", &api.token(api.b));
         let scoped = template.contains('{');
         let body = match (*method, *template) {
             ("POST", "/v1/renders") => Some(render_body(&scene)),
@@ -952,6 +970,22 @@ async fn every_documented_operation_answers_as_documented() {
     api.state.orchestrator.complete(lease).await.unwrap();
     api.state.orchestrator.tick().await.unwrap();
     api.catch_up().await;
+    api.state
+        .logs
+        .append(
+            api::task_logs::Attempt {
+                tenant_id: api.a,
+                render_id: Uuid::parse_str(&render).unwrap(),
+                task_id: task.task_id,
+                attempt: task.lease_epoch,
+            },
+            &[api::task_logs::LogLine {
+                stream: api::task_logs::Stream::Stdout,
+                text: "Fra:1 rendering".into(),
+            }],
+        )
+        .await
+        .unwrap();
 
     let token = api.token(api.a);
     let req = |method: &str, path: String, body: Option<Body>| {
@@ -1042,6 +1076,50 @@ async fn every_documented_operation_answers_as_documented() {
         (
             "cancelRender",
             req("POST", format!("/v1/renders/{render}/cancel"), None),
+        ),
+        (
+            "listTaskAttempts",
+            req(
+                "GET",
+                format!("/v1/renders/{render}/tasks/{}/attempts", task.task_id),
+                None,
+            ),
+        ),
+        (
+            "getTaskLog",
+            req(
+                "GET",
+                format!(
+                    "/v1/renders/{render}/tasks/{}/attempts/{}/log?tail=1",
+                    task.task_id, task.lease_epoch
+                ),
+                None,
+            ),
+        ),
+        (
+            "getTaskLog",
+            req(
+                "GET",
+                format!(
+                    "/v1/renders/{render}/tasks/{}/attempts/99/log",
+                    task.task_id
+                ),
+                None,
+            ),
+        ),
+        // Without an upgrade: 400 `websocket_required`, after the token and
+        // the render were checked.
+        (
+            "watchRender",
+            req(
+                "GET",
+                format!("/v1/ws/renders/{render}?token={token}"),
+                None,
+            ),
+        ),
+        (
+            "watchRenders",
+            req("GET", "/v1/ws/renders?token=forged".into(), None),
         ),
         ("getTenant", req("GET", "/v1/tenant".into(), None)),
         (

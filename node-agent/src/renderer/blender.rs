@@ -17,7 +17,7 @@
 //! printed, Blender exited successfully and the output decodes as a PNG.
 
 mod output;
-mod process;
+pub mod process;
 
 use std::num::NonZeroU32;
 use std::path::PathBuf;
@@ -193,10 +193,11 @@ impl Renderer for BlenderRenderer {
     }
 
     #[tracing::instrument(skip_all, fields(frame = job.frame, scene = %job.scene.display()))]
-    fn render_frame(
+    fn render_frame_logged(
         &self,
         job: &FrameJob,
         progress: &mut dyn FnMut(Progress),
+        log: &mut dyn FnMut(crate::renderer::OutputStream, &str),
         cancel: &CancelToken,
     ) -> Result<RenderedFrame, RenderError> {
         let mut cmd = self.command(job)?;
@@ -244,7 +245,10 @@ impl Renderer for BlenderRenderer {
         let mut drain_until: Option<Instant> = None;
         loop {
             match lines.recv_timeout(POLL) {
-                Ok(line) => match (line.stream, parse_line(&line.text)) {
+                Ok(line) => match (line.stream, {
+                    log(line.stream, &line.text);
+                    parse_line(&line.text)
+                }) {
                     (Stream::Stdout, Some(BlenderLine::Progress(f))) => {
                         // Keep the last percent for checking the output.
                         let f = f * 0.99;

@@ -48,13 +48,17 @@ impl Renderer for BuiltinRenderer {
         params.check(MAX_BUILTIN_SIDE, MAX_BUILTIN_SAMPLES, &[])
     }
 
+    /// Prints a line per progress report (`Fra:7 | Row 64/128 | 16
+    /// samples`), one when it starts and one when the frame is saved.
     #[tracing::instrument(skip_all, fields(frame = job.frame, scene = %job.scene.display()))]
-    fn render_frame(
+    fn render_frame_logged(
         &self,
         job: &FrameJob,
         progress: &mut dyn FnMut(Progress),
+        log: &mut dyn FnMut(crate::renderer::OutputStream, &str),
         cancel: &CancelToken,
     ) -> Result<RenderedFrame, RenderError> {
+        use crate::renderer::OutputStream::Stdout;
         self.validate(&job.params)?;
         job.check()?;
         let started = Instant::now();
@@ -69,6 +73,13 @@ impl Renderer for BuiltinRenderer {
         let posed = tracer::Posed::new(&scene, job.frame);
         let mut pixels = Vec::with_capacity(width as usize * height as usize * 3);
         progress(Progress::new(0.0));
+        log(
+            Stdout,
+            &format!(
+                "Fra:{} | Rendering {width}x{height} with {samples} samples",
+                job.frame
+            ),
+        );
         for y in 0..height {
             if cancel.is_cancelled() {
                 return Err(RenderError::Cancelled);
@@ -77,6 +88,10 @@ impl Renderer for BuiltinRenderer {
             if (y + 1) % ROWS_PER_REPORT == 0 && y + 1 < height {
                 // Leave the last bit for writing the file.
                 progress(Progress::new(0.99 * f64::from(y + 1) / f64::from(height)));
+                log(
+                    Stdout,
+                    &format!("Fra:{} | Row {}/{height}", job.frame, y + 1),
+                );
             }
         }
         if cancel.is_cancelled() {
@@ -87,6 +102,15 @@ impl Renderer for BuiltinRenderer {
         write_atomically(&path, &png)?;
         let frame = RenderedFrame::from_output(&path, started.elapsed().as_secs_f64())?;
         progress(Progress::new(1.0));
+        log(
+            Stdout,
+            &format!(
+                "Fra:{} | Saved {} ({:.2} s)",
+                job.frame,
+                crate::renderer::frame_file_name(job.frame),
+                frame.render_seconds
+            ),
+        );
         tracing::debug!(
             width,
             height,

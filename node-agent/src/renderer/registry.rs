@@ -61,4 +61,17 @@ impl Renderers {
     ) -> Result<RenderedFrame, RenderError> {
         self.get(name)?.render_frame(job, progress, cancel)
     }
+
+    /// Looks up `name` and renders `job` with it, every printed line to `log`.
+    pub fn render_logged(
+        &self,
+        name: &str,
+        job: &FrameJob,
+        progress: &mut dyn FnMut(Progress),
+        log: &mut dyn FnMut(super::OutputStream, &str),
+        cancel: &CancelToken,
+    ) -> Result<RenderedFrame, RenderError> {
+        self.get(name)?
+            .render_frame_logged(job, progress, log, cancel)
+    }
 }

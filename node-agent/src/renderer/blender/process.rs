@@ -11,9 +11,21 @@ const MAX_LINE: u64 = 4096;
 
 /// Which pipe a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Stream {
+pub enum Stream {
+    /// Standard output.
     Stdout,
+    /// Standard error.
     Stderr,
+}
+
+impl Stream {
+    /// `stdout` or `stderr`, as the node contract's log lines name them.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Stdout => "stdout",
+            Self::Stderr => "stderr",
+        }
+    }
 }
 
 /// One line of output, without its line ending.

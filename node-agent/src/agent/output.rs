@@ -1,0 +1,201 @@
+//! What a running task prints and how far it is, sent to the server while
+//! the task runs: log lines batched (every second, or sooner at 64 KiB),
+//! fine progress at most once a second (the latest value), each request
+//! signed like every other and retried while the server cannot take it.
+//! Lines that reached the server are kept there even if this node dies
+//! next; the last batch is sent before the task's completion or failure.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::client::{AgentClient, LeaseRef};
+use crate::renderer::OutputStream;
+
+/// A batch is sent when it holds this many bytes, or after [`EVERY`].
+pub const BATCH_BYTES: usize = 64 * 1024;
+/// How often lines and progress are sent.
+pub const EVERY: Duration = Duration::from_secs(1);
+/// Lines longer than this are cut (the contract's limit per line).
+const MAX_LINE: usize = 16 * 1024;
+/// The contract's limit of lines per request.
+const MAX_LINES: usize = 1000;
+/// Bytes kept while the server cannot take them; beyond, lines are
+/// counted and dropped (a marker line says how many).
+const MAX_PENDING: usize = 8 * 1024 * 1024;
+
+/// What the renderer thread hands over.
+#[derive(Debug)]
+enum Note {
+    Line(OutputStream, String),
+    Progress { frame: u32, fraction: f64 },
+}
+
+/// The renderer's side: cheap to clone into the blocking render call.
+#[derive(Debug, Clone)]
+pub(crate) struct OutputSink(mpsc::UnboundedSender<Note>);
+
+impl OutputSink {
+    /// A printed line.
+    pub(crate) fn line(&self, stream: OutputStream, text: &str) {
+        let mut text = text.to_owned();
+        if text.len() > MAX_LINE {
+            let mut cut = MAX_LINE;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+        }
+        let _ = self.0.send(Note::Line(stream, text));
+    }
+
+    /// How far `frame` is (0 to 1).
+    pub(crate) fn progress(&self, frame: u32, fraction: f64) {
+        let _ = self.0.send(Note::Progress { frame, fraction });
+    }
+}
+
+/// Sends a task's output until [`Output::finish`].
+#[derive(Debug)]
+pub(crate) struct Output {
+    sink: OutputSink,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Output {
+    /// Starts sending `lease`'s output; `give_up_after` bounds how long one
+    /// batch is retried while the server cannot take it.
+    pub(crate) fn start(client: AgentClient, lease: LeaseRef, give_up_after: Duration) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run(client, lease, give_up_after, rx));
+        Self {
+            sink: OutputSink(tx),
+            task,
+        }
+    }
+
+    /// Where the renderer's lines and progress go.
+    pub(crate) fn sink(&self) -> OutputSink {
+        self.sink.clone()
+    }
+
+    /// Sends what is left, then ends.
+    pub(crate) async fn finish(self) {
+        drop(self.sink);
+        let _ = self.task.await;
+    }
+
+    /// Ends without sending what is left (the lease is gone).
+    pub(crate) fn abort(self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Default)]
+struct Pending {
+    lines: Vec<(&'static str, String)>,
+    bytes: usize,
+    dropped_lines: u64,
+}
+
+async fn run(
+    client: AgentClient,
+    lease: LeaseRef,
+    give_up_after: Duration,
+    mut rx: mpsc::UnboundedReceiver<Note>,
+) {
+    let mut pending = Pending::default();
+    let mut progress: Option<(u32, f64)> = None;
+    let mut sent_progress: Option<(u32, f64)> = None;
+    // The server refused the lease: nothing more is sent.
+    let mut refused = false;
+    let mut next = Instant::now() + EVERY;
+    loop {
+        let note = tokio::select! {
+            note = rx.recv() => note,
+            () = tokio::time::sleep_until(next) => {
+                next = Instant::now() + EVERY;
+                if !refused {
+                    refused |= !flush(&client, lease, &mut pending, give_up_after).await;
+                }
+                if !refused && progress != sent_progress
+                    && let Some((frame, fraction)) = progress
+                {
+                    // Progress is a hint: not retried (the next one follows).
+                    if let Err(e) = client.progress_percent(lease, frame, fraction * 100.0).await {
+                        refused |= !e.is_transient();
+                    }
+                    sent_progress = progress;
+                }
+                continue;
+            }
+        };
+        match note {
+            Some(Note::Line(stream, text)) => {
+                if pending.bytes + text.len() > MAX_PENDING {
+                    pending.dropped_lines += 1;
+                } else {
+                    pending.bytes += text.len() + 32;
+                    pending.lines.push((stream.as_str(), text));
+                }
+                if pending.bytes >= BATCH_BYTES && !refused {
+                    refused |= !flush(&client, lease, &mut pending, give_up_after).await;
+                }
+            }
+            Some(Note::Progress { frame, fraction }) => progress = Some((frame, fraction)),
+            None => {
+                if !refused {
+                    flush(&client, lease, &mut pending, give_up_after).await;
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Sends the pending lines (in requests of at most 1,000 lines); false
+/// when the server refused them for good (the lease is gone).
+async fn flush(
+    client: &AgentClient,
+    lease: LeaseRef,
+    pending: &mut Pending,
+    give_up_after: Duration,
+) -> bool {
+    if pending.dropped_lines > 0 {
+        let marker = format!(
+            "[flatrender-node] {} lines dropped: the server could not take them in time",
+            pending.dropped_lines
+        );
+        pending.lines.push(("stderr", marker));
+        pending.dropped_lines = 0;
+    }
+    while !pending.lines.is_empty() {
+        let mut n = 0;
+        let mut bytes = 0;
+        while n < pending.lines.len() && n < MAX_LINES && (n == 0 || bytes < BATCH_BYTES) {
+            bytes += pending.lines[n].1.len();
+            n += 1;
+        }
+        let since = Instant::now();
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match client.logs(lease, &pending.lines[..n]).await {
+                Ok(()) => break,
+                Err(e) if e.is_transient() && since.elapsed() < give_up_after => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => {
+                    tracing::warn!(task_id = %lease.task_id, error = %e, "log lines not taken; dropped");
+                    pending.lines.clear();
+                    pending.bytes = 0;
+                    return e.is_transient();
+                }
+            }
+        }
+        pending.lines.drain(..n);
+    }
+    pending.bytes = 0;
+    true
+}
