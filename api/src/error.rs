@@ -107,6 +107,11 @@ impl From<orchestrator::OrchestratorError> for ApiError {
             },
             O::Contention => Self::Conflict("too many concurrent changes; retry".into()),
             O::Storage(message) => Self::Internal(anyhow::anyhow!(message)),
+            O::InvalidDependency(message) => Self::Unprocessable {
+                code: "invalid_dependency",
+                message,
+                details: json!({ "field": "depends_on" }),
+            },
             O::InvalidOutput(message) => Self::Unprocessable {
                 code: "invalid_output",
                 message,

@@ -221,6 +221,8 @@ struct LeaseBody {
     rendering_frame: Option<u32>,
     #[serde(default)]
     percent: Option<f64>,
+    #[serde(default)]
+    cause: Option<domain::render_job::FailureCause>,
 }
 
 /// The lease a report for `operation` presents: the body checked against the
@@ -376,7 +378,10 @@ pub async fn fail(
     // The contract requires `error`: 1 to 1000 characters, not blank, no
     // control characters but newline and tab; longer is refused, not cut.
     let note = Note::parse(body.error.unwrap_or_default()).map_err(bad_body)?;
-    state.orchestrator.fail(lease, note).await?;
+    state
+        .orchestrator
+        .fail_with(lease, note, body.cause)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -93,6 +93,12 @@ pub struct Render {
     pub resolution: Option<(u32, u32)>,
     /// Samples per pixel, where the renderer takes them.
     pub samples: Option<u32>,
+    /// Longest a task may run, in seconds.
+    pub task_timeout_seconds: Option<u32>,
+    /// Longest a task may go without output or progress, in seconds.
+    pub stall_timeout_seconds: Option<u32>,
+    /// Renders that must complete first.
+    pub depends_on: Vec<JobId>,
 }
 
 impl Default for Render {
@@ -105,6 +111,9 @@ impl Default for Render {
             max_retries: 3,
             resolution: None,
             samples: None,
+            task_timeout_seconds: None,
+            stall_timeout_seconds: None,
+            depends_on: Vec::new(),
         }
     }
 }
@@ -133,6 +142,9 @@ pub async fn submit(
         priority: Priority::new(render.priority)?,
         requirements: Requirements::default(),
         max_retries: render.max_retries,
+        task_timeout_seconds: render.task_timeout_seconds,
+        stall_timeout_seconds: render.stall_timeout_seconds,
+        depends_on: render.depends_on.clone(),
         at: chrono::Utc::now(),
     })
     .await?;

@@ -63,6 +63,17 @@ pub struct SubmitArgs {
     /// Retries per task.
     #[arg(long, default_value_t = 3)]
     pub max_retries: u32,
+    /// Stop and fail (then retry) a task running longer than this.
+    #[arg(long)]
+    pub task_timeout_seconds: Option<u32>,
+    /// Stop and fail (then retry) a task printing nothing and reporting
+    /// no progress for this long.
+    #[arg(long)]
+    pub stall_timeout_seconds: Option<u32>,
+    /// A render that must complete first (repeat for several): until then
+    /// this one waits; if it fails or is cancelled, this one fails.
+    #[arg(long = "depends-on")]
+    pub depends_on: Vec<uuid::Uuid>,
     /// A name for people.
     #[arg(long)]
     pub name: Option<String>,
@@ -238,6 +249,9 @@ impl Client {
             "resolution": resolution,
             "samples": args.samples,
             "max_retries": args.max_retries,
+            "task_timeout_seconds": args.task_timeout_seconds,
+            "stall_timeout_seconds": args.stall_timeout_seconds,
+            "depends_on": args.depends_on,
         });
         if let Some(name) = &args.name {
             body["name"] = json!(name);

@@ -121,6 +121,9 @@ fn render(tenant: TenantId, node: NodeId, n: u64) -> (Vec<AppendRequest>, Vec<Ne
             requirements: Requirements::default(),
             max_retries: 3,
             submitted_at: at,
+            task_timeout_seconds: None,
+            stall_timeout_seconds: None,
+            depends_on: Vec::new(),
         })),
         ev(&RenderJobEvent::Split(JobSplit {
             job_id,

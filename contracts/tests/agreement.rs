@@ -150,15 +150,28 @@ fn schemas_are_valid_draft_2020_12_and_follow_the_conventions() {
             .keys()
             .map(String::as_str)
             .collect();
-        let required: BTreeSet<&str> = schema["required"]
+        let mut required: BTreeSet<&str> = schema["required"]
             .as_array()
             .expect("required")
             .iter()
             .filter_map(Value::as_str)
             .collect();
+        // Properties added to a released event (`x-added`) are absent from
+        // the events stored before them; every other one is required.
+        let added: BTreeSet<&str> = schema["x-added"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            added.is_disjoint(&required),
+            "{key}: an added property is not required"
+        );
+        required.extend(&added);
         assert_eq!(
             properties, required,
-            "{key}: every property is required (optional ones are nullable)"
+            "{key}: every property is required (optional ones are nullable) or listed in x-added"
         );
         for name in &properties {
             let prop = &schema["properties"][name];

@@ -33,6 +33,33 @@ use crate::text::{Identifier, Label, Note};
 /// The most retries a job may allow per task.
 pub const MAX_RETRIES_LIMIT: u32 = 20;
 
+/// The longest task or stall timeout, in seconds (a week).
+pub const MAX_TIMEOUT_SECONDS: u32 = 7 * 24 * 3600;
+
+/// The most renders one render may depend on.
+pub const MAX_DEPENDENCIES: usize = 32;
+
+/// Why an attempt failed, when it was not the renderer's own error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureCause {
+    /// It ran longer than the render's `task_timeout_seconds`.
+    TimedOut,
+    /// It printed nothing and reported no progress for the render's
+    /// `stall_timeout_seconds`.
+    Stalled,
+}
+
+impl FailureCause {
+    /// The lower-case name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::TimedOut => "timed_out",
+            Self::Stalled => "stalled",
+        }
+    }
+}
+
 /// Output resolution in pixels, each side `1..=65536`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "RawResolution", into = "RawResolution")]
@@ -165,6 +192,61 @@ pub struct JobSubmitted {
     pub max_retries: u32,
     /// When it was submitted.
     pub submitted_at: DateTime<Utc>,
+    /// A task running longer than this (seconds since it started) is
+    /// stopped and failed (`timed_out`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_timeout_seconds: Option<u32>,
+    /// A task that prints nothing and reports no progress for this long
+    /// (seconds) is stopped and failed (`stalled`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall_timeout_seconds: Option<u32>,
+    /// Renders (of the same tenant) that must complete before this one
+    /// gets a node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<JobId>,
+}
+
+/// `render.job.waiting.v1`: the job waits for the renders it depends on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobWaiting {
+    /// The job.
+    pub job_id: JobId,
+    /// Its tenant.
+    pub tenant_id: TenantId,
+    /// What it waits for.
+    pub depends_on: Vec<JobId>,
+    /// When.
+    pub waiting_since: DateTime<Utc>,
+}
+
+/// `render.job.released.v1`: every render the job depends on completed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobReleased {
+    /// The job.
+    pub job_id: JobId,
+    /// Its tenant.
+    pub tenant_id: TenantId,
+    /// When.
+    pub released_at: DateTime<Utc>,
+}
+
+/// `render.job.dependency_failed.v1`: a render the job depends on failed
+/// or was cancelled, so the job fails (reason `dependency_failed`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobDependencyFailed {
+    /// The job.
+    pub job_id: JobId,
+    /// Its tenant.
+    pub tenant_id: TenantId,
+    /// The render that did not complete.
+    pub dependency_id: JobId,
+    /// How it ended: `failed` or `cancelled`.
+    pub dependency_status: Identifier,
+    /// When.
+    pub failed_at: DateTime<Utc>,
 }
 
 /// `render.job.split.v1`: the job was split into tasks covering every frame once.
@@ -290,6 +372,9 @@ pub struct TaskFailed {
     pub render_seconds: u64,
     /// When it failed.
     pub failed_at: DateTime<Utc>,
+    /// Why, when not the renderer's own error (a timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<FailureCause>,
 }
 
 /// `render.task.requeued.v1`: a lease ended without a result and the task is queued again.
@@ -461,6 +546,12 @@ domain_events! {
         Completed(JobCompleted) => "render.job.completed.v1",
         /// See [`JobFailed`].
         Failed(JobFailed) => "render.job.failed.v1",
+        /// See [`JobWaiting`].
+        Waiting(JobWaiting) => "render.job.waiting.v1",
+        /// See [`JobReleased`].
+        Released(JobReleased) => "render.job.released.v1",
+        /// See [`JobDependencyFailed`].
+        DependencyFailed(JobDependencyFailed) => "render.job.dependency_failed.v1",
     }
 }
 
@@ -493,6 +584,13 @@ pub struct SubmitJob {
     pub requirements: Requirements,
     /// Retries per task, at most [`MAX_RETRIES_LIMIT`].
     pub max_retries: u32,
+    /// Longest a task may run, `1..=MAX_TIMEOUT_SECONDS`.
+    pub task_timeout_seconds: Option<u32>,
+    /// Longest a task may go without output or progress.
+    pub stall_timeout_seconds: Option<u32>,
+    /// Renders that must complete first (at most [`MAX_DEPENDENCIES`],
+    /// distinct, not this one).
+    pub depends_on: Vec<JobId>,
     /// Now.
     pub at: DateTime<Utc>,
 }
@@ -558,6 +656,8 @@ pub enum RenderJobCommand {
         lease: LeaseRef,
         /// The node's error.
         error: Note,
+        /// A timeout, when that is why (the node's or the orchestrator's).
+        cause: Option<FailureCause>,
         /// Render time of this attempt.
         render_seconds: u64,
         /// Now.
@@ -618,6 +718,20 @@ pub enum RenderJobCommand {
         /// Now.
         at: DateTime<Utc>,
     },
+    /// Every render the job waits for completed (orchestrator).
+    ReleaseDependencies {
+        /// Now.
+        at: DateTime<Utc>,
+    },
+    /// A render the job waits for failed or was cancelled (orchestrator).
+    FailDependency {
+        /// That render.
+        dependency_id: JobId,
+        /// How it ended (`failed`, `cancelled`).
+        dependency_status: Identifier,
+        /// Now.
+        at: DateTime<Utc>,
+    },
     /// Cancel the job.
     Cancel {
         /// Why, if given.
@@ -635,6 +749,8 @@ pub enum JobStatus {
     /// Not submitted (empty stream).
     #[default]
     New,
+    /// Waiting for the renders it depends on: no task is leased.
+    Waiting,
     /// Tasks are queued or running.
     Active,
     /// No new assignments.
@@ -652,6 +768,7 @@ impl JobStatus {
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::New => "new",
+            Self::Waiting => "waiting",
             Self::Active => "active",
             Self::Paused => "paused",
             Self::Completed => "completed",
@@ -878,6 +995,34 @@ impl RenderJob {
         if cmd.samples == Some(0) {
             return Err(ValidationError::new("samples", "must be at least 1").into());
         }
+        for (field, value) in [
+            ("task_timeout_seconds", cmd.task_timeout_seconds),
+            ("stall_timeout_seconds", cmd.stall_timeout_seconds),
+        ] {
+            if value.is_some_and(|v| !(1..=MAX_TIMEOUT_SECONDS).contains(&v)) {
+                return Err(ValidationError::new(
+                    field,
+                    format!("1 to {MAX_TIMEOUT_SECONDS} seconds"),
+                )
+                .into());
+            }
+        }
+        if cmd.depends_on.len() > MAX_DEPENDENCIES {
+            return Err(ValidationError::new(
+                "depends_on",
+                format!("at most {MAX_DEPENDENCIES} renders"),
+            )
+            .into());
+        }
+        if cmd.depends_on.contains(&cmd.job_id) {
+            return Err(
+                ValidationError::new("depends_on", "a render cannot depend on itself").into(),
+            );
+        }
+        let distinct: BTreeSet<&JobId> = cmd.depends_on.iter().collect();
+        if distinct.len() != cmd.depends_on.len() {
+            return Err(ValidationError::new("depends_on", "a render is named twice").into());
+        }
         let tasks = chunk(cmd.frames, cmd.chunk_size)
             .into_iter()
             .zip(0u32..)
@@ -887,7 +1032,7 @@ impl RenderJob {
                 frames,
             })
             .collect();
-        Ok(vec![
+        let mut events: Vec<RenderJobEvent> = vec![
             JobSubmitted {
                 job_id: cmd.job_id,
                 tenant_id: cmd.tenant_id,
@@ -902,6 +1047,9 @@ impl RenderJob {
                 requirements: cmd.requirements,
                 max_retries: cmd.max_retries,
                 submitted_at: cmd.at,
+                task_timeout_seconds: cmd.task_timeout_seconds,
+                stall_timeout_seconds: cmd.stall_timeout_seconds,
+                depends_on: cmd.depends_on.clone(),
             }
             .into(),
             JobSplit {
@@ -910,7 +1058,19 @@ impl RenderJob {
                 tasks,
             }
             .into(),
-        ])
+        ];
+        if !cmd.depends_on.is_empty() {
+            events.push(
+                JobWaiting {
+                    job_id: cmd.job_id,
+                    tenant_id: cmd.tenant_id,
+                    depends_on: cmd.depends_on,
+                    waiting_since: cmd.at,
+                }
+                .into(),
+            );
+        }
+        Ok(events)
     }
 }
 
@@ -1079,6 +1239,7 @@ impl Aggregate for RenderJob {
             C::Fail {
                 lease,
                 error,
+                cause,
                 render_seconds,
                 at,
             } => {
@@ -1095,6 +1256,7 @@ impl Aggregate for RenderJob {
                         failures,
                         render_seconds,
                         failed_at: at,
+                        cause,
                     }
                     .into(),
                 ];
@@ -1221,7 +1383,7 @@ impl Aggregate for RenderJob {
                 Ok(events)
             }
             C::ChangePriority { priority, at } => match self.status {
-                JobStatus::Active | JobStatus::Paused => {
+                JobStatus::Waiting | JobStatus::Active | JobStatus::Paused => {
                     if self.priority() == Some(priority) {
                         return Ok(vec![]);
                     }
@@ -1259,16 +1421,46 @@ impl Aggregate for RenderJob {
                 ]),
                 _ => Err(self.refuse_job("resume")),
             },
-            C::Cancel { reason, at } => match self.status {
-                JobStatus::Active | JobStatus::Paused | JobStatus::Failed => Ok(vec![
-                    JobCancelled {
+            C::ReleaseDependencies { at } => match self.status {
+                JobStatus::Waiting => Ok(vec![
+                    JobReleased {
                         job_id,
                         tenant_id,
-                        reason,
-                        cancelled_at: at,
+                        released_at: at,
                     }
                     .into(),
                 ]),
+                _ => Err(self.refuse_job("release")),
+            },
+            C::FailDependency {
+                dependency_id,
+                dependency_status,
+                at,
+            } => match self.status {
+                JobStatus::Waiting => Ok(vec![
+                    JobDependencyFailed {
+                        job_id,
+                        tenant_id,
+                        dependency_id,
+                        dependency_status,
+                        failed_at: at,
+                    }
+                    .into(),
+                ]),
+                _ => Err(self.refuse_job("fail_dependency")),
+            },
+            C::Cancel { reason, at } => match self.status {
+                JobStatus::Waiting | JobStatus::Active | JobStatus::Paused | JobStatus::Failed => {
+                    Ok(vec![
+                        JobCancelled {
+                            job_id,
+                            tenant_id,
+                            reason,
+                            cancelled_at: at,
+                        }
+                        .into(),
+                    ])
+                }
                 _ => Err(self.refuse_job("cancel")),
             },
         }
@@ -1392,6 +1584,15 @@ impl Aggregate for RenderJob {
             E::PriorityChanged(e) => self.priority = Some(e.priority),
             E::Completed(_) => self.status = JobStatus::Completed,
             E::Failed(_) => self.status = JobStatus::Failed,
+            E::Waiting(_) => self.status = JobStatus::Waiting,
+            E::Released(_) => {
+                self.status = if self.paused {
+                    JobStatus::Paused
+                } else {
+                    JobStatus::Active
+                };
+            }
+            E::DependencyFailed(_) => self.status = JobStatus::Failed,
         }
         self
     }
@@ -1435,6 +1636,9 @@ impl EventPayload for JobSubmitted {
             },
             max_retries: 3,
             submitted_at: sample_time(),
+            task_timeout_seconds: Some(3600),
+            stall_timeout_seconds: Some(600),
+            depends_on: vec![JobId::fixed(0x2a5f_39cb_3fb2_42e3_994f_1127_e4dd_b538)],
         }
     }
 }
@@ -1539,6 +1743,7 @@ impl EventPayload for TaskFailed {
             failures: 1,
             render_seconds: 12,
             failed_at: sample_time(),
+            cause: None,
         }
     }
 }
@@ -1638,6 +1843,42 @@ impl EventPayload for JobCompleted {
             tenant_id,
             render_seconds: 1234,
             completed_at: sample_time(),
+        }
+    }
+}
+
+impl EventPayload for JobWaiting {
+    fn sample() -> Self {
+        let (job_id, tenant_id, _, _) = sample_ids();
+        Self {
+            job_id,
+            tenant_id,
+            depends_on: vec![JobId::fixed(0x2a5f_39cb_3fb2_42e3_994f_1127_e4dd_b538)],
+            waiting_since: sample_time(),
+        }
+    }
+}
+
+impl EventPayload for JobReleased {
+    fn sample() -> Self {
+        let (job_id, tenant_id, _, _) = sample_ids();
+        Self {
+            job_id,
+            tenant_id,
+            released_at: sample_time(),
+        }
+    }
+}
+
+impl EventPayload for JobDependencyFailed {
+    fn sample() -> Self {
+        let (job_id, tenant_id, _, _) = sample_ids();
+        Self {
+            job_id,
+            tenant_id,
+            dependency_id: JobId::fixed(0x2a5f_39cb_3fb2_42e3_994f_1127_e4dd_b538),
+            dependency_status: Identifier::parse("failed").expect("valid"),
+            failed_at: sample_time(),
         }
     }
 }

@@ -102,7 +102,8 @@ pub enum AgentError {
 #[derive(Debug, Clone)]
 enum Report {
     Complete(LeaseRef),
-    Fail(LeaseRef, String),
+    /// The lease, the reason, and the cause when a timeout stopped it.
+    Fail(LeaseRef, String, Option<&'static str>),
     Release(LeaseRef),
 }
 
@@ -163,7 +164,50 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// the renderer's reason (reported once the output is sent).
 enum Step {
     End(TaskEnd),
-    Fail(String),
+    Fail(String, Option<&'static str>),
+}
+
+/// A render's timeouts, as its assignment gives them.
+struct Limits {
+    task: Option<Duration>,
+    stall: Option<Duration>,
+}
+
+impl Limits {
+    /// Resolves once the task ran past its timeout, or its renderer went
+    /// silent (no line, no progress, no finished frame) past the stall
+    /// timeout: the cause and the reason to report. Never without limits.
+    async fn overdue(&self, sink: &OutputSink) -> (&'static str, String) {
+        if self.task.is_none() && self.stall.is_none() {
+            return std::future::pending().await;
+        }
+        let started = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if let Some(limit) = self.task
+                && started.elapsed() >= limit
+            {
+                return (
+                    "timed_out",
+                    format!(
+                        "timed_out: the task ran longer than its task_timeout_seconds ({} s)",
+                        limit.as_secs()
+                    ),
+                );
+            }
+            if let Some(limit) = self.stall
+                && sink.silent_for() >= limit
+            {
+                return (
+                    "stalled",
+                    format!(
+                        "stalled: no output and no progress for its stall_timeout_seconds ({} s)",
+                        limit.as_secs()
+                    ),
+                );
+            }
+        }
+    }
 }
 
 enum TaskEnd {
@@ -339,7 +383,7 @@ impl Agent {
     async fn send(&self, report: &Report) -> Result<(), ClientError> {
         match report {
             Report::Complete(l) => self.client.complete(*l).await,
-            Report::Fail(l, e) => self.client.fail(*l, e).await,
+            Report::Fail(l, e, cause) => self.client.fail_with(*l, e, *cause).await,
             Report::Release(l) => self.client.release(*l).await,
         }
     }
@@ -452,7 +496,7 @@ impl Agent {
         let scene = match self.scene_path(assignment).await {
             Ok(p) => p,
             Err(message) => {
-                self.report(Report::Fail(lease, message)).await;
+                self.report(Report::Fail(lease, message, None)).await;
                 return TaskEnd::Failed;
             }
         };
@@ -465,14 +509,30 @@ impl Agent {
             return self.lost(lease, cancel, e);
         }
         let output = Output::start(self.client.clone(), lease, self.settings.give_up_after);
-        match self
-            .render_frames(assignment, cancel, scene, output.sink())
-            .await
-        {
-            Step::Fail(message) => {
+        let sink = output.sink();
+        let limits = Limits {
+            task: assignment
+                .task_timeout_seconds
+                .map(|s| Duration::from_secs(u64::from(s))),
+            stall: assignment
+                .stall_timeout_seconds
+                .map(|s| Duration::from_secs(u64::from(s))),
+        };
+        let step = tokio::select! {
+            step = self.render_frames(assignment, cancel, scene, sink.clone()) => step,
+            (cause, message) = limits.overdue(&sink) => {
+                tracing::warn!(task_id = %lease.task_id, cause, "stopping the task: {message}");
+                // Stops the renderer (its process group, for Blender).
+                cancel.cancel();
+                sink.line(crate::renderer::OutputStream::Stderr, &format!("[flatrender-node] {message}"));
+                Step::Fail(message, Some(cause))
+            }
+        };
+        match step {
+            Step::Fail(message, cause) => {
                 // The lines that explain the failure go first.
                 output.finish().await;
-                self.report(Report::Fail(lease, message)).await;
+                self.report(Report::Fail(lease, message, cause)).await;
                 TaskEnd::Failed
             }
             Step::End(end @ TaskEnd::Completed(_)) => {
@@ -521,13 +581,13 @@ impl Agent {
             let renderers = self.renderers.clone();
             let name = assignment.renderer.clone();
             let token = cancel.clone();
-            let sink = sink.clone();
+            let to = sink.clone();
             let rendered = tokio::task::spawn_blocking(move || {
                 renderers.render_logged(
                     &name,
                     &job,
-                    &mut |p| sink.progress(frame, p.fraction),
-                    &mut |stream, text| sink.line(stream, text),
+                    &mut |p| to.progress(frame, p.fraction),
+                    &mut |stream, text| to.line(stream, text),
                     &token,
                 )
             })
@@ -535,12 +595,12 @@ impl Agent {
             let rendered = match rendered {
                 Ok(Ok(r)) => r,
                 Ok(Err(RenderError::Cancelled)) => return Step::End(TaskEnd::Revoked),
-                Ok(Err(e)) => return Step::Fail(e.to_string()),
-                Err(e) => return Step::Fail(format!("renderer crashed: {e}")),
+                Ok(Err(e)) => return Step::Fail(e.to_string(), None),
+                Err(e) => return Step::Fail(format!("renderer crashed: {e}"), None),
             };
             let png = match read(&rendered.path).await {
                 Ok(b) => b,
-                Err(message) => return Step::Fail(message),
+                Err(message) => return Step::Fail(message, None),
             };
             let (client, settings) = (&self.client, &self.settings);
             let uploaded = retrying(client, settings, cancel, || {
@@ -558,6 +618,8 @@ impl Agent {
             if let Err(e) = reported {
                 return Step::End(self.lost(lease, cancel, e));
             }
+            // A finished frame is progress too.
+            sink.touch();
             frames += 1;
         }
         Step::End(TaskEnd::Completed(frames))

@@ -363,8 +363,22 @@ impl AgentClient {
     /// Reports the task failed with the renderer's error lines (as the
     /// contract takes them: see [`failure_text`]).
     pub async fn fail(&self, lease: LeaseRef, error: &str) -> Result<(), ClientError> {
-        let body =
+        self.fail_with(lease, error, None).await
+    }
+
+    /// [`AgentClient::fail`], with the cause when the agent stopped the
+    /// task for one of the render's timeouts (`timed_out`, `stalled`).
+    pub async fn fail_with(
+        &self,
+        lease: LeaseRef,
+        error: &str,
+        cause: Option<&str>,
+    ) -> Result<(), ClientError> {
+        let mut body =
             serde_json::json!({ "lease_epoch": lease.lease_epoch, "error": failure_text(error) });
+        if let Some(cause) = cause {
+            body["cause"] = serde_json::json!(cause);
+        }
         self.task_call(lease.task_id, "fail", body).await
     }
 

@@ -188,9 +188,45 @@ impl Orchestrator {
             Some((f, _)) if f.input && f.tenant_id == command.tenant_id => {}
             _ => return Err(OrchestratorError::NotFound("scene file")),
         }
+        Self::check_dependencies(&st, &command)?;
         let job_id = command.job_id;
         let events = RenderJob::default().decide(RenderJobCommand::Submit(command))?;
         self.commit_job(&mut st, job_id, &events, system()).await
+    }
+
+    /// A submission's dependencies are renders of its tenant that the
+    /// view holds, and following them never leads back to the new render.
+    fn check_dependencies(st: &State, command: &SubmitJob) -> Result<(), OrchestratorError> {
+        // Depth-first over depends_on: a render reached twice is a cycle
+        // only if it is the new one (the graph was acyclic before).
+        let mut stack: Vec<JobId> = command.depends_on.clone();
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(job) = stack.pop() {
+            if job == command.job_id {
+                return Err(OrchestratorError::InvalidDependency(
+                    "depends_on makes a cycle: the render would wait for itself".into(),
+                ));
+            }
+            if !seen.insert(job) {
+                continue;
+            }
+            if let Some(s) = st.jobs.get(&job).and_then(|j| j.job.submission()) {
+                stack.extend(s.depends_on.iter().copied());
+            }
+        }
+        for dependency in &command.depends_on {
+            let owned = st
+                .jobs
+                .get(dependency)
+                .and_then(|j| j.job.submission())
+                .is_some_and(|s| s.tenant_id == command.tenant_id);
+            if !owned {
+                return Err(OrchestratorError::InvalidDependency(format!(
+                    "depends_on names {dependency}, which is not a render of this tenant"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Pauses, resumes, cancels or retries a job on a client's behalf.

@@ -138,6 +138,7 @@ impl Orchestrator {
                 .requeue(task_id, l, RequeueReason::LeaseExpired)
                 .await?;
         }
+        self.watch_timeouts_and_dependencies(now).await?;
         Ok(requeued)
     }
 

@@ -7,6 +7,7 @@ mod pick;
 mod reports;
 mod state;
 mod view;
+mod watchdog;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -81,6 +82,10 @@ pub enum OrchestratorError {
     /// The store failed during a group commit.
     #[error("storage failed: {0}")]
     Storage(String),
+    /// A submission depends on a render that is not the tenant's, or on
+    /// itself through others (a cycle).
+    #[error("{0}")]
+    InvalidDependency(String),
     /// A node reported or uploaded an output that is not this lease's
     /// output of that frame (or is not a usable image).
     #[error("{0}")]
@@ -139,6 +144,14 @@ pub struct Assignment {
     pub frames: WireFrames,
     /// The input scene.
     pub scene: WireScene,
+    /// The render's task timeout, in seconds (the agent stops the task
+    /// past it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_timeout_seconds: Option<u32>,
+    /// The render's stall timeout, in seconds (the agent stops a task that
+    /// prints nothing and reports no progress for that long).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall_timeout_seconds: Option<u32>,
 }
 
 /// A tenant's uploaded file as the scheduler's view holds it.

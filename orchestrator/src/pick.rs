@@ -142,5 +142,7 @@ pub(crate) fn assignment(
             sha256: scene.sha256.clone(),
             size_bytes: scene.size_bytes,
         },
+        task_timeout_seconds: job.task_timeout_seconds,
+        stall_timeout_seconds: job.stall_timeout_seconds,
     })
 }

@@ -284,6 +284,12 @@ impl Orchestrator {
         let live = self.live_lease(lease).await?;
         let mut st = self.inner.state.lock().await;
         self.renew(&mut st, lease);
+        let now = self.now();
+        if let Some(l) = st.leases.get_mut(&lease.task_id)
+            && l.epoch == lease.lease_epoch
+        {
+            l.output_at = l.output_at.max(now);
+        }
         Ok((live.job_id, live.tenant_id))
     }
 
@@ -458,12 +464,23 @@ impl Orchestrator {
     /// The node failed the task: it is retried or the job fails; a node
     /// that failed the job `blocklist_after` times is blocklisted for it.
     pub async fn fail(&self, lease: LeaseRef, error: Note) -> Result<(), OrchestratorError> {
+        self.fail_with(lease, error, None).await
+    }
+
+    /// [`Orchestrator::fail`], saying why when it was a timeout.
+    pub async fn fail_with(
+        &self,
+        lease: LeaseRef,
+        error: Note,
+        cause: Option<domain::render_job::FailureCause>,
+    ) -> Result<(), OrchestratorError> {
         let started = self.live_lease(lease).await?.assigned_at;
         let seconds = render_seconds(started, self.now());
         let (job_id, _) = self
             .lease_command(lease, |at| RenderJobCommand::Fail {
                 lease,
                 error: error.clone(),
+                cause,
                 render_seconds: seconds,
                 at,
             })

@@ -36,6 +36,11 @@ pub(crate) struct LiveLease {
     pub epoch: u32,
     pub assigned_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// When the node started rendering (`render.task.started`).
+    pub started_at: Option<DateTime<Utc>>,
+    /// The last sign of output: the start, a finished frame, or (on this
+    /// instance) a log line or fine progress.
+    pub output_at: DateTime<Utc>,
 }
 
 /// A stored file: a scene an assignment names, or a rendered frame.
@@ -294,6 +299,8 @@ impl State {
                     epoch: e.lease_epoch,
                     assigned_at: e.assigned_at,
                     expires_at: self.now.max(e.assigned_at) + self.lease_ttl,
+                    started_at: None,
+                    output_at: e.assigned_at,
                 };
                 if self.leases.insert(e.task_id, lease).is_none() {
                     *self.running.entry(e.tenant_id).or_default() += 1;
@@ -328,7 +335,22 @@ impl State {
                 ended.push(e.task_id);
                 applied.work = true;
             }
-            E::TaskRetried(_) | E::Resumed(_) => applied.work = true,
+            E::TaskStarted(e) => {
+                if let Some(l) = self.leases.get_mut(&e.task_id)
+                    && l.epoch == e.lease_epoch
+                {
+                    l.started_at = Some(e.started_at);
+                    l.output_at = l.output_at.max(e.started_at);
+                }
+            }
+            E::TaskProgressed(e) => {
+                if let Some(l) = self.leases.get_mut(&e.task_id)
+                    && l.epoch == e.lease_epoch
+                {
+                    l.output_at = l.output_at.max(e.finished_at);
+                }
+            }
+            E::TaskRetried(_) | E::Resumed(_) | E::Released(_) => applied.work = true,
             E::Cancelled(_) => {
                 ended.extend(
                     self.leases

@@ -449,6 +449,27 @@ impl Renders {
                     r.finished_at = Some(time(x.failed_at));
                 }
             }
+            E::Waiting(x) => {
+                if let Some(r) = self.renders.get_mut(&x.job_id.to_string()) {
+                    r.status = "waiting".into();
+                }
+            }
+            E::Released(x) => {
+                if let Some(r) = self.renders.get_mut(&x.job_id.to_string()) {
+                    r.status = if r.paused == 1 { "paused" } else { "active" }.into();
+                }
+            }
+            E::DependencyFailed(x) => {
+                if let Some(r) = self.renders.get_mut(&x.job_id.to_string()) {
+                    r.status = "failed".into();
+                    r.last_error = Some(format!(
+                        "dependency_failed: render {} {}",
+                        x.dependency_id,
+                        x.dependency_status.as_str()
+                    ));
+                    r.finished_at = Some(time(x.failed_at));
+                }
+            }
         }
         if let Some(r) = self.renders.get_mut(&e.stream_id().to_string()) {
             r.updated_at = at.clone();
@@ -552,6 +573,9 @@ fn submitted(ev: &Ev, x: &JobSubmitted) -> RenderRow {
         "samples": x.samples,
         "requirements": x.requirements,
         "max_retries": x.max_retries,
+        "task_timeout_seconds": x.task_timeout_seconds,
+        "stall_timeout_seconds": x.stall_timeout_seconds,
+        "depends_on": x.depends_on,
     });
     RenderRow {
         render_id: x.job_id.to_string(),

@@ -199,7 +199,7 @@ enum RenderCommand {
     /// The tenant's renders, newest first.
     List {
         /// Only renders in this state.
-        #[arg(long, value_parser = ["active", "paused", "completed", "failed", "cancelled"])]
+        #[arg(long, value_parser = ["waiting", "active", "paused", "completed", "failed", "cancelled"])]
         status: Option<String>,
         /// Page (from 1).
         #[arg(long, default_value_t = 1)]

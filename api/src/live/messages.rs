@@ -76,6 +76,7 @@ pub fn event_message(event: &RecordedEvent) -> Option<Value> {
             "node_id": field("node_id"),
             "attempt": field("lease_epoch"),
             "reason": field("error"),
+            "cause": field("cause"),
             "failures": field("failures"),
         }),
         "render.task.requeued" => json!({
@@ -104,6 +105,20 @@ pub fn event_message(event: &RecordedEvent) -> Option<Value> {
         "render.job.cancelled" => status("cancelled", field("reason")),
         "render.job.completed" => status("completed", Value::Null),
         "render.job.failed" => status("failed", field("error")),
+        "render.job.waiting" => status("waiting", Value::Null),
+        "render.job.released" => status("active", Value::Null),
+        "render.job.dependency_failed" => status(
+            "failed",
+            json!(format!(
+                "dependency_failed: render {} {}",
+                p.get("dependency_id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+                p.get("dependency_status")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+            )),
+        ),
         "render.job.priority_changed" => json!({
             "type": "render.priority",
             "priority": field("priority"),

@@ -31,7 +31,14 @@ pub const SCENE_JSON: &str = "application/vnd.flatrender.scene+json";
 /// The media type of a `.blend` upload.
 pub const BLEND: &str = "application/x-blender";
 
-const STATUSES: [&str; 5] = ["active", "paused", "completed", "failed", "cancelled"];
+const STATUSES: [&str; 6] = [
+    "waiting",
+    "active",
+    "paused",
+    "completed",
+    "failed",
+    "cancelled",
+];
 
 /// What the read model keeps of a submission beside its columns.
 #[derive(Debug, Default, Deserialize)]
@@ -42,6 +49,12 @@ struct Spec {
     requirements: Requirements,
     #[serde(default)]
     max_retries: u32,
+    #[serde(default)]
+    task_timeout_seconds: Option<u32>,
+    #[serde(default)]
+    stall_timeout_seconds: Option<u32>,
+    #[serde(default)]
+    depends_on: Vec<Uuid>,
 }
 
 /// A frame range as the API shows it.
@@ -76,6 +89,9 @@ pub(crate) struct RenderView<'a> {
     samples: Option<u32>,
     requirements: Requirements,
     max_retries: u32,
+    task_timeout_seconds: Option<u32>,
+    stall_timeout_seconds: Option<u32>,
+    depends_on: Vec<Uuid>,
     tasks: TaskCounts,
     frames_total: i64,
     frames_done: i64,
@@ -109,6 +125,9 @@ fn render_view(r: &RenderRow) -> RenderView<'_> {
         samples: spec.samples,
         requirements: spec.requirements,
         max_retries: spec.max_retries,
+        task_timeout_seconds: spec.task_timeout_seconds,
+        stall_timeout_seconds: spec.stall_timeout_seconds,
+        depends_on: spec.depends_on,
         tasks: TaskCounts {
             total: r.tasks_total,
             completed: r.tasks_done,
@@ -566,6 +585,10 @@ pub struct SubmitBody {
     max_retries: u32,
     #[serde(default)]
     requirements: Requirements,
+    task_timeout_seconds: Option<u32>,
+    stall_timeout_seconds: Option<u32>,
+    #[serde(default)]
+    depends_on: Vec<Uuid>,
 }
 
 fn one() -> u32 {
@@ -617,7 +640,7 @@ fn submitted_json(s: &JobSubmitted, schedulable: Option<String>) -> Value {
     json!({
         "id": s.job_id,
         "name": s.name,
-        "status": "active",
+        "status": if s.depends_on.is_empty() { "active" } else { "waiting" },
         "renderer": s.renderer,
         "scene_file_id": s.scene_file_id,
         "frames": { "start": s.frames.start(), "end": s.frames.end() },
@@ -627,6 +650,9 @@ fn submitted_json(s: &JobSubmitted, schedulable: Option<String>) -> Value {
         "samples": s.samples,
         "max_retries": s.max_retries,
         "requirements": s.requirements,
+        "task_timeout_seconds": s.task_timeout_seconds,
+        "stall_timeout_seconds": s.stall_timeout_seconds,
+        "depends_on": s.depends_on,
         "submitted_at": projections::time(s.submitted_at),
         "schedulable": schedulable.is_none(),
         "unschedulable_reason": schedulable,
@@ -646,6 +672,9 @@ fn same_submission(stored: &JobSubmitted, wanted: &SubmitJob) -> bool {
         && stored.priority == wanted.priority
         && stored.requirements == wanted.requirements
         && stored.max_retries == wanted.max_retries
+        && stored.task_timeout_seconds == wanted.task_timeout_seconds
+        && stored.stall_timeout_seconds == wanted.stall_timeout_seconds
+        && stored.depends_on == wanted.depends_on
 }
 
 /// `POST /v1/renders`: checks everything before anything is appended; an
@@ -690,6 +719,14 @@ pub async fn submit(
         priority: Priority::new(b.priority).map_err(|e| field("priority", &e.reason))?,
         requirements: b.requirements.clone(),
         max_retries: b.max_retries,
+        task_timeout_seconds: b.task_timeout_seconds,
+        stall_timeout_seconds: b.stall_timeout_seconds,
+        depends_on: b
+            .depends_on
+            .iter()
+            .map(|d| JobId::new(*d))
+            .collect::<Result<_, _>>()
+            .map_err(|e| field("depends_on", &e.reason))?,
         at: state.clock.now(),
     };
     // A retry of a submission already taken.

@@ -7,6 +7,7 @@ mod e2e;
 mod enroll;
 mod faults;
 mod http;
+mod lifecycle;
 mod node_auth;
 mod public;
 mod refusals;
@@ -68,10 +69,22 @@ pub async fn until(
 ) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
-        if check(&log(store).await) {
+        let events = log(store).await;
+        if check(&events) {
             return;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        let last: Vec<String> = events
+            .iter()
+            .rev()
+            .take(40)
+            .rev()
+            .map(|e| format!("{} {}", e.routing_key, e.payload))
+            .collect();
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; the last events:\n{}",
+            last.join("\n")
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -125,4 +138,30 @@ pub fn png_of(width: u32, height: u32) -> Vec<u8> {
     writer.write_image_data(&pixels).unwrap();
     writer.finish().unwrap();
     out
+}
+
+/// A node registered in-process (no agent) offering the builtin
+/// renderer, heard from now.
+pub async fn builtin_node(orch: &orchestrator::Orchestrator, name: &str) -> domain::NodeId {
+    let node = domain::NodeId::new(Uuid::new_v4()).unwrap();
+    orch.register_node(
+        node,
+        domain::Label::parse(name).unwrap(),
+        domain::node::Capabilities {
+            cores: 4,
+            memory_bytes: 1 << 30,
+            gpus: vec![],
+            renderers: vec![domain::node::RendererInfo {
+                name: domain::Identifier::parse("builtin").unwrap(),
+                version: domain::Identifier::parse("1").unwrap(),
+            }],
+            tags: vec![],
+            node_class: domain::Identifier::parse("standard").unwrap(),
+        },
+        domain::SecretKeyId::new(Uuid::new_v4()).unwrap(),
+    )
+    .await
+    .unwrap();
+    orch.heartbeat(node, &[]).await.unwrap();
+    node
 }

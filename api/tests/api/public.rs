@@ -905,28 +905,7 @@ async fn the_served_contract_is_the_committed_one_and_covers_every_route() {
 async fn every_documented_operation_answers_as_documented() {
     let api = Api::new().await;
     // Work to show: a node that renders one task of a render.
-    let node = domain::NodeId::new(Uuid::new_v4()).unwrap();
-    api.state
-        .orchestrator
-        .register_node(
-            node,
-            domain::Label::parse("n1").unwrap(),
-            domain::node::Capabilities {
-                cores: 4,
-                memory_bytes: 1 << 30,
-                gpus: vec![],
-                renderers: vec![domain::node::RendererInfo {
-                    name: domain::Identifier::parse("builtin").unwrap(),
-                    version: domain::Identifier::parse("1").unwrap(),
-                }],
-                tags: vec![],
-                node_class: domain::Identifier::parse("standard").unwrap(),
-            },
-            domain::SecretKeyId::new(Uuid::new_v4()).unwrap(),
-        )
-        .await
-        .unwrap();
-    api.state.orchestrator.heartbeat(node, &[]).await.unwrap();
+    let node = crate::builtin_node(&api.state.orchestrator, "n1").await;
     let scene = api.scene(api.a).await;
     let (_, submitted) = api
         .call(api.a, "POST", "/v1/renders", Some(render_body(&scene)))
@@ -1268,4 +1247,96 @@ async fn public_key_tokens_pass_and_key_confusion_is_refused() {
     assert!(Jwt::public_key("HS256", ed_public, "flatrender", "flatrender-api").is_err());
     assert!(Jwt::hs256(b"too short", "flatrender", "flatrender-api").is_err());
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Timeouts and dependencies are checked at submit: out-of-range values,
+/// another tenant's render, an unknown one, one named twice are refused
+/// with nothing appended; a render of one's own makes the new one wait.
+#[tokio::test]
+async fn timeouts_and_dependencies_are_checked_at_submit() {
+    let api = Api::new().await;
+    let scene_a = api.scene(api.a).await;
+    let scene_b = api.scene(api.b).await;
+    let (_, first) = api
+        .call(api.a, "POST", "/v1/renders", Some(render_body(&scene_a)))
+        .await;
+    let first = first["id"].as_str().unwrap().to_string();
+    let with = |scene: &str, extra: Value| {
+        let mut body = render_body(scene);
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+    let before = api.events().await;
+    for (tenant, body, code) in [
+        (
+            api.a,
+            with(&scene_a, json!({ "task_timeout_seconds": 0 })),
+            "invalid_field",
+        ),
+        (
+            api.a,
+            with(&scene_a, json!({ "stall_timeout_seconds": 604_801 })),
+            "invalid_field",
+        ),
+        (
+            api.a,
+            with(&scene_a, json!({ "task_timeout_seconds": -5 })),
+            "invalid_body",
+        ),
+        (
+            api.b,
+            with(&scene_b, json!({ "depends_on": [first] })),
+            "invalid_dependency",
+        ),
+        (
+            api.a,
+            with(&scene_a, json!({ "depends_on": [Uuid::new_v4()] })),
+            "invalid_dependency",
+        ),
+        (
+            api.a,
+            with(&scene_a, json!({ "depends_on": [first, first] })),
+            "invalid_field",
+        ),
+        (
+            api.a,
+            with(&scene_a, json!({ "depends_on": ["not-a-uuid"] })),
+            "invalid_body",
+        ),
+    ] {
+        let (status, value) = api
+            .call(tenant, "POST", "/v1/renders", Some(body.clone()))
+            .await;
+        assert_error(status, &value, StatusCode::UNPROCESSABLE_ENTITY, code);
+        assert_eq!(api.events().await, before, "{body}: nothing appended");
+    }
+    let (status, waiting) = api
+        .call(
+            api.a,
+            "POST",
+            "/v1/renders",
+            Some(with(
+                &scene_a,
+                json!({ "depends_on": [first], "task_timeout_seconds": 600, "stall_timeout_seconds": 60 }),
+            )),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{waiting}");
+    assert_eq!(waiting["status"], "waiting");
+    assert_eq!(waiting["depends_on"], json!([first]));
+    api.catch_up().await;
+    let (_, shown) = api
+        .call(
+            api.a,
+            "GET",
+            &format!("/v1/renders/{}", waiting["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(shown["status"], "waiting", "{shown}");
+    assert_eq!(shown["task_timeout_seconds"], 600);
+    assert_eq!(shown["stall_timeout_seconds"], 60);
+    assert_eq!(shown["depends_on"], json!([first]));
 }

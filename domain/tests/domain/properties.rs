@@ -174,6 +174,7 @@ fn command(job: &RenderJob, op: &JobOp, step: i64) -> RenderJobCommand {
         JobOp::Fail { task, forge } => RenderJobCommand::Fail {
             lease: lease_for(job, pick(task), forge),
             error: note("renderer crashed"),
+            cause: None,
             render_seconds: 3,
             at,
         },
@@ -292,6 +293,9 @@ fn submission() -> impl Strategy<Value = SubmitJob> {
         priority: Priority::default(),
         requirements: Requirements::default(),
         max_retries,
+        task_timeout_seconds: None,
+        stall_timeout_seconds: None,
+        depends_on: Vec::new(),
         at: t(0),
     })
 }

@@ -20,6 +20,9 @@ fn submit_command(start: u32, end: u32, chunk_size: u32, max_retries: u32) -> Su
         priority: Priority::new(70).unwrap(),
         requirements: Requirements::default(),
         max_retries,
+        task_timeout_seconds: None,
+        stall_timeout_seconds: None,
+        depends_on: Vec::new(),
         at: t(0),
     }
 }
@@ -129,6 +132,7 @@ fn failed(index: u32, node: u128, epoch: u32, failures: u32) -> RenderJobEvent {
         failures,
         render_seconds: 5,
         failed_at: t(20),
+        cause: None,
     }
     .into()
 }
@@ -193,6 +197,9 @@ fn submit_emits_submitted_and_split_covering_every_frame() {
                 requirements: Requirements::default(),
                 max_retries: 1,
                 submitted_at: t(0),
+                task_timeout_seconds: None,
+                stall_timeout_seconds: None,
+                depends_on: Vec::new(),
             }
             .into(),
             JobSplit {
@@ -380,6 +387,7 @@ fn reports_from_a_stale_lease_are_refused() {
         .when(RenderJobCommand::Fail {
             lease: lease(0, 1, 1),
             error: note("x"),
+            cause: None,
             render_seconds: 3,
             at: t(30),
         })
@@ -570,6 +578,7 @@ fn a_failure_with_retries_left_requeues_the_task() {
         .when(RenderJobCommand::Fail {
             lease: lease(0, 1, 1),
             error: note("boom"),
+            cause: None,
             render_seconds: 5,
             at: t(20),
         })
@@ -593,6 +602,7 @@ fn a_task_exceeding_max_retries_fails_the_job() {
         .when(RenderJobCommand::Fail {
             lease: lease(0, 2, 2),
             error: note("boom"),
+            cause: None,
             render_seconds: 5,
             at: t(20),
         })
@@ -942,4 +952,186 @@ fn the_priority_of_an_active_or_paused_job_changes_and_a_finished_one_refuses() 
     given::<RenderJob>(with(submitted(), [cancelled()]))
         .when(change(10))
         .then_err_matches(|e| matches!(e, DomainError::JobCancelled { .. }));
+}
+
+fn other_job(n: u128) -> JobId {
+    JobId::new(uuid::Uuid::from_u128(
+        0x5000_0000_0000_4000_8000_0000_0000_0000 + n,
+    ))
+    .unwrap()
+}
+
+/// A job of frames 1..=10 (chunks of 4) waiting for `other_job(1)`.
+fn waiting() -> Vec<RenderJobEvent> {
+    let mut cmd = submit_command(1, 10, 4, 1);
+    cmd.depends_on = vec![other_job(1)];
+    RenderJob::default()
+        .decide(RenderJobCommand::Submit(cmd))
+        .unwrap()
+}
+
+#[test]
+fn a_job_with_dependencies_waits_and_leases_nothing_until_released() {
+    let events = waiting();
+    assert_eq!(events.len(), 3);
+    assert_eq!(
+        events[2],
+        JobWaiting {
+            job_id: job_id(),
+            tenant_id: tenant_id(),
+            depends_on: vec![other_job(1)],
+            waiting_since: t(0),
+        }
+        .into()
+    );
+    let job = RenderJob::replay(&events);
+    assert_eq!(job.status(), JobStatus::Waiting);
+    assert!(!job.accepts_assignments());
+    given::<RenderJob>(waiting())
+        .when(RenderJobCommand::Assign {
+            task_id: task_id(0),
+            node_id: node_id(1),
+            at: t(1),
+        })
+        .then_err_matches(|e| matches!(e, DomainError::InvalidTransition { .. }));
+    given::<RenderJob>(waiting())
+        .when(RenderJobCommand::Pause { at: t(1) })
+        .then_err_matches(|e| matches!(e, DomainError::InvalidTransition { .. }));
+    let job = given::<RenderJob>(waiting())
+        .when(RenderJobCommand::ReleaseDependencies { at: t(5) })
+        .then([JobReleased {
+            job_id: job_id(),
+            tenant_id: tenant_id(),
+            released_at: t(5),
+        }
+        .into()]);
+    assert_eq!(job.status(), JobStatus::Active);
+    assert!(job.accepts_assignments());
+    // Released once: a second release (another instance) is refused.
+    let mut released = waiting();
+    released.push(
+        JobReleased {
+            job_id: job_id(),
+            tenant_id: tenant_id(),
+            released_at: t(5),
+        }
+        .into(),
+    );
+    given::<RenderJob>(released)
+        .when(RenderJobCommand::ReleaseDependencies { at: t(6) })
+        .then_err_matches(|e| matches!(e, DomainError::InvalidTransition { .. }));
+    // Without dependencies a job never waits.
+    given::<RenderJob>(submitted())
+        .when(RenderJobCommand::ReleaseDependencies { at: t(6) })
+        .then_err_matches(|e| matches!(e, DomainError::InvalidTransition { .. }));
+}
+
+#[test]
+fn a_failed_dependency_fails_the_waiting_job_and_a_waiting_job_can_be_cancelled() {
+    let job = given::<RenderJob>(waiting())
+        .when(RenderJobCommand::FailDependency {
+            dependency_id: other_job(1),
+            dependency_status: ident("cancelled"),
+            at: t(7),
+        })
+        .then([JobDependencyFailed {
+            job_id: job_id(),
+            tenant_id: tenant_id(),
+            dependency_id: other_job(1),
+            dependency_status: ident("cancelled"),
+            failed_at: t(7),
+        }
+        .into()]);
+    assert_eq!(job.status(), JobStatus::Failed);
+    assert!(!job.accepts_assignments());
+    let job = given::<RenderJob>(waiting())
+        .when(RenderJobCommand::Cancel {
+            reason: None,
+            at: t(3),
+        })
+        .then([JobCancelled {
+            job_id: job_id(),
+            tenant_id: tenant_id(),
+            reason: None,
+            cancelled_at: t(3),
+        }
+        .into()]);
+    assert_eq!(job.status(), JobStatus::Cancelled);
+}
+
+#[test]
+fn submit_refuses_bad_timeouts_and_dependencies() {
+    let field_of = |cmd: SubmitJob| -> &'static str {
+        match RenderJob::default().decide(RenderJobCommand::Submit(cmd)) {
+            Err(DomainError::Validation(v)) => v.field,
+            other => panic!("{other:?}"),
+        }
+    };
+    let mut cmd = submit_command(1, 10, 4, 1);
+    cmd.task_timeout_seconds = Some(0);
+    assert_eq!(field_of(cmd), "task_timeout_seconds");
+    let mut cmd = submit_command(1, 10, 4, 1);
+    cmd.stall_timeout_seconds = Some(MAX_TIMEOUT_SECONDS + 1);
+    assert_eq!(field_of(cmd), "stall_timeout_seconds");
+    let mut cmd = submit_command(1, 10, 4, 1);
+    cmd.depends_on = vec![job_id()];
+    assert_eq!(field_of(cmd), "depends_on");
+    let mut cmd = submit_command(1, 10, 4, 1);
+    cmd.depends_on = vec![other_job(1), other_job(1)];
+    assert_eq!(field_of(cmd), "depends_on");
+    let mut cmd = submit_command(1, 10, 4, 1);
+    cmd.depends_on = (0..=MAX_DEPENDENCIES as u128).map(other_job).collect();
+    assert_eq!(field_of(cmd), "depends_on");
+    // In range, they are kept on the submission.
+    let mut cmd = submit_command(1, 10, 4, 1);
+    cmd.task_timeout_seconds = Some(60);
+    cmd.stall_timeout_seconds = Some(MAX_TIMEOUT_SECONDS);
+    let job = RenderJob::replay(
+        &RenderJob::default()
+            .decide(RenderJobCommand::Submit(cmd))
+            .unwrap(),
+    );
+    let s = job.submission().unwrap();
+    assert_eq!(
+        (s.task_timeout_seconds, s.stall_timeout_seconds),
+        (Some(60), Some(MAX_TIMEOUT_SECONDS))
+    );
+}
+
+#[test]
+fn a_timed_out_attempt_says_why_and_is_retried_like_any_failure() {
+    let job = given::<RenderJob>(with(submitted(), [assigned(0, 1, 1), started(0, 1, 1)]))
+        .when(RenderJobCommand::Fail {
+            lease: lease(0, 1, 1),
+            error: note("timed_out: ran longer than 60 s"),
+            cause: Some(FailureCause::TimedOut),
+            render_seconds: 60,
+            at: t(70),
+        })
+        .then([
+            TaskFailed {
+                job_id: job_id(),
+                tenant_id: tenant_id(),
+                task_id: task_id(0),
+                node_id: node_id(1),
+                lease_epoch: 1,
+                error: note("timed_out: ran longer than 60 s"),
+                failures: 1,
+                render_seconds: 60,
+                failed_at: t(70),
+                cause: Some(FailureCause::TimedOut),
+            }
+            .into(),
+            TaskRequeued {
+                job_id: job_id(),
+                tenant_id: tenant_id(),
+                task_id: task_id(0),
+                node_id: node_id(1),
+                lease_epoch: 1,
+                reason: RequeueReason::Retry,
+                requeued_at: t(70),
+            }
+            .into(),
+        ]);
+    assert_eq!(job.task(task_id(0)).unwrap().status, TaskStatus::Queued);
 }

@@ -29,16 +29,40 @@ const MAX_PENDING: usize = 8 * 1024 * 1024;
 #[derive(Debug)]
 enum Note {
     Line(OutputStream, String),
-    Progress { frame: u32, fraction: f64 },
+    Progress {
+        frame: u32,
+        fraction: f64,
+    },
+    /// Send what is left and end (renderer threads may still hold a sink).
+    End,
 }
 
 /// The renderer's side: cheap to clone into the blocking render call.
 #[derive(Debug, Clone)]
-pub(crate) struct OutputSink(mpsc::UnboundedSender<Note>);
+pub(crate) struct OutputSink {
+    notes: mpsc::UnboundedSender<Note>,
+    since: std::time::Instant,
+    /// Milliseconds from `since` to the last line, progress or frame.
+    last: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
 
 impl OutputSink {
+    /// Counts now as a sign of output (a finished frame).
+    pub(crate) fn touch(&self) {
+        let ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last
+            .fetch_max(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long since the last sign of output (or since the task started).
+    pub(crate) fn silent_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last.load(std::sync::atomic::Ordering::Relaxed));
+        self.since.elapsed().saturating_sub(last)
+    }
+
     /// A printed line.
     pub(crate) fn line(&self, stream: OutputStream, text: &str) {
+        self.touch();
         let mut text = text.to_owned();
         if text.len() > MAX_LINE {
             let mut cut = MAX_LINE;
@@ -47,12 +71,13 @@ impl OutputSink {
             }
             text.truncate(cut);
         }
-        let _ = self.0.send(Note::Line(stream, text));
+        let _ = self.notes.send(Note::Line(stream, text));
     }
 
     /// How far `frame` is (0 to 1).
     pub(crate) fn progress(&self, frame: u32, fraction: f64) {
-        let _ = self.0.send(Note::Progress { frame, fraction });
+        self.touch();
+        let _ = self.notes.send(Note::Progress { frame, fraction });
     }
 }
 
@@ -70,7 +95,11 @@ impl Output {
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(run(client, lease, give_up_after, rx));
         Self {
-            sink: OutputSink(tx),
+            sink: OutputSink {
+                notes: tx,
+                since: std::time::Instant::now(),
+                last: Default::default(),
+            },
             task,
         }
     }
@@ -82,7 +111,7 @@ impl Output {
 
     /// Sends what is left, then ends.
     pub(crate) async fn finish(self) {
-        drop(self.sink);
+        let _ = self.sink.notes.send(Note::End);
         let _ = self.task.await;
     }
 
@@ -144,7 +173,7 @@ async fn run(
                 }
             }
             Some(Note::Progress { frame, fraction }) => progress = Some((frame, fraction)),
-            None => {
+            Some(Note::End) | None => {
                 if !refused {
                     flush(&client, lease, &mut pending, give_up_after).await;
                 }

@@ -68,6 +68,13 @@ pub struct Assignment {
     pub frames: Frames,
     /// The input scene.
     pub scene: Scene,
+    /// Stop the task (failed, `timed_out`) once it ran this long.
+    #[serde(default)]
+    pub task_timeout_seconds: Option<u32>,
+    /// Stop the task (failed, `stalled`) once it printed nothing and
+    /// reported no progress for this long.
+    #[serde(default)]
+    pub stall_timeout_seconds: Option<u32>,
 }
 
 impl Assignment {

@@ -137,6 +137,9 @@ impl Farm {
                 priority: Priority::new(priority).unwrap(),
                 requirements,
                 max_retries,
+                task_timeout_seconds: None,
+                stall_timeout_seconds: None,
+                depends_on: Vec::new(),
                 at,
             })
             .await

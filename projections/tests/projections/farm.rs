@@ -149,6 +149,9 @@ impl Farm {
                 priority: Priority::new(50).unwrap(),
                 requirements: Requirements::default(),
                 max_retries: 1,
+                task_timeout_seconds: None,
+                stall_timeout_seconds: None,
+                depends_on: Vec::new(),
                 at,
             })
             .await
