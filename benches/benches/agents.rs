@@ -31,33 +31,6 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// User + system CPU seconds of this process's threads whose name starts with `prefix`.
-fn cpu_seconds_of_threads(prefix: &str) -> f64 {
-    let ticks = 100.0; // USER_HZ on Linux
-    let mut total = 0u64;
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return f64::NAN;
-    };
-    for task in tasks.flatten() {
-        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
-            continue;
-        };
-        // pid (comm) state ... ; comm may contain spaces, so split at the last ')'.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        if !stat[open + 1..close].starts_with(prefix) {
-            continue;
-        }
-        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-        // After the comm: state is field 0; utime is field 11, stime field 12.
-        let utime: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0);
-        let stime: u64 = fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-        total += utime + stime;
-    }
-    total as f64 / ticks
-}
-
 /// A valid 1×1 PNG: the zero-cost renderer's every frame.
 fn tiny_png() -> Vec<u8> {
     let mut out = Vec::new();
@@ -165,7 +138,7 @@ fn main() {
     });
 
     let png = Arc::new(tiny_png());
-    let cpu_before = cpu_seconds_of_threads("server");
+    let cpu_before = benches::cpu_seconds_of_threads("server");
     let started = Instant::now();
     let rendered: u64 = agents_rt.block_on(async {
         let mut workers = Vec::new();
@@ -204,7 +177,7 @@ fn main() {
         total
     });
     let elapsed = started.elapsed();
-    let cpu = cpu_seconds_of_threads("server") - cpu_before;
+    let cpu = benches::cpu_seconds_of_threads("server") - cpu_before;
     assert_eq!(rendered, frames, "every frame rendered once");
     let fps = rendered as f64 / elapsed.as_secs_f64();
     println!(
