@@ -95,7 +95,12 @@ impl Farm {
                 max_connections: 20_000,
                 ..Default::default()
             };
-            tokio::spawn(api::server::serve(listener, app, limits, std::future::pending()));
+            tokio::spawn(api::server::serve(
+                listener,
+                app,
+                limits,
+                std::future::pending(),
+            ));
             (state, url)
         });
         Self {
@@ -122,12 +127,23 @@ impl Farm {
         .expect("user");
         let token = self
             .jwt
-            .issue(user.as_uuid(), tenant.as_uuid(), Role::Member, chrono::Duration::hours(2))
+            .issue(
+                user.as_uuid(),
+                tenant.as_uuid(),
+                Role::Member,
+                chrono::Duration::hours(2),
+            )
             .expect("token");
         (tenant, token)
     }
 
-    async fn renders(&self, tenant: TenantId, count: usize, frames: u32, priority: u8) -> Vec<JobId> {
+    async fn renders(
+        &self,
+        tenant: TenantId,
+        count: usize,
+        frames: u32,
+        priority: u8,
+    ) -> Vec<JobId> {
         let orch = &self.state.orchestrator;
         let scene = api::seed::scene(orch, &self.state.blobs, tenant, "s.json", b"{}")
             .await
@@ -140,7 +156,11 @@ impl Farm {
                 priority,
                 ..Default::default()
             };
-            out.push(api::seed::submit(orch, tenant, scene, &render).await.expect("submit"));
+            out.push(
+                api::seed::submit(orch, tenant, scene, &render)
+                    .await
+                    .expect("submit"),
+            );
         }
         out
     }
@@ -169,7 +189,11 @@ impl Farm {
                 )
                 .await
                 .expect("register");
-            self.state.orchestrator.heartbeat(node, &[]).await.expect("online");
+            self.state
+                .orchestrator
+                .heartbeat(node, &[])
+                .await
+                .expect("online");
             out.push(node);
         }
         out
@@ -212,7 +236,12 @@ async fn one_task(orch: &orchestrator::Orchestrator, node: NodeId) -> bool {
 
 /// Nodes rendering tasks at `tasks_per_second` in all for `seconds`;
 /// answers the tasks done.
-async fn paced(orch: &orchestrator::Orchestrator, nodes: &[NodeId], tasks_per_second: f64, seconds: f64) -> usize {
+async fn paced(
+    orch: &orchestrator::Orchestrator,
+    nodes: &[NodeId],
+    tasks_per_second: f64,
+    seconds: f64,
+) -> usize {
     let every = Duration::from_secs_f64(nodes.len() as f64 / tasks_per_second);
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let mut workers = Vec::new();
@@ -278,10 +307,19 @@ async fn watch(url: String, until: Arc<tokio::sync::Notify>) -> Vec<(i64, f64)> 
     out
 }
 
-fn fan_out(farm: &Farm, server: &Runtime, clients: &Runtime, renders: usize, per_render: usize, events_per_second: f64, seconds: f64) {
+fn fan_out(
+    farm: &Farm,
+    server: &Runtime,
+    clients: &Runtime,
+    renders: usize,
+    per_render: usize,
+    events_per_second: f64,
+    seconds: f64,
+) {
     let (tenant, token) = server.block_on(farm.tenant(&format!("fan-out {renders}x{per_render}")));
     let tasks_needed = (events_per_second / 4.0 * seconds * 3.0) as u32 + 10;
-    let jobs = server.block_on(farm.renders(tenant, renders, tasks_needed / renders as u32 + 2, 50));
+    let jobs =
+        server.block_on(farm.renders(tenant, renders, tasks_needed / renders as u32 + 2, 50));
     let nodes = server.block_on(farm.nodes(4));
     let orch = farm.state.orchestrator.clone();
     let tasks_per_second = events_per_second / 4.0;
@@ -358,11 +396,19 @@ fn logs(farm: &Farm, server: &Runtime, clients: &Runtime, agents: usize, seconds
             let e = api::enroll::enrol(&state.store, &format!("logger-{n}"), chrono::Utc::now())
                 .await
                 .expect("enrol");
-            let client = AgentClient::new(&url, e.node_id, e.key_id, NodeSecret::from_hex(&e.secret_hex).expect("secret"));
+            let client = AgentClient::new(
+                &url,
+                e.node_id,
+                e.key_id,
+                NodeSecret::from_hex(&e.secret_hex).expect("secret"),
+            );
             client.register(&capabilities).await.expect("register");
             client.heartbeat(&[]).await.expect("heartbeat");
             let a = client.claim(0).await.expect("claim").expect("a task");
-            let lease = node_agent::client::LeaseRef { task_id: a.task_id, lease_epoch: a.lease_epoch };
+            let lease = node_agent::client::LeaseRef {
+                task_id: a.task_id,
+                lease_epoch: a.lease_epoch,
+            };
             client.progress(lease, None, None).await.expect("start");
             out.push((client, lease));
         }
@@ -410,7 +456,9 @@ fn logs(farm: &Farm, server: &Runtime, clients: &Runtime, agents: usize, seconds
                 let mut sent = 0usize;
                 let mut next = Instant::now();
                 while Instant::now() < deadline {
-                    let batch: Vec<(&str, String)> = (0..100).map(|n| ("stdout", format!("{line} #{n}"))).collect();
+                    let batch: Vec<(&str, String)> = (0..100)
+                        .map(|n| ("stdout", format!("{line} #{n}")))
+                        .collect();
                     client.logs(lease, &batch).await.expect("logs");
                     sent += batch.len();
                     next += Duration::from_secs(1);
@@ -445,9 +493,17 @@ fn logs(farm: &Farm, server: &Runtime, clients: &Runtime, agents: usize, seconds
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let seconds = if full { env_or("FLATRENDER_BENCH_SECONDS", 10) as f64 } else { 1.0 };
+    let seconds = if full {
+        env_or("FLATRENDER_BENCH_SECONDS", 10) as f64
+    } else {
+        1.0
+    };
     let events_per_second = env_or("FLATRENDER_BENCH_EVENTS_PER_SECOND", 100) as f64;
-    let agents = if full { env_or("FLATRENDER_BENCH_LOG_AGENTS", 200) as usize } else { 10 };
+    let agents = if full {
+        env_or("FLATRENDER_BENCH_LOG_AGENTS", 200) as usize
+    } else {
+        10
+    };
     let server = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("server-rt")
@@ -461,14 +517,40 @@ fn main() {
         .build()
         .expect("clients runtime");
     let farm = Farm::open(&server);
-    println!("FlatRender live benchmark ({seconds} s per phase, {events_per_second} render events/s)");
-    println!("| renders × watchers | events | deliveries | p50 ms | p99 ms | p99 last client ms | server CPU s | µs/delivery |");
+    println!(
+        "FlatRender live benchmark ({seconds} s per phase, {events_per_second} render events/s)"
+    );
+    println!(
+        "| renders × watchers | events | deliveries | p50 ms | p99 ms | p99 last client ms | server CPU s | µs/delivery |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    let (big, spread) = if full { ((1, 1000), (100, 10)) } else { ((1, 20), (4, 5)) };
-    fan_out(&farm, &server, &clients, big.0, big.1, events_per_second, seconds);
-    fan_out(&farm, &server, &clients, spread.0, spread.1, events_per_second, seconds);
+    let (big, spread) = if full {
+        ((1, 1000), (100, 10))
+    } else {
+        ((1, 20), (4, 5))
+    };
+    fan_out(
+        &farm,
+        &server,
+        &clients,
+        big.0,
+        big.1,
+        events_per_second,
+        seconds,
+    );
+    fan_out(
+        &farm,
+        &server,
+        &clients,
+        spread.0,
+        spread.1,
+        events_per_second,
+        seconds,
+    );
     println!();
-    println!("| agents | lines/s | leases/s without logs | leases/s with logs | ratio | server µs/line |");
+    println!(
+        "| agents | lines/s | leases/s without logs | leases/s with logs | ratio | server µs/line |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|");
     logs(&farm, &server, &clients, agents, seconds);
     drop(farm);
