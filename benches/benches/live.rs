@@ -279,7 +279,16 @@ struct Seen {
     last_by_position: HashMap<i64, f64>,
 }
 
-async fn watch(url: String, until: Arc<tokio::sync::Notify>) -> Vec<(i64, f64)> {
+/// What follows `key` in a message's text.
+fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.find(key).map(|i| &text[i + key.len()..])
+}
+
+async fn watch(
+    url: String,
+    until: Arc<tokio::sync::Notify>,
+    ready: Arc<std::sync::atomic::AtomicUsize>,
+) -> Vec<(i64, f64)> {
     let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str())
         .await
         .expect("connect");
@@ -294,9 +303,15 @@ async fn watch(url: String, until: Arc<tokio::sync::Notify>) -> Vec<(i64, f64)> 
                     continue;
                 };
                 let now = chrono::Utc::now();
-                let m: serde_json::Value = serde_json::from_str(text.as_str()).expect("json");
-                if let (Some(p), Some(at)) = (m["position"].as_i64(), m["at"].as_str()) {
-                    let at = chrono::DateTime::parse_from_rfc3339(at).expect("at");
+                if text.as_str().starts_with("{\"position\"") || text.as_str().contains("\"type\":\"snapshot\"") {
+                    ready.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    continue;
+                }
+                // Only `position` and `at` are read (a cheap client, so that
+                // the machine's time goes to the server).
+                if let (Some(p), Some(at)) = (field(&text, "\"position\":"), field(&text, "\"at\":\"")) {
+                    let p: i64 = p.split(|c: char| !c.is_ascii_digit()).next().unwrap_or("").parse().expect("position");
+                    let at = chrono::DateTime::parse_from_rfc3339(at.split('"').next().unwrap_or("")).expect("at");
                     let ms = (now - at.with_timezone(&chrono::Utc)).num_microseconds().unwrap_or(0) as f64 / 1000.0;
                     out.push((p, ms));
                 }
@@ -330,21 +345,22 @@ fn fan_out(
     let base_cpu = benches::cpu_seconds_of_threads("server") - cpu;
 
     let stop = Arc::new(tokio::sync::Notify::new());
+    let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let base = farm.url.replace("http://", "ws://");
     let watchers: Vec<_> = clients.block_on(async {
         let mut handles = Vec::new();
         for job in &jobs {
             for _ in 0..per_render {
                 let url = format!("{base}/v1/ws/renders/{job}?token={token}");
-                handles.push(tokio::spawn(watch(url, stop.clone())));
+                handles.push(tokio::spawn(watch(url, stop.clone(), ready.clone())));
                 if handles.len() % 50 == 0 {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             }
         }
-        let live = farm.state.live.clone();
+        // Every watcher has its snapshot before the measured phase.
         let want = jobs.len() * per_render;
-        while live.watchers() < want {
+        while ready.load(std::sync::atomic::Ordering::Relaxed) < want {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         handles
@@ -353,6 +369,10 @@ fn fan_out(
     let tasks = clients.block_on(paced(&orch, &nodes, tasks_per_second, seconds));
     clients.block_on(async { tokio::time::sleep(Duration::from_millis(500)).await });
     let watched_cpu = benches::cpu_seconds_of_threads("server") - cpu;
+    eprintln!(
+        "fan-out {renders}×{per_render}: {tasks} tasks rendered while watched ({base_tasks} unwatched), {} watchers still connected",
+        farm.state.live.watchers()
+    );
     stop.notify_waiters();
     let mut seen = Seen::default();
     clients.block_on(async {
@@ -414,7 +434,8 @@ fn logs(farm: &Farm, server: &Runtime, clients: &Runtime, agents: usize, seconds
         }
         out
     });
-    let tasks_needed = 200_000 / 50;
+    // Enough for both phases at well over the rate this machine reaches.
+    let tasks_needed = (4_000.0 * seconds * 2.0) as u32 + 1_000;
     server.block_on(farm.renders(work_tenant, 50, tasks_needed / 50, 10));
     let nodes = server.block_on(farm.nodes(50));
     let orch = farm.state.orchestrator.clone();
@@ -524,8 +545,9 @@ fn main() {
         "| renders × watchers | events | deliveries | p50 ms | p99 ms | p99 last client ms | server CPU s | µs/delivery |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let watchers = env_or("FLATRENDER_BENCH_WATCHERS", 1000) as usize;
     let (big, spread) = if full {
-        ((1, 1000), (100, 10))
+        ((1, watchers), (100, watchers / 100))
     } else {
         ((1, 20), (4, 5))
     };

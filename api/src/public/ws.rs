@@ -24,7 +24,7 @@ use eventstore::{EventStore, RecordedEvent};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -42,6 +42,8 @@ pub const PING_EVERY: Duration = Duration::from_secs(20);
 pub const SILENT_LIMIT: Duration = Duration::from_secs(60);
 /// The most renders a tenant's snapshot lists (oldest unfinished first).
 pub const SNAPSHOT_RENDERS: usize = 200;
+/// The most messages written to a client before one flush.
+const BURST: usize = 256;
 /// The largest message a client may send.
 const MAX_CLIENT_MESSAGE: usize = 4096;
 
@@ -298,6 +300,20 @@ impl Session {
         }
     }
 
+    /// Whether a feed message goes to this client: not already sent (at or
+    /// below the catch-up's position), and log lines only of followed tasks.
+    fn wanted(&self, message: &crate::live::Message, floor: i64) -> bool {
+        if message.position.is_some_and(|p| p <= floor) {
+            return false;
+        }
+        message.kind != Kind::Log
+            || self
+                .follow
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .wants(message.task_id)
+    }
+
     /// The feed's messages, pings, until the client goes or falls behind.
     async fn live(
         &self,
@@ -311,33 +327,49 @@ impl Session {
         let mut last_position = floor;
         loop {
             tokio::select! {
-                received = watch.receiver.recv() => match received {
-                    Ok(message) => {
-                        if message.position.is_some_and(|p| p <= floor) {
-                            continue;
+                received = watch.receiver.recv() => {
+                    // What is already waiting goes out with it: one write
+                    // (and one wake-up) for a burst, not one per message.
+                    let mut next = Some(received);
+                    let mut fed = 0;
+                    while let Some(received) = next.take() {
+                        match received {
+                            Ok(message) => {
+                                if self.wanted(&message, floor) {
+                                    if let Err(end) = feed(sink, message.text.clone()).await {
+                                        return end;
+                                    }
+                                    fed += 1;
+                                    if let Some(p) = message.position {
+                                        last_position = p;
+                                    }
+                                }
+                            }
+                            Err(RecvError::Lagged(_)) => {
+                                return End::Close(
+                                    close::SLOW_CLIENT,
+                                    format!("too slow; reconnect with ?after={last_position}"),
+                                );
+                            }
+                            Err(RecvError::Closed) => {
+                                return End::Close(close::GOING_AWAY, "the server is going away".into());
+                            }
                         }
-                        if message.kind == Kind::Log
-                            && !self.follow.lock().unwrap_or_else(|e| e.into_inner()).wants(message.task_id)
-                        {
-                            continue;
-                        }
-                        if let Err(end) = send(sink, message.text.clone()).await {
-                            return end;
-                        }
-                        if let Some(p) = message.position {
-                            last_position = p;
+                        if fed < BURST {
+                            next = match watch.receiver.try_recv() {
+                                Ok(m) => Some(Ok(m)),
+                                Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
+                                Err(TryRecvError::Closed) => Some(Err(RecvError::Closed)),
+                                Err(TryRecvError::Empty) => None,
+                            };
                         }
                     }
-                    Err(RecvError::Lagged(_)) => {
-                        return End::Close(
-                            close::SLOW_CLIENT,
-                            format!("too slow; reconnect with ?after={last_position}"),
-                        );
+                    if fed > 0
+                        && let Err(end) = flush(sink).await
+                    {
+                        return end;
                     }
-                    Err(RecvError::Closed) => {
-                        return End::Close(close::GOING_AWAY, "the server is going away".into());
-                    }
-                },
+                }
                 _ = ping.tick() => {
                     if heard.borrow().elapsed() > SILENT_LIMIT {
                         return End::Close(close::PING_TIMEOUT, "no answer to pings".into());
@@ -416,8 +448,17 @@ async fn send(sink: &mut Sink, text: Utf8Bytes) -> Result<(), End> {
     send_frame(sink, Frame::Text(text)).await
 }
 
-async fn send_frame(sink: &mut Sink, frame: Frame) -> Result<(), End> {
-    match tokio::time::timeout(SEND_TIMEOUT, sink.send(frame)).await {
+/// Queues a text frame without flushing (bounded by [`SEND_TIMEOUT`]).
+async fn feed(sink: &mut Sink, text: Utf8Bytes) -> Result<(), End> {
+    within(sink.feed(Frame::Text(text))).await
+}
+
+async fn flush(sink: &mut Sink) -> Result<(), End> {
+    within(sink.flush()).await
+}
+
+async fn within(io: impl std::future::Future<Output = Result<(), axum::Error>>) -> Result<(), End> {
+    match tokio::time::timeout(SEND_TIMEOUT, io).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(End::Closed),
         Err(_) => Err(End::Close(
@@ -425,4 +466,8 @@ async fn send_frame(sink: &mut Sink, frame: Frame) -> Result<(), End> {
             "too slow; reconnect with ?after= the last position received".into(),
         )),
     }
+}
+
+async fn send_frame(sink: &mut Sink, frame: Frame) -> Result<(), End> {
+    within(sink.send(frame)).await
 }
