@@ -65,6 +65,8 @@ struct Open {
     size: u64,
     dropped: u64,
     loaded: bool,
+    /// The log, open for appending (kept while the attempt writes).
+    file: Option<tokio::fs::File>,
 }
 
 /// The task logs of one server.
@@ -75,9 +77,10 @@ pub struct TaskLogs {
     open: Arc<std::sync::Mutex<HashMap<Attempt, Arc<Mutex<Open>>>>>,
 }
 
-/// Attempts whose sizes are kept in memory before the map starts over
-/// (sizes are reloaded from the files).
-const OPEN_LIMIT: usize = 10_000;
+/// Attempts kept in memory (size, open file) before those not in use are
+/// let go (their sizes are read again from the files when they write):
+/// bounds the open files.
+const OPEN_LIMIT: usize = 512;
 
 impl TaskLogs {
     /// The default cap of one attempt's log.
@@ -151,16 +154,29 @@ impl TaskLogs {
             );
         }
         if !out.is_empty() {
-            if let Some(dir) = path.parent() {
-                tokio::fs::create_dir_all(dir).await?;
+            if open.file.is_none() {
+                if let Some(dir) = path.parent() {
+                    tokio::fs::create_dir_all(dir).await?;
+                }
+                let file = tokio::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .await?;
+                open.file = Some(file);
             }
-            let mut file = tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .await?;
-            file.write_all(&out).await?;
-            file.flush().await?;
+            if let Some(file) = open.file.as_mut() {
+                let written = async {
+                    file.write_all(&out).await?;
+                    file.flush().await
+                }
+                .await;
+                if let Err(e) = written {
+                    // Opened again next time (a removed directory, a full disk).
+                    open.file = None;
+                    return Err(e);
+                }
+            }
         }
         open.size += written;
         if dropped > 0 {

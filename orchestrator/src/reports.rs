@@ -281,8 +281,17 @@ impl Orchestrator {
         &self,
         lease: LeaseRef,
     ) -> Result<(JobId, domain::TenantId), OrchestratorError> {
-        let live = self.live_lease(lease).await?;
         let mut st = self.inner.state.lock().await;
+        let live = match self.current_lease(&st, lease) {
+            Ok(live) => live,
+            Err(_) => {
+                // Leased or started through another instance a moment ago?
+                drop(st);
+                self.catch_up().await?;
+                st = self.inner.state.lock().await;
+                self.current_lease(&st, lease)?
+            }
+        };
         self.renew(&mut st, lease);
         let now = self.now();
         if let Some(l) = st.leases.get_mut(&lease.task_id)
