@@ -251,16 +251,15 @@ pub async fn progress(
     node: SignedNode,
 ) -> Result<StatusCode, ApiError> {
     let (lease, body) = lease_of(&node, &task_id, "progress")?;
-    match (body.frame, body.rendering_frame, body.percent) {
-        (None, Some(frame), Some(percent)) => {
-            return fine_progress(&state, lease, frame, percent).await;
-        }
-        (_, None, None) => {}
-        _ => {
-            return Err(bad_body(
-                "percent and rendering_frame come together, without frame",
-            ));
-        }
+    // The schema allows `percent` only with `rendering_frame` and without
+    // `frame`; `rendering_frame` alone means nothing.
+    if let Some(percent) = body.percent {
+        return match (body.frame, body.rendering_frame) {
+            (None, Some(frame)) => fine_progress(&state, lease, frame, percent).await,
+            _ => Err(bad_body(
+                "percent comes with rendering_frame, without frame",
+            )),
+        };
     }
     let output = body
         .output_file_id

@@ -17,10 +17,12 @@ use crate::renderer::OutputStream;
 pub const BATCH_BYTES: usize = 64 * 1024;
 /// How often lines and progress are sent.
 pub const EVERY: Duration = Duration::from_secs(1);
-/// Lines longer than this are cut (the contract's limit per line).
-const MAX_LINE: usize = 16 * 1024;
+/// Longer lines are sent as several (the contract's limit, in characters).
+const MAX_LINE_CHARS: usize = 800;
 /// The contract's limit of lines per request.
-const MAX_LINES: usize = 1000;
+const MAX_LINES: usize = 100;
+/// A line longer than this many pieces is cut.
+const MAX_PIECES: usize = 64;
 /// Bytes kept while the server cannot take them; beyond, lines are
 /// counted and dropped (a marker line says how many).
 const MAX_PENDING: usize = 8 * 1024 * 1024;
@@ -63,15 +65,9 @@ impl OutputSink {
     /// A printed line.
     pub(crate) fn line(&self, stream: OutputStream, text: &str) {
         self.touch();
-        let mut text = text.to_owned();
-        if text.len() > MAX_LINE {
-            let mut cut = MAX_LINE;
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            text.truncate(cut);
+        for piece in pieces(text).take(MAX_PIECES) {
+            let _ = self.notes.send(Note::Line(stream, piece));
         }
-        let _ = self.notes.send(Note::Line(stream, text));
     }
 
     /// How far `frame` is (0 to 1).
@@ -79,6 +75,21 @@ impl OutputSink {
         self.touch();
         let _ = self.notes.send(Note::Progress { frame, fraction });
     }
+}
+
+/// A line as the contract takes it: pieces of at most
+/// [`MAX_LINE_CHARS`] characters (an empty line is one empty piece).
+fn pieces(text: &str) -> impl Iterator<Item = String> + '_ {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let now = rest?;
+        let cut = now
+            .char_indices()
+            .nth(MAX_LINE_CHARS)
+            .map_or(now.len(), |(i, _)| i);
+        rest = (cut < now.len()).then(|| &now[cut..]);
+        Some(now[..cut].to_owned())
+    })
 }
 
 /// Sends a task's output until [`Output::finish`].
@@ -227,4 +238,23 @@ async fn flush(
     }
     pending.bytes = 0;
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lines_are_sent_in_pieces_the_contract_takes() {
+        assert_eq!(pieces("").collect::<Vec<_>>(), vec![String::new()]);
+        assert_eq!(
+            pieces("short").collect::<Vec<_>>(),
+            vec!["short".to_string()]
+        );
+        let long = "é".repeat(MAX_LINE_CHARS * 2 + 5);
+        let parts: Vec<String> = pieces(&long).collect();
+        assert_eq!(parts.len(), 3);
+        assert!(parts.iter().all(|p| p.chars().count() <= MAX_LINE_CHARS));
+        assert_eq!(parts.concat(), long);
+    }
 }
