@@ -33,7 +33,7 @@ struct Overdue {
 /// What a waiting render's dependencies say.
 enum Verdict {
     Release,
-    Fail(JobId, &'static str),
+    Fail(JobId, Identifier),
 }
 
 impl Orchestrator {
@@ -83,16 +83,18 @@ impl Orchestrator {
                     let mut all_done = true;
                     for dependency in depends_on {
                         let status = st.jobs.get(dependency).map(|d| d.job.status());
-                        match status {
-                            Some(JobStatus::Completed) => {}
-                            Some(JobStatus::Failed) => {
-                                return Some((*id, Verdict::Fail(*dependency, "failed")));
+                        let ended = match status {
+                            Some(JobStatus::Completed) => continue,
+                            Some(JobStatus::Failed) => "failed",
+                            Some(JobStatus::Cancelled) => "cancelled",
+                            _ => {
+                                all_done = false;
+                                continue;
                             }
-                            Some(JobStatus::Cancelled) => {
-                                return Some((*id, Verdict::Fail(*dependency, "cancelled")));
-                            }
-                            _ => all_done = false,
-                        }
+                        };
+                        return Identifier::parse(ended)
+                            .ok()
+                            .map(|ended| (*id, Verdict::Fail(*dependency, ended)));
                     }
                     all_done.then_some((*id, Verdict::Release))
                 })
@@ -109,8 +111,7 @@ impl Orchestrator {
                     Verdict::Release => RenderJobCommand::ReleaseDependencies { at },
                     Verdict::Fail(dependency, status) => RenderJobCommand::FailDependency {
                         dependency_id: *dependency,
-                        dependency_status: Identifier::parse(*status)
-                            .unwrap_or_else(|_| unreachable_identifier()),
+                        dependency_status: status.clone(),
                         at,
                     },
                 })
@@ -123,7 +124,7 @@ impl Orchestrator {
                             tracing::info!(%job_id, "dependencies completed; render released");
                         }
                         Verdict::Fail(dependency, status) => {
-                            tracing::info!(%job_id, %dependency, status, "a dependency did not complete; render failed");
+                            tracing::info!(%job_id, %dependency, status = status.as_str(), "a dependency did not complete; render failed");
                         }
                     }
                 }
@@ -181,9 +182,4 @@ impl Orchestrator {
 
 fn seconds(n: u32) -> chrono::Duration {
     chrono::Duration::seconds(i64::from(n))
-}
-
-/// `failed` and `cancelled` are identifiers; this is never reached.
-fn unreachable_identifier() -> Identifier {
-    Identifier::parse("unknown").expect("a valid identifier")
 }
