@@ -30,10 +30,56 @@ pub struct DemoConfig {
     /// Hide the progress bars (plain log lines instead).
     #[arg(long)]
     pub quiet: bool,
+    /// Keep the server and its agents running after the render, with the
+    /// web monitor and an operator's token printed, until Ctrl-C.
+    #[arg(long)]
+    pub keep: bool,
+    /// Where the server listens (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: std::net::SocketAddr,
+}
+
+/// What `--keep` keeps running: dropped (or [`Kept::stop`]ped), it stops.
+pub struct Kept {
+    /// The monitor's address, e.g. `http://127.0.0.1:43121/monitor/`.
+    pub monitor_url: String,
+    /// The server's base URL.
+    pub server_url: String,
+    /// A token of the demo tenant's operator (valid for 7 days).
+    pub token: String,
+    agents: Agents,
+    ticker: tokio::task::JoinHandle<()>,
+    server: tokio::task::JoinHandle<()>,
+    read_models: crate::read_models::ReadModels,
+}
+
+impl std::fmt::Debug for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("Kept")
+            .field("monitor_url", &self.monitor_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Kept {
+    /// Stops the agents (gracefully), the read models and the server.
+    pub async fn stop(mut self) {
+        for child in &mut self.agents.0 {
+            terminate(child);
+        }
+        for child in &mut self.agents.0 {
+            let _ = child.wait();
+        }
+        self.agents.0.clear();
+        self.read_models.stop().await;
+        self.ticker.abort();
+        self.server.abort();
+    }
 }
 
 /// What the demo did.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct DemoSummary {
     /// The run's folder.
     pub run_dir: PathBuf,
@@ -51,6 +97,8 @@ pub struct DemoSummary {
     pub streams: u64,
     /// Wall time.
     pub elapsed: Duration,
+    /// With `--keep`: what still runs.
+    pub kept: Option<Kept>,
 }
 
 struct Agents(Vec<std::process::Child>);
@@ -93,11 +141,24 @@ pub async fn run(config: DemoConfig, agent_exe: &Path) -> anyhow::Result<DemoSum
         offline_after: chrono::Duration::seconds(6),
         ..orchestrator::Config::default()
     };
-    let state = crate::AppState::open(store.clone(), blobs.clone(), clock, orchestration).await?;
+    // The public API (and so the monitor) takes tokens signed with the
+    // run's own secret.
+    let jwt = crate::public::auth::Jwt::hs256_file(
+        &data_dir.join("jwt-secret"),
+        crate::public::auth::ISSUER,
+        crate::public::auth::AUDIENCE,
+    )?;
+    let auth =
+        crate::public::auth::Auth::new(jwt.clone(), crate::public::auth::RateLimit::default());
+    let state = crate::AppState::open(store.clone(), blobs.clone(), clock, orchestration)
+        .await?
+        .with_auth(auth);
     let orch = state.orchestrator.clone();
     let ticker = orch.spawn_ticker(Duration::from_millis(500));
     let read_models = crate::read_models::ReadModels::spawn(&store);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
     let address = listener.local_addr()?;
     let server = eventstore::task::spawn_named("demo-server", async move {
         let limits = crate::server::ServerLimits::default();
@@ -240,16 +301,18 @@ pub async fn run(config: DemoConfig, agent_exe: &Path) -> anyhow::Result<DemoSum
         bar.abandon();
     }
 
-    // Stop the agents gracefully, then the server.
-    for child in &mut agents.0 {
-        terminate(child);
+    // Stop the agents gracefully, then the server (unless kept).
+    if !config.keep {
+        for child in &mut agents.0 {
+            terminate(child);
+        }
+        for child in &mut agents.0 {
+            let _ = child.wait();
+        }
+        agents.0.clear();
+        ticker.abort();
+        server.abort();
     }
-    for child in &mut agents.0 {
-        let _ = child.wait();
-    }
-    agents.0.clear();
-    ticker.abort();
-    server.abort();
 
     // The charges of the last completions may still be on their way.
     let rest = tokio::time::timeout(Duration::from_secs(1), log.next_batch()).await;
@@ -311,7 +374,38 @@ pub async fn run(config: DemoConfig, agent_exe: &Path) -> anyhow::Result<DemoSum
             row.frames_total
         );
     }
+    let kept = if config.keep {
+        let user = crate::users::create(
+            &store,
+            tenant_id,
+            "operator@demo.example",
+            "Demo operator",
+            domain::identity::Role::Operator,
+            chrono::Utc::now(),
+        )
+        .await?;
+        let token = jwt
+            .issue(
+                user.as_uuid(),
+                tenant_id.as_uuid(),
+                domain::identity::Role::Operator,
+                chrono::Duration::days(7),
+            )
+            .context("issuing the operator's token")?;
+        Some(Kept {
+            monitor_url: format!("http://{address}/monitor/"),
+            server_url: format!("http://{address}"),
+            token,
+            agents: std::mem::replace(&mut agents, Agents(Vec::new())),
+            ticker,
+            server,
+            read_models: crate::read_models::ReadModels::spawn(&store),
+        })
+    } else {
+        None
+    };
     Ok(DemoSummary {
+        kept,
         run_dir,
         frames: outputs.len(),
         frames_by_node: frames_by_node

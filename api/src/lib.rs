@@ -9,6 +9,7 @@ pub mod enroll;
 pub mod error;
 pub mod files;
 pub mod live;
+pub mod monitor;
 pub mod node_api;
 pub mod node_auth;
 pub mod output_image;

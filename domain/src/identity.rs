@@ -23,6 +23,9 @@ pub enum Role {
     Member,
     /// Reads history only.
     Auditor,
+    /// Runs the farm: a member of its tenant who also sees and manages the
+    /// render nodes (drain, enable, disable) of the whole farm.
+    Operator,
 }
 
 /// What an API key may do.

@@ -148,6 +148,31 @@ impl Orchestrator {
         Ok(())
     }
 
+    /// Drains, enables or disables a registered node on an operator's
+    /// behalf (`NotFound` for a node that never registered; the domain
+    /// refuses a change the node's state does not allow).
+    pub async fn operate_node(
+        &self,
+        node_id: NodeId,
+        actor: Actor,
+        command: impl Fn(DateTime<Utc>) -> NodeCommand,
+    ) -> Result<(), OrchestratorError> {
+        let mut st = self.inner.state.lock().await;
+        let known = st
+            .nodes
+            .get(&node_id)
+            .is_some_and(|n| n.0.registration().is_some());
+        if !known {
+            return Err(OrchestratorError::NotFound("node"));
+        }
+        let at = self.now();
+        self.node_command(&mut st, node_id, command(at), actor)
+            .await?;
+        drop(st);
+        self.signal_work();
+        Ok(())
+    }
+
     /// Records a client upload (`file.uploaded.v1`); the bytes are already stored.
     pub async fn record_upload(
         &self,

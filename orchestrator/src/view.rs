@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use domain::render_job::{JobStatus, RenderJobEvent};
-use domain::{DomainEvent, FileId, JobId, TenantId};
+use domain::{DomainEvent, FileId, JobId, NodeId, TenantId};
 use eventstore::{Actor, AppendRequest, EventStore, ExpectedVersion, NewEvent, StoreError};
 use uuid::Uuid;
 
@@ -289,6 +289,13 @@ impl Orchestrator {
     /// The position up to which the view has read the log.
     pub async fn position(&self) -> i64 {
         self.inner.state.lock().await.position
+    }
+
+    /// When this instance last heard from a node (heartbeat, claim or
+    /// report), if it has since it started.
+    pub async fn last_seen(&self, node_id: NodeId) -> Option<chrono::DateTime<chrono::Utc>> {
+        let st = self.inner.state.lock().await;
+        st.last_seen.get(&node_id).copied()
     }
 
     /// A job's tenant, if the view holds the job.

@@ -244,6 +244,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "Contact sheet: {}",
                 summary.run_dir.join("contact_sheet.png").display()
             );
+            if let Some(kept) = summary.kept {
+                say!();
+                say!("Monitor: {}", kept.monitor_url);
+                say!("Server:  {}", kept.server_url);
+                say!("Sign in with this operator's token (valid 7 days):");
+                say!("{}", kept.token);
+                say!("Serving until Ctrl-C.");
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                kept.stop().await;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit {

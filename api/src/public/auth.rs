@@ -267,8 +267,16 @@ impl Caller {
     /// Refuses callers whose role only reads (auditors) a change.
     pub fn may_change(&self) -> Result<(), ApiError> {
         match self.role {
-            Role::Admin | Role::Member => Ok(()),
+            Role::Admin | Role::Member | Role::Operator => Ok(()),
             Role::Auditor => Err(ApiError::Forbidden),
+        }
+    }
+
+    /// Refuses callers who do not run the farm (the node surfaces).
+    pub fn operates(&self) -> Result<(), ApiError> {
+        match self.role {
+            Role::Operator => Ok(()),
+            _ => Err(ApiError::Forbidden),
         }
     }
 }

@@ -8,7 +8,9 @@
 mod archive;
 pub mod auth;
 mod files;
+mod frames;
 mod logs;
+mod nodes;
 mod renders;
 mod tenant;
 pub mod ws;
@@ -42,9 +44,10 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/v1/renders/{render_id}/events", get(renders::events))
         .route("/v1/renders/{render_id}/frames", get(renders::frames))
+        .route("/v1/renders/{render_id}/frames/{frame}", get(frames::frame))
         .route(
-            "/v1/renders/{render_id}/frames/{frame}",
-            get(renders::frame),
+            "/v1/renders/{render_id}/frames/{frame}/thumbnail",
+            get(frames::thumbnail),
         )
         .route("/v1/renders/{render_id}/archive", get(archive::archive))
         .route("/v1/renders/{render_id}/pause", post(renders::pause))
@@ -52,6 +55,10 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/renders/{render_id}/cancel", post(renders::cancel))
         .route("/v1/renders/{render_id}/retry", post(renders::retry))
         .route("/v1/renders/{render_id}/priority", post(renders::priority))
+        .route("/v1/nodes", get(nodes::list))
+        .route("/v1/nodes/{node_id}/drain", post(nodes::drain))
+        .route("/v1/nodes/{node_id}/enable", post(nodes::enable))
+        .route("/v1/nodes/{node_id}/disable", post(nodes::disable))
         .route("/v1/tenant", get(tenant::show))
         .route("/v1/tenant/usage", get(tenant::usage))
         .route("/v1/ws/renders", get(ws::tenant))

@@ -14,7 +14,7 @@ use domain::{
 };
 use eventstore::EventStore;
 use projections::query::{Param, count, rows};
-use projections::{FileRow, FrameRow, RenderRow, TaskRow};
+use projections::{FrameRow, RenderRow, TaskRow};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -372,47 +372,6 @@ pub async fn frames(
         })
         .collect();
     Ok(Json(page_of(items, paging, total)))
-}
-
-/// `GET /v1/renders/{id}/frames/{frame}`: the frame's current output as
-/// `image/png`, streamed and checked against its digest.
-pub async fn frame(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path((render, frame)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
-    let r = owned(&state, &caller, &render).await?;
-    let frame: i64 = frame.parse().map_err(|_| ApiError::NotFound)?;
-    let found = rows::<FrameRow>(
-        &state.store,
-        "tenant_id = $1 AND render_id = $2 AND frame = $3",
-        &[
-            Param::Text(r.tenant_id.clone()),
-            Param::Text(r.render_id.clone()),
-            Param::Int(frame),
-        ],
-    )
-    .await
-    .map_err(read_failed)?;
-    let f = found.first().ok_or(ApiError::NotFound)?;
-    let file = rows::<FileRow>(
-        &state.store,
-        "tenant_id = $1 AND file_id = $2",
-        &[
-            Param::Text(r.tenant_id.clone()),
-            Param::Text(f.file_id.clone()),
-        ],
-    )
-    .await
-    .map_err(read_failed)?;
-    let file = file.first().ok_or(ApiError::NotFound)?;
-    super::files::stream_blob(
-        &state,
-        &file.sha256,
-        "image/png",
-        &format!("frame_{frame:04}.png"),
-    )
-    .await
 }
 
 /// `GET /v1/renders/{id}/events?after=<version>&limit=`: the render's

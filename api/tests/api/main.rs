@@ -8,6 +8,7 @@ mod enroll;
 mod faults;
 mod http;
 mod lifecycle;
+mod monitor;
 mod node_auth;
 mod public;
 mod refusals;

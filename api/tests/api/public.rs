@@ -9,6 +9,7 @@ use api::public::auth::{Auth, Jwt, RateLimit};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use domain::identity::Role;
+use eventstore::EventStore as _;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -76,6 +77,28 @@ impl Api {
                 self.users[&tenant],
                 tenant,
                 Role::Member,
+                chrono::Duration::hours(1),
+            )
+            .unwrap()
+    }
+
+    /// A token of a new operator of `tenant` (role `operator`).
+    pub async fn operator_token(&self, tenant: Uuid) -> String {
+        let user = api::users::create(
+            &self.state.store,
+            domain::TenantId::new(tenant).unwrap(),
+            &format!("op-{}@example.com", Uuid::new_v4().simple()),
+            "Operator",
+            Role::Operator,
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+        self.jwt
+            .issue(
+                user.as_uuid(),
+                tenant,
+                Role::Operator,
                 chrono::Duration::hours(1),
             )
             .unwrap()
@@ -405,6 +428,28 @@ fn routes_with_ids(render: &str, scene: &str) -> Vec<(&'static str, &'static str
         ("GET", "/v1/tenant/usage", "/v1/tenant/usage".into()),
         (
             "GET",
+            "/v1/renders/{render_id}/frames/{frame}/thumbnail",
+            format!("/v1/renders/{render}/frames/1/thumbnail"),
+        ),
+        // The farm's nodes: 403 for every role but `operator`.
+        ("GET", "/v1/nodes", "/v1/nodes".into()),
+        (
+            "POST",
+            "/v1/nodes/{node_id}/drain",
+            format!("/v1/nodes/{scene}/drain"),
+        ),
+        (
+            "POST",
+            "/v1/nodes/{node_id}/enable",
+            format!("/v1/nodes/{scene}/enable"),
+        ),
+        (
+            "POST",
+            "/v1/nodes/{node_id}/disable",
+            format!("/v1/nodes/{scene}/disable"),
+        ),
+        (
+            "GET",
             "/v1/renders/{render_id}/tasks/{task_id}/attempts",
             format!("/v1/renders/{render}/tasks/{scene}/attempts"),
         ),
@@ -464,7 +509,10 @@ async fn another_tenants_ids_are_not_found_on_every_route() {
         } else {
             api.call(api.b, method, path, body).await
         };
-        if scoped || *template == "/v1/renders" && *method == "POST" {
+        if template.starts_with("/v1/nodes") {
+            // Nodes are the farm's: a member of any tenant is refused.
+            assert_error(status, &value, StatusCode::FORBIDDEN, "forbidden");
+        } else if scoped || *template == "/v1/renders" && *method == "POST" {
             // Tenant A's render, file or scene named by tenant B.
             assert_error(status, &value, StatusCode::NOT_FOUND, "not_found");
         } else {
@@ -905,46 +953,10 @@ async fn the_served_contract_is_the_committed_one_and_covers_every_route() {
 async fn every_documented_operation_answers_as_documented() {
     let api = Api::new().await;
     // Work to show: a node that renders one task of a render.
-    let node = crate::builtin_node(&api.state.orchestrator, "n1").await;
-    let scene = api.scene(api.a).await;
-    let (_, submitted) = api
-        .call(api.a, "POST", "/v1/renders", Some(render_body(&scene)))
-        .await;
-    let render = submitted["id"].as_str().unwrap().to_string();
-    let task = api.state.orchestrator.claim(node).await.unwrap().unwrap();
-    let lease = domain::LeaseRef {
-        task_id: domain::TaskId::new(task.task_id).unwrap(),
-        node_id: node,
-        lease_epoch: task.lease_epoch,
-    };
-    api.state
-        .orchestrator
-        .progress(lease, None, None)
-        .await
-        .unwrap();
+    let (scene, render, task, lease) = started_task(&api).await;
+    let node = lease.node_id;
     for frame in task.frames.start..=task.frames.end {
-        let png = crate::png_of(8, 8);
-        let stored = api.state.blobs.put(&png, None).await.unwrap();
-        let file = api
-            .state
-            .orchestrator
-            .record_output(
-                lease,
-                frame,
-                orchestrator::FileOutput {
-                    name: domain::FileName::parse(format!("frame_{frame:04}.png")).unwrap(),
-                    content_type: domain::ContentType::parse("image/png").unwrap(),
-                    size_bytes: stored.size_bytes,
-                    sha256: domain::Sha256Digest::parse(stored.sha256).unwrap(),
-                },
-            )
-            .await
-            .unwrap();
-        api.state
-            .orchestrator
-            .progress(lease, Some(frame), Some(file))
-            .await
-            .unwrap();
+        frame_done(&api, lease, frame, &crate::png_of(8, 8)).await;
     }
     api.state.orchestrator.complete(lease).await.unwrap();
     api.state.orchestrator.tick().await.unwrap();
@@ -982,7 +994,74 @@ async fn every_documented_operation_answers_as_documented() {
         r.body(body).unwrap()
     };
     let frame = task.frames.start;
+    let operator = api.operator_token(api.a).await;
+    let as_operator = |method: &str, path: String| {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {operator}"))
+            .body(Body::empty())
+            .unwrap()
+    };
     let cases: Vec<(&str, Request<Body>)> = vec![
+        (
+            "getRenderFrameThumbnail",
+            req(
+                "GET",
+                format!("/v1/renders/{render}/frames/{frame}/thumbnail"),
+                None,
+            ),
+        ),
+        (
+            "getRenderFrameThumbnail",
+            req(
+                "GET",
+                format!("/v1/renders/{render}/frames/9999/thumbnail"),
+                None,
+            ),
+        ),
+        ("listNodes", as_operator("GET", "/v1/nodes".into())),
+        (
+            "listNodes",
+            as_operator("GET", "/v1/nodes?status=online&page_size=1".into()),
+        ),
+        (
+            "listNodes",
+            as_operator("GET", "/v1/nodes?status=asleep".into()),
+        ),
+        ("listNodes", req("GET", "/v1/nodes".into(), None)),
+        (
+            "drainNode",
+            as_operator("POST", format!("/v1/nodes/{node}/drain")),
+        ),
+        (
+            "drainNode",
+            as_operator("POST", format!("/v1/nodes/{node}/drain")),
+        ),
+        (
+            "enableNode",
+            as_operator("POST", format!("/v1/nodes/{node}/enable")),
+        ),
+        (
+            "disableNode",
+            as_operator("POST", format!("/v1/nodes/{node}/disable")),
+        ),
+        (
+            "enableNode",
+            as_operator("POST", format!("/v1/nodes/{node}/enable")),
+        ),
+        (
+            "disableNode",
+            req("POST", format!("/v1/nodes/{node}/disable"), None),
+        ),
+        (
+            "drainNode",
+            as_operator("POST", format!("/v1/nodes/{}/drain", Uuid::new_v4())),
+        ),
+        (
+            "drainNode",
+            as_operator("POST", "/v1/nodes/NOT-AN-ID/drain".into()),
+        ),
         ("getOpenApi", req("GET", "/v1/openapi.json".into(), None)),
         (
             "uploadFile",
@@ -1339,4 +1418,184 @@ async fn timeouts_and_dependencies_are_checked_at_submit() {
     assert_eq!(shown["task_timeout_seconds"], 600);
     assert_eq!(shown["stall_timeout_seconds"], 60);
     assert_eq!(shown["depends_on"], json!([first]));
+}
+
+#[tokio::test]
+async fn operators_drain_enable_and_disable_nodes_and_nobody_else_does() {
+    let api = Api::new().await;
+    let node = crate::builtin_node(&api.state.orchestrator, "render-07").await;
+    api.catch_up().await;
+    let operator = api.operator_token(api.a).await;
+    let shared = &api;
+    let call = |token: String, method: &'static str, path: String| {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        async move {
+            let (status, value, _) = shared.send(request).await;
+            (status, value)
+        }
+    };
+    // A member sees no node and changes none; nothing is appended.
+    let before = api.events().await;
+    let (status, body) = call(api.token(api.a), "GET", "/v1/nodes".into()).await;
+    assert_error(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    let (status, body) = call(api.token(api.b), "POST", format!("/v1/nodes/{node}/drain")).await;
+    assert_error(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    assert_eq!(api.events().await, before);
+
+    let (status, list) = call(operator.clone(), "GET", "/v1/nodes".into()).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let row = &list["items"][0];
+    assert_eq!(row["id"], node.to_string());
+    assert_eq!(row["name"], "render-07");
+    assert_eq!(row["status"], "online");
+    assert_eq!(row["capabilities"]["cores"], 4);
+    assert!(row["last_seen_at"].is_string());
+
+    // Drained: it gets no new work, though work is queued.
+    let scene = api.scene(api.a).await;
+    let (status, _) = api
+        .call(api.a, "POST", "/v1/renders", Some(render_body(&scene)))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) = call(operator.clone(), "POST", format!("/v1/nodes/{node}/drain")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(api.state.orchestrator.claim(node).await.unwrap().is_none());
+    // Draining twice is refused by the domain, in the error body.
+    let (status, body) = call(operator.clone(), "POST", format!("/v1/nodes/{node}/drain")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    api.catch_up().await;
+    let (_, list) = call(operator.clone(), "GET", "/v1/nodes?status=draining".into()).await;
+    assert_eq!(list["total"], 1, "{list}");
+    // Enabled again: it gets work.
+    let (status, _) = call(operator.clone(), "POST", format!("/v1/nodes/{node}/enable")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(api.state.orchestrator.claim(node).await.unwrap().is_some());
+    // Disabled: out of scheduling; an unknown node is 404.
+    let (status, _) = call(
+        operator.clone(),
+        "POST",
+        format!("/v1/nodes/{node}/disable"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    api.catch_up().await;
+    let (_, list) = call(operator.clone(), "GET", "/v1/nodes?status=disabled".into()).await;
+    assert_eq!(list["total"], 1, "{list}");
+    let (status, body) = call(
+        operator.clone(),
+        "POST",
+        format!("/v1/nodes/{}/enable", Uuid::new_v4()),
+    )
+    .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    // Each change is an event of the node's stream, by the operator.
+    let node_events = api
+        .state
+        .store
+        .read_stream(node.as_uuid(), 1, 100)
+        .await
+        .unwrap();
+    let keys: Vec<&str> = node_events.iter().map(|e| e.routing_key.as_str()).collect();
+    assert!(
+        keys.ends_with(&["node.drained.v1", "node.enabled.v1", "node.disabled.v1"]),
+        "{keys:?}"
+    );
+    let actor = &node_events.last().unwrap().metadata["actor"];
+    assert_eq!(actor["kind"], "user", "{actor}");
+}
+
+/// A render of tenant A with its first task leased to a new node and
+/// started: (scene, render id, the assignment, its lease).
+async fn started_task(api: &Api) -> (String, String, orchestrator::Assignment, domain::LeaseRef) {
+    let node = crate::builtin_node(&api.state.orchestrator, "n1").await;
+    let scene = api.scene(api.a).await;
+    let (_, submitted) = api
+        .call(api.a, "POST", "/v1/renders", Some(render_body(&scene)))
+        .await;
+    let render = submitted["id"].as_str().unwrap().to_string();
+    let task = api.state.orchestrator.claim(node).await.unwrap().unwrap();
+    let lease = domain::LeaseRef {
+        task_id: domain::TaskId::new(task.task_id).unwrap(),
+        node_id: node,
+        lease_epoch: task.lease_epoch,
+    };
+    api.state
+        .orchestrator
+        .progress(lease, None, None)
+        .await
+        .unwrap();
+    (scene, render, task, lease)
+}
+
+/// Stores `png` as the lease's output of `frame` and reports the frame done.
+async fn frame_done(api: &Api, lease: domain::LeaseRef, frame: u32, png: &[u8]) -> String {
+    let stored = api.state.blobs.put(png, None).await.unwrap();
+    let file = api
+        .state
+        .orchestrator
+        .record_output(
+            lease,
+            frame,
+            orchestrator::FileOutput {
+                name: domain::FileName::parse(format!("frame_{frame:04}.png")).unwrap(),
+                content_type: domain::ContentType::parse("image/png").unwrap(),
+                size_bytes: stored.size_bytes,
+                sha256: domain::Sha256Digest::parse(stored.sha256.clone()).unwrap(),
+            },
+        )
+        .await
+        .unwrap();
+    api.state
+        .orchestrator
+        .progress(lease, Some(frame), Some(file))
+        .await
+        .unwrap();
+    stored.sha256
+}
+
+#[tokio::test]
+async fn a_frame_thumbnail_is_a_small_png_cached_by_content() {
+    let api = Api::new().await;
+    let (_, render, task, lease) = started_task(&api).await;
+    let frame = task.frames.start;
+    let sha256 = frame_done(&api, lease, frame, &crate::png_of(600, 300)).await;
+    api.catch_up().await;
+    let path = format!("/v1/renders/{render}/frames/{frame}/thumbnail");
+    let token = api.token(api.a);
+    let req = |path: &str| {
+        Request::get(path)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (status, _, bytes) = api.send(req(&path)).await;
+    assert_eq!(status, StatusCode::OK);
+    let decoder = png::Decoder::new(std::io::Cursor::new(&bytes));
+    let info = decoder.read_info().unwrap().info().clone();
+    assert_eq!((info.width, info.height), (256, 128));
+    let cached = api
+        .state
+        .blobs
+        .root()
+        .join("thumbnails")
+        .join(format!("{sha256}-256.png"));
+    assert_eq!(std::fs::read(&cached).unwrap(), bytes);
+    // Served from the cache the second time: the same bytes.
+    let (_, _, again) = api.send(req(&path)).await;
+    assert_eq!(again, bytes);
+    // Another tenant's caller: 404, no thumbnail.
+    let (status, body) = api
+        .call(
+            api.b,
+            "GET",
+            &format!("/v1/renders/{render}/frames/{frame}/thumbnail"),
+            None,
+        )
+        .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
 }

@@ -85,8 +85,9 @@ pub(crate) enum UserCommand {
         /// Its name for people (default: the e-mail address).
         #[arg(long)]
         name: Option<String>,
-        /// `admin`, `member` or `auditor`.
-        #[arg(long, default_value = "member", value_parser = ["admin", "member", "auditor"])]
+        /// `admin`, `member`, `auditor` or `operator` (a member who also
+        /// manages the farm's nodes).
+        #[arg(long, default_value = "member", value_parser = ["admin", "member", "auditor", "operator"])]
         role: String,
         #[command(flatten)]
         storage: StorageConfig,

@@ -1,0 +1,82 @@
+// Nodes (operators): status, capabilities, current task, last seen; drain,
+// enable, disable. Refreshed when the farm's work changes is not in the
+// WebSocket contract, so the table reloads after each action and on demand.
+
+import { h, replace, badge, when, tell, act } from "./dom.js";
+import * as api from "./api.js";
+
+function capabilities(c) {
+  if (!c || typeof c !== "object") return "—";
+  const parts = [];
+  if (c.cores) parts.push(`${c.cores} cores`);
+  if (c.memory_bytes) parts.push(`${Math.round(c.memory_bytes / 2 ** 30)} GiB`);
+  if (Array.isArray(c.gpus) && c.gpus.length) parts.push(`${c.gpus.length} GPU`);
+  if (Array.isArray(c.renderers)) parts.push(c.renderers.map((r) => (r.version ? `${r.name} ${r.version}` : r.name)).join(", "));
+  if (Array.isArray(c.tags) && c.tags.length) parts.push(`tags: ${c.tags.join(", ")}`);
+  return parts.join(" · ");
+}
+
+export function nodesPage(main) {
+  document.title = "Nodes · FlatRender";
+  const tbody = h("tbody");
+  const count = h("p", { class: "count", role: "status" });
+  const reload = h("button", { type: "button" }, "Refresh");
+
+  function actions(n) {
+    const button = (label, path, allowed) => {
+      if (!allowed) return null;
+      const b = h("button", { type: "button", "aria-label": `${label} ${n.name}` }, label);
+      b.addEventListener("click", () => act(b, async () => {
+        await api.post(`/v1/nodes/${n.id}/${path}`);
+        await load();
+      }));
+      return b;
+    };
+    return [
+      button("Drain", "drain", n.availability === "enabled"),
+      button("Enable", "enable", n.availability === "draining" || n.availability === "disabled"),
+      button("Disable", "disable", n.availability === "enabled" || n.availability === "draining"),
+    ];
+  }
+
+  async function load() {
+    try {
+      const items = [];
+      for (let page = 1; ; page++) {
+        const list = await api.get(`/v1/nodes?page=${page}&page_size=100`);
+        items.push(...list.items);
+        if (items.length >= list.total || !list.items.length) break;
+      }
+      replace(count, `${items.length} node${items.length === 1 ? "" : "s"}`);
+      replace(tbody, items.length ? items.map((n) => h("tr", { dataset: { node: n.id } },
+        h("th", { scope: "row" }, n.name),
+        h("td", {}, badge(n.status)),
+        h("td", {}, capabilities(n.capabilities)),
+        h("td", {}, n.current_render_id
+          ? h("a", { href: `#/renders/${n.current_render_id}` }, `task ${String(n.current_task_id).slice(0, 8)}`)
+          : "idle"),
+        h("td", {}, when(n.last_seen_at)),
+        h("td", { class: "actions" }, actions(n)))) : h("tr", {}, h("td", { colspan: "6" }, "No nodes.")));
+    } catch (err) {
+      if (err.status === 403) {
+        replace(main, h("h1", {}, "Nodes"),
+          h("p", {}, "Nodes are shown to operators only (a user created with ", h("code", {}, "--role operator"), ")."));
+      } else {
+        tell(err.message);
+      }
+    }
+  }
+  reload.addEventListener("click", () => act(reload, load));
+
+  replace(main,
+    h("h1", {}, "Nodes"),
+    h("div", { class: "actions" }, count, reload),
+    h("div", { class: "table-wrap" },
+      h("table", {},
+        h("caption", { class: "visually-hidden" }, "The farm's render nodes"),
+        h("thead", {}, h("tr", {}, ["Name", "Status", "Capabilities", "Current task", "Last seen", "Actions"]
+          .map((c) => h("th", { scope: "col" }, c)))),
+        tbody)));
+  load();
+  return () => {};
+}

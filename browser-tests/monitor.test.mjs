@@ -1,0 +1,297 @@
+// The web monitor in headless Chromium against a real server with real
+// agents (`flatrender demo --keep`: the server, two node agents as their own
+// processes, a finished render, and an operator's token).
+//
+//   FLATRENDER_BIN=target/debug/flatrender node browser-tests/monitor.test.mjs
+//
+// Screenshots of every page go to target/monitor-screenshots/. Exits 1 on
+// the first failed check, with the server's and agents' output kept.
+
+import { chromium } from "playwright-core";
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import assert from "node:assert/strict";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, "..");
+const bin = path.resolve(root, process.env.FLATRENDER_BIN || "target/debug/flatrender");
+const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
+const shots = path.join(root, "target", "monitor-screenshots");
+const scene = path.join(root, "node-agent", "scenes", "demo.json");
+const axeSource = fs.readFileSync(path.join(here, "node_modules", "axe-core", "axe.min.js"), "utf8");
+const TIMEOUT = 60_000;
+
+fs.mkdirSync(shots, { recursive: true });
+const work = fs.mkdtempSync(path.join(os.tmpdir(), "flatrender-monitor-"));
+
+/** Starts `flatrender demo --keep` and waits for its monitor URL and token. */
+async function startDemo() {
+  const child = spawn(bin, ["demo", "--keep", "--quiet", "--nodes", "2", "--dir", work], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  child.stdout.on("data", (d) => { out += d; });
+  child.stderr.on("data", (d) => { out += d; });
+  const deadline = Date.now() + 180_000;
+  while (Date.now() < deadline) {
+    const lines = out.split("\n");
+    const at = lines.findIndex((l) => l.startsWith("Sign in with"));
+    if (at >= 0 && lines[at + 1] && lines[at + 1].trim().length > 20 && out.includes("Serving until")) {
+      return {
+        child,
+        monitor: out.match(/Monitor: (\S+)/)[1],
+        server: out.match(/Server: +(\S+)/)[1],
+        token: lines[at + 1].trim(),
+        output: () => out,
+      };
+    }
+    if (child.exitCode !== null) throw new Error(`flatrender demo exited ${child.exitCode}:\n${out}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  child.kill("SIGTERM");
+  throw new Error(`flatrender demo did not start in 3 minutes:\n${out}`);
+}
+
+/** The public API, as a third-party client would call it. */
+function client(server, token) {
+  const call = async (method, p, body, headers = {}) => {
+    const r = await fetch(server + p, {
+      method,
+      headers: { Authorization: `Bearer ${token}`, ...(body ? { "Content-Type": "application/json" } : {}), ...headers },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    const text = await r.text();
+    if (!r.ok) throw new Error(`${method} ${p}: ${r.status} ${text}`);
+    return text ? JSON.parse(text) : null;
+  };
+  return {
+    get: (p) => call("GET", p),
+    post: (p, body) => call("POST", p, body ?? {}),
+    async upload(name, bytes) {
+      const r = await fetch(`${server}/v1/files?name=${encodeURIComponent(name)}`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/octet-stream" },
+        body: bytes,
+      });
+      if (!r.ok) throw new Error(`upload: ${r.status} ${await r.text()}`);
+      return r.json();
+    },
+  };
+}
+
+async function until(what, f, timeout = TIMEOUT) {
+  const deadline = Date.now() + timeout;
+  let last;
+  while (Date.now() < deadline) {
+    try {
+      const v = await f();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`timed out waiting for ${what}${last ? `: ${last.message}` : ""}`);
+}
+
+/** axe-core on the page as it is now: no violations (WCAG 2 A and AA). */
+async function accessible(page, name) {
+  // Evaluated through the DevTools protocol, so the page's CSP (which
+  // forbids inline scripts) stays on for everything the page itself runs.
+  await page.evaluate(axeSource);
+  const result = await page.evaluate(async () =>
+    // eslint-disable-next-line no-undef
+    axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] } }));
+  const problems = result.violations.map((v) =>
+    `${v.id} (${v.impact}): ${v.help} — ${v.nodes.slice(0, 3).map((n) => n.target.join(" ")).join("; ")}`);
+  assert.deepEqual(problems, [], `accessibility of the ${name} page`);
+  console.log(`  axe: ${name} page — ${result.passes.length} rules pass, no violations`);
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
+}
+
+const demo = await startDemo();
+const api = client(demo.server, demo.token);
+const browser = await chromium.launch({ executablePath: chromiumPath, args: ["--no-sandbox"] });
+const dialogs = [];
+const errors = [];
+let failed = false;
+try {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(TIMEOUT);
+  page.on("dialog", (d) => { dialogs.push(d.message()); d.dismiss(); });
+  page.on("pageerror", (e) => errors.push(e.message));
+  const requests = [];
+  page.on("request", (r) => requests.push(r.url()));
+  const step = (s) => console.log(`- ${s}`);
+
+  step("the monitor is served with a CSP without unsafe-inline");
+  const index = await fetch(demo.monitor);
+  const csp = index.headers.get("content-security-policy");
+  assert.ok(csp && csp.includes("script-src 'self'") && !csp.includes("unsafe-inline"), `CSP: ${csp}`);
+
+  step("sign in with a token");
+  await page.goto(demo.monitor);
+  await page.waitForSelector("#token");
+  await accessible(page, "sign-in");
+  await shot(page, "1-sign-in");
+  await page.fill("#token", "not-a-token");
+  await page.click("form.sign-in button[type=submit]");
+  await page.waitForSelector("#sign-in-error:not(:empty)");
+  await page.fill("#token", demo.token);
+  await page.click("form.sign-in button[type=submit]");
+  await page.waitForSelector("table.renders tbody tr[data-render]");
+
+  step("a render named <img src=x onerror=alert(1)> shows as text");
+  const uploaded = await api.upload("demo.json", fs.readFileSync(scene));
+  const evil = "<img src=x onerror=alert(1)>";
+  const xss = await api.post("/v1/renders", {
+    name: evil, scene_file_id: uploaded.id, renderer: "builtin", frames: { start: 1, end: 2 },
+    resolution: { width: 64, height: 36 },
+  });
+  await page.waitForSelector(`tr[data-render="${xss.id}"]`);
+  const shown = await page.textContent(`tr[data-render="${xss.id}"] th a`);
+  assert.equal(shown, evil);
+  assert.equal(await page.locator("table.renders img").count(), 0, "no <img> element was created");
+  await accessible(page, "renders");
+  await shot(page, "2-renders");
+
+  step("submit a render from the form and watch its frames turn done live");
+  await page.click("details.submit summary");
+  await page.setInputFiles("#submit-scene", scene);
+  await page.fill("#submit-name", "From the form");
+  await page.fill("#submit-start", "1");
+  await page.fill("#submit-end", "12");
+  await page.fill("#submit-chunk", "2");
+  // Large enough that frames finish while the page watches (~1 s each).
+  await page.fill("#submit-width", "960");
+  await page.fill("#submit-height", "540");
+  await page.fill("#submit-task-timeout", "600");
+  await page.click("form.submit-form button[type=submit]");
+  await page.waitForURL(/#\/renders\/[0-9a-f-]{36}$/);
+  const formRender = page.url().split("/").pop();
+  await page.waitForSelector(".grid .cell");
+  assert.equal(await page.locator(".grid .cell").count(), 12);
+  // Cells turn done while the page watches (changes seen by a MutationObserver).
+  const firstSeen = await page.evaluate(() => {
+    window.__turnedDone = 0;
+    new MutationObserver((records) => {
+      for (const r of records) if (r.target.dataset.state === "done") window.__turnedDone++;
+    }).observe(document.querySelector(".grid"), { subtree: true, attributes: true, attributeFilter: ["data-state"] });
+    return document.querySelectorAll('.grid .cell[data-state="done"]').length;
+  });
+  await page.waitForFunction(() => document.querySelectorAll('.grid .cell[data-state="done"]').length === 12);
+  const turned = await page.evaluate(() => window.__turnedDone);
+  assert.ok(turned > 0 && firstSeen < 12, `frames turned done live (${firstSeen} done at first, ${turned} turned)`);
+  const submitted = await api.get(`/v1/renders/${formRender}`);
+  assert.equal(submitted.name, "From the form");
+  assert.equal(submitted.task_timeout_seconds, 600);
+  assert.equal(submitted.chunk_size, 2);
+  console.log(`  ${firstSeen} of 12 frames were done when the grid first showed; ${turned} turned done live`);
+  await page.waitForSelector(".latest img");
+
+  step("open a frame: its thumbnail, node and log");
+  await page.click('.grid .cell[data-frame="5"]');
+  await page.waitForSelector("dialog[open] .frame-picture img");
+  await page.waitForFunction(() => document.querySelector("dialog[open] pre.log").textContent.includes("Saved frame_0005.png")
+    || document.querySelector("dialog[open] pre.log").textContent.includes("Saved frame_0006.png"));
+  await page.waitForFunction(() => /^[0-9a-f-]{36}$/.test(document.getElementById("frame-node").textContent));
+  await page.click("dialog[open] button:text('Open full PNG')");
+  await page.waitForSelector("dialog[open] img.full");
+  await accessible(page, "frame");
+  await shot(page, "3-frame");
+  await page.keyboard.press("Escape");
+  await page.waitForSelector("dialog[open]", { state: "detached" });
+  await page.waitForTimeout(300);
+  // Keyboard: the grid is one tab stop and arrow keys move within it.
+  // Closing the dialog gave the focus back to the frame it showed.
+  assert.equal(await page.evaluate(() => document.activeElement.dataset.frame), "5");
+  assert.equal(await page.locator('.grid .cell[tabindex="0"]').count(), 1);
+  await page.keyboard.press("ArrowRight");
+  assert.equal(await page.evaluate(() => document.activeElement.dataset.frame), "6");
+  await page.keyboard.press("Home");
+  assert.equal(await page.evaluate(() => document.activeElement.dataset.frame), "1");
+  await page.keyboard.press("Enter");
+  await page.waitForSelector("dialog[open] #frame-title");
+  assert.equal(await page.textContent("dialog[open] #frame-title"), "Frame 1");
+  await page.keyboard.press("Escape");
+  await page.click("details.history summary");
+  await page.waitForSelector("details.history tbody tr");
+  assert.ok((await page.textContent("details.history tbody")).includes("render.job.submitted.v1"));
+  await accessible(page, "render");
+  await shot(page, "4-render");
+
+  step("cancel a second render and see its cells stop");
+  const long = await api.post("/v1/renders", {
+    name: "Long one", scene_file_id: uploaded.id, renderer: "builtin", frames: { start: 1, end: 400 },
+    chunk_size: 1, resolution: { width: 320, height: 180 },
+  });
+  await page.goto(`${demo.monitor}#/renders/${long.id}`);
+  await page.waitForSelector('.grid .cell[data-state="done"]');
+  await page.click("button:text('Cancel')");
+  await page.waitForSelector("h1 .status-cancelled");
+  await page.waitForFunction(() => !document.querySelector('.grid .cell[data-state="queued"], .grid .cell[data-state="leased"], .grid .cell[data-state="rendering"]'));
+  const stopped = await page.evaluate(() => [...document.querySelectorAll(".grid .cell")].map((c) => c.dataset.state).join(","));
+  await page.waitForTimeout(2000);
+  const later = await page.evaluate(() => [...document.querySelectorAll(".grid .cell")].map((c) => c.dataset.state).join(","));
+  assert.equal(later, stopped, "no cell changed after the cancellation");
+  const cancelled = await api.get(`/v1/renders/${long.id}`);
+  assert.equal(cancelled.status, "cancelled");
+  assert.ok(cancelled.frames_done < 400, "the cancelled render did not finish");
+  console.log(`  cancelled after ${cancelled.frames_done} of 400 frames`);
+
+  step("drain a node and see it take no more work");
+  await page.goto(`${demo.monitor}#/nodes`);
+  await page.waitForSelector("tr[data-node]");
+  assert.equal(await page.locator("tr[data-node]").count(), 2);
+  await accessible(page, "nodes");
+  await shot(page, "5-nodes");
+  const nodes = (await api.get("/v1/nodes")).items;
+  const drained = nodes[0];
+  await page.click(`tr[data-node="${drained.id}"] button:text('Drain')`);
+  await page.waitForSelector(`tr[data-node="${drained.id}"] .status-draining`);
+  const after = await api.post("/v1/renders", {
+    name: "After the drain", scene_file_id: uploaded.id, renderer: "builtin", frames: { start: 1, end: 8 },
+    resolution: { width: 64, height: 36 },
+  });
+  await until("the render after the drain to complete",
+    async () => (await api.get(`/v1/renders/${after.id}`)).status === "completed", 120_000);
+  const tasks = (await api.get(`/v1/renders/${after.id}/tasks?page_size=100`)).items;
+  assert.ok(tasks.length > 0);
+  for (const t of tasks) assert.notEqual(t.node_id, drained.id, "a drained node got a task");
+  await page.click(`tr[data-node="${drained.id}"] button:text('Enable')`);
+  await page.waitForSelector(`tr[data-node="${drained.id}"] .status-online`);
+
+  step("the tenant page plots usage");
+  await page.goto(`${demo.monitor}#/tenant`);
+  await page.waitForSelector("svg.plot rect.bar-charge");
+  await accessible(page, "tenant");
+  await shot(page, "6-tenant");
+
+  step("the token never appeared in a URL other than the WebSocket's");
+  const leaks = requests.filter((u) => u.includes(demo.token) && !new URL(u).pathname.startsWith("/v1/ws/"));
+  assert.deepEqual(leaks, []);
+  assert.deepEqual(dialogs, [], "no script ran from a render's name");
+  assert.deepEqual(errors, [], "no error in the page");
+  console.log(`ok: every check passed; screenshots in ${shots}`);
+} catch (e) {
+  failed = true;
+  console.error(`FAILED: ${e.stack || e}`);
+  console.error(`--- flatrender demo output ---\n${demo.output()}`);
+  try {
+    const pages = browser.contexts().flatMap((c) => c.pages());
+    if (pages[0]) await pages[0].screenshot({ path: path.join(shots, "failure.png"), fullPage: true });
+  } catch { /* best effort */ }
+} finally {
+  await browser.close();
+  demo.child.kill("SIGTERM");
+  await new Promise((r) => { demo.child.once("exit", r); setTimeout(r, 10_000).unref(); });
+  if (!failed) fs.rmSync(work, { recursive: true, force: true });
+}
+process.exit(failed ? 1 : 0);
