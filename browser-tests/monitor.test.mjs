@@ -111,6 +111,28 @@ async function accessible(page, name) {
   console.log(`  axe: ${name} page — ${result.passes.length} rules pass, no violations`);
 }
 
+/** The grid's counts per state (its data-* attributes). */
+async function counts(page) {
+  return page.evaluate(() => {
+    const d = document.querySelector(".grid").dataset;
+    return Object.fromEntries(["queued", "leased", "rendering", "done", "failed", "cancelled"].map((s) => [s, Number(d[s])]));
+  });
+}
+
+/** Clicks a frame's cell on the grid's canvas. */
+async function clickFrame(page, frame) {
+  const at = await page.evaluate((f) => {
+    const grid = document.querySelector(".grid");
+    const canvas = grid.querySelector("canvas").getBoundingClientRect();
+    const first = Number(grid.getAttribute("aria-label").match(/Frames (\d+)/)[1]);
+    const pitch = Number(grid.dataset.pitch);
+    const columns = Number(grid.dataset.columns);
+    const i = f - first;
+    return { x: canvas.left + (i % columns) * pitch + pitch / 2 - 1, y: canvas.top + Math.floor(i / columns) * pitch + pitch / 2 - 1 };
+  }, frame);
+  await page.mouse.click(at.x, at.y);
+}
+
 async function shot(page, name) {
   await page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
 }
@@ -176,17 +198,23 @@ try {
   await page.click("form.submit-form button[type=submit]");
   await page.waitForURL(/#\/renders\/[0-9a-f-]{36}$/);
   const formRender = page.url().split("/").pop();
-  await page.waitForSelector(".grid .cell");
-  assert.equal(await page.locator(".grid .cell").count(), 12);
-  // Cells turn done while the page watches (changes seen by a MutationObserver).
+  await page.waitForSelector(".grid canvas");
+  const total = Object.values(await counts(page)).reduce((a, b) => a + b, 0);
+  assert.equal(total, 12, "one cell per frame");
+  // Cells turn done while the page watches (the grid's done count, seen
+  // growing by a MutationObserver).
   const firstSeen = await page.evaluate(() => {
     window.__turnedDone = 0;
-    new MutationObserver((records) => {
-      for (const r of records) if (r.target.dataset.state === "done") window.__turnedDone++;
-    }).observe(document.querySelector(".grid"), { subtree: true, attributes: true, attributeFilter: ["data-state"] });
-    return document.querySelectorAll('.grid .cell[data-state="done"]').length;
+    const grid = document.querySelector(".grid");
+    let last = Number(grid.dataset.done);
+    new MutationObserver(() => {
+      const now = Number(grid.dataset.done);
+      if (now > last) window.__turnedDone += now - last;
+      last = now;
+    }).observe(grid, { attributes: true, attributeFilter: ["data-done"] });
+    return last;
   });
-  await page.waitForFunction(() => document.querySelectorAll('.grid .cell[data-state="done"]').length === 12);
+  await page.waitForFunction(() => document.querySelector(".grid").dataset.done === "12");
   const turned = await page.evaluate(() => window.__turnedDone);
   assert.ok(turned > 0 && firstSeen < 12, `frames turned done live (${firstSeen} done at first, ${turned} turned)`);
   const submitted = await api.get(`/v1/renders/${formRender}`);
@@ -197,7 +225,7 @@ try {
   await page.waitForSelector(".latest img");
 
   step("open a frame: its thumbnail, node and log");
-  await page.click('.grid .cell[data-frame="5"]');
+  await clickFrame(page, 5);
   await page.waitForSelector("dialog[open] .frame-picture img");
   await page.waitForFunction(() => document.querySelector("dialog[open] pre.log").textContent.includes("Saved frame_0005.png")
     || document.querySelector("dialog[open] pre.log").textContent.includes("Saved frame_0006.png"));
@@ -210,13 +238,14 @@ try {
   await page.waitForSelector("dialog[open]", { state: "detached" });
   await page.waitForTimeout(300);
   // Keyboard: the grid is one tab stop and arrow keys move within it.
-  // Closing the dialog gave the focus back to the frame it showed.
-  assert.equal(await page.evaluate(() => document.activeElement.dataset.frame), "5");
-  assert.equal(await page.locator('.grid .cell[tabindex="0"]').count(), 1);
+  // Closing the dialog gave the focus back to the grid, on the frame it showed.
+  const cursor = () => page.evaluate(() => document.activeElement.classList.contains("grid") && document.activeElement.dataset.cursor);
+  assert.equal(await cursor(), "5");
   await page.keyboard.press("ArrowRight");
-  assert.equal(await page.evaluate(() => document.activeElement.dataset.frame), "6");
+  assert.equal(await cursor(), "6");
+  assert.equal(await page.textContent(".grid [aria-live]"), "Frame 6: done");
   await page.keyboard.press("Home");
-  assert.equal(await page.evaluate(() => document.activeElement.dataset.frame), "1");
+  assert.equal(await cursor(), "1");
   await page.keyboard.press("Enter");
   await page.waitForSelector("dialog[open] #frame-title");
   assert.equal(await page.textContent("dialog[open] #frame-title"), "Frame 1");
@@ -227,20 +256,64 @@ try {
   await accessible(page, "render");
   await shot(page, "4-render");
 
+  step("a dropped WebSocket resumes with ?after= and the page ends with exactly the farm's state");
+  {
+    const tab = await context.newPage();
+    tab.setDefaultTimeout(TIMEOUT);
+    tab.on("pageerror", (e) => errors.push(e.message));
+    await tab.addInitScript((t) => sessionStorage.setItem("flatrender.token", t), demo.token);
+    const dropped = await api.post("/v1/renders", {
+      name: "Dropped socket", scene_file_id: uploaded.id, renderer: "builtin", frames: { start: 1, end: 16 },
+      resolution: { width: 480, height: 270 },
+    });
+    const connections = [];
+    let cut = false;
+    await tab.routeWebSocket(/\/v1\/ws\/renders\//, (ws) => {
+      connections.push(new URL(ws.url()).searchParams);
+      const server = ws.connectToServer();
+      let seen = 0;
+      ws.onMessage((m) => server.send(m));
+      server.onMessage((m) => {
+        ws.send(m);
+        // The first connection is cut (as a restarting server would) after
+        // its snapshot and a few events.
+        if (!cut && ++seen === 4) {
+          cut = true;
+          ws.close({ code: 1001, reason: "going away" });
+          server.close();
+        }
+      });
+    });
+    await tab.goto(`${demo.monitor}#/renders/${dropped.id}`);
+    await until("the render to complete", async () => (await api.get(`/v1/renders/${dropped.id}`)).status === "completed", 120_000);
+    await tab.waitForFunction(() => document.querySelector(".grid")?.dataset.done === "16", null, { timeout: TIMEOUT });
+    assert.ok(connections.length >= 2, "the page reconnected");
+    assert.equal(connections[0].get("after"), null, "the first connection asks for a snapshot");
+    assert.match(connections[1].get("after") || "", /^\d+$/, "the reconnection resumes from a position");
+    const final = await counts(tab);
+    assert.deepEqual(final, { queued: 0, leased: 0, rendering: 0, done: 16, failed: 0, cancelled: 0 });
+    await tab.waitForSelector("h1 .status-completed");
+    console.log(`  cut after 4 messages; reconnected with after=${connections[1].get("after")}; all 16 frames done`);
+    await tab.close();
+  }
+
   step("cancel a second render and see its cells stop");
   const long = await api.post("/v1/renders", {
     name: "Long one", scene_file_id: uploaded.id, renderer: "builtin", frames: { start: 1, end: 400 },
     chunk_size: 1, resolution: { width: 320, height: 180 },
   });
   await page.goto(`${demo.monitor}#/renders/${long.id}`);
-  await page.waitForSelector('.grid .cell[data-state="done"]');
+  await page.waitForFunction(() => Number(document.querySelector(".grid")?.dataset.done) > 0);
   await page.click("button:text('Cancel')");
   await page.waitForSelector("h1 .status-cancelled");
-  await page.waitForFunction(() => !document.querySelector('.grid .cell[data-state="queued"], .grid .cell[data-state="leased"], .grid .cell[data-state="rendering"]'));
-  const stopped = await page.evaluate(() => [...document.querySelectorAll(".grid .cell")].map((c) => c.dataset.state).join(","));
+  await page.waitForFunction(() => {
+    const d = document.querySelector(".grid").dataset;
+    return d.queued === "0" && d.leased === "0" && d.rendering === "0";
+  });
+  const stopped = await counts(page);
+  assert.ok(stopped.cancelled > 0, `cells show the cancellation: ${JSON.stringify(stopped)}`);
   await page.waitForTimeout(2000);
-  const later = await page.evaluate(() => [...document.querySelectorAll(".grid .cell")].map((c) => c.dataset.state).join(","));
-  assert.equal(later, stopped, "no cell changed after the cancellation");
+  assert.deepEqual(await counts(page), stopped, "no cell changed after the cancellation");
   const cancelled = await api.get(`/v1/renders/${long.id}`);
   assert.equal(cancelled.status, "cancelled");
   assert.ok(cancelled.frames_done < 400, "the cancelled render did not finish");

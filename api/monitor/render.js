@@ -60,9 +60,10 @@ export function renderPage(main, renderId) {
     replace(header,
       h("p", {}, h("a", { href: "#/renders" }, "← Renders")),
       h("h1", {}, render.name, " ", badge(render.status)),
-      bar(render.frames_total ? render.frames_done / render.frames_total : 0, "render progress"),
+      bar(grid && render.frames_total ? grid.counts().done / render.frames_total
+        : render.frames_total ? render.frames_done / render.frames_total : 0, "render progress"),
       h("dl", { class: "facts" },
-        h("dt", {}, "Frames"), h("dd", { id: "frames-count" }, `${render.frames_done}/${render.frames_total}`),
+        h("dt", {}, "Frames"), h("dd", { id: "frames-count" }, `${grid ? grid.counts().done : render.frames_done}/${render.frames_total}`),
         h("dt", {}, "Renderer"), h("dd", {}, render.renderer),
         h("dt", {}, "Cost"), h("dd", {}, money(render.cost_minor)),
         h("dt", {}, "Submitted"), h("dd", {}, when(render.submitted_at)),
@@ -125,9 +126,15 @@ export function renderPage(main, renderId) {
       const counts = grid.counts();
       replace(legend, STATES.map((s) => h("li", {}, h("span", { class: `swatch ${s}`, "aria-hidden": "true" }), `${s}: ${counts[s]}`)));
       if (render) {
+        // The header follows the grid: frames done, and the bar.
         const done = counts.done;
         const el = document.getElementById("frames-count");
         if (el) el.textContent = `${done}/${render.frames_total}`;
+        const pct = render.frames_total ? Math.round((100 * done) / render.frames_total) : 0;
+        const progress = header.querySelector(".bar progress");
+        const text = header.querySelector(".bar .bar-text");
+        if (progress) progress.value = pct;
+        if (text) text.textContent = `${pct}%`;
       }
     }, 250);
   }
@@ -193,6 +200,7 @@ export function renderPage(main, renderId) {
       ensureGrid();
       tasks.clear();
       for (const t of m.tasks || []) addTask(t);
+      if (grid) grid.el.dataset.snapshot = String(m.position);
       let newest = null;
       for (const t of tasks.values()) for (const f of t.done) newest = newest === null ? f : Math.max(newest, f);
       for (const t of tasks.values()) if (t.status === "completed") newest = newest === null ? t.end : Math.max(newest, t.end);
@@ -375,8 +383,7 @@ export function renderPage(main, renderId) {
     const frame = openFrame;
     openFrame = null;
     // Back to the frame's cell, unless the focus already went somewhere.
-    const active = document.activeElement;
-    if (grid && frame !== null && !(active && active.classList.contains("cell"))) grid.focus(frame);
+    if (grid && frame !== null) grid.focus(frame);
   });
 
   // ----- history -----
@@ -411,7 +418,7 @@ export function renderPage(main, renderId) {
   replace(main, header,
     h("section", { "aria-labelledby": "frames-title" },
       h("h2", { id: "frames-title" }, "Frames"), legend,
-      h("p", { class: "help" }, "Arrow keys move between frames; Enter opens one."),
+      h("p", { class: "help" }, "Click a frame, or focus the grid: arrow keys move between frames, Enter opens one."),
       gridHolder),
     latest, historySection, dialog);
 
@@ -423,6 +430,7 @@ export function renderPage(main, renderId) {
   });
   return () => {
     if (live) live.close();
+    if (grid) grid.destroy();
     if (legendTimer) clearTimeout(legendTimer);
     if (latestTimer) clearTimeout(latestTimer);
     for (const u of urls) URL.revokeObjectURL(u);
