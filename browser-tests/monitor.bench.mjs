@@ -38,7 +38,7 @@ async function startDemo() {
   child.stdout.on("data", (d) => { out += d; });
   for (let i = 0; i < 900; i++) {
     const lines = out.split("\n");
-    const at = lines.findIndex((l) => l.startsWith("Sign in with"));
+    const at = lines.findIndex((l) => l.startsWith("or with this operator's token"));
     if (at >= 0 && out.includes("Serving until")) {
       return { child, monitor: out.match(/Monitor: (\S+)/)[1], server: out.match(/Server: +(\S+)/)[1], token: lines[at + 1].trim() };
     }

@@ -38,13 +38,15 @@ async function startDemo() {
   const deadline = Date.now() + 180_000;
   while (Date.now() < deadline) {
     const lines = out.split("\n");
-    const at = lines.findIndex((l) => l.startsWith("Sign in with"));
+    const at = lines.findIndex((l) => l.startsWith("or with this operator's token"));
     if (at >= 0 && lines[at + 1] && lines[at + 1].trim().length > 20 && out.includes("Serving until")) {
       return {
         child,
         monitor: out.match(/Monitor: (\S+)/)[1],
         server: out.match(/Server: +(\S+)/)[1],
         token: lines[at + 1].trim(),
+        email: out.match(/Sign in as (\S+) with the password (\S+)/)[1],
+        password: out.match(/Sign in as (\S+) with the password (\S+)/)[2],
         output: () => out,
       };
     }
@@ -158,16 +160,26 @@ try {
   const csp = index.headers.get("content-security-policy");
   assert.ok(csp && csp.includes("script-src 'self'") && !csp.includes("unsafe-inline"), `CSP: ${csp}`);
 
-  step("sign in with a token");
+  step("sign in: a wrong password and a bad token are refused; a token and then a password sign in");
   await page.goto(demo.monitor);
   await page.waitForSelector("#token");
   await accessible(page, "sign-in");
   await shot(page, "1-sign-in");
+  await page.fill("#email", demo.email);
+  await page.fill("#password", "not the password");
+  await page.click("form.sign-in:not(.token) button[type=submit]");
+  await page.waitForSelector("#password-error:not(:empty)");
   await page.fill("#token", "not-a-token");
-  await page.click("form.sign-in button[type=submit]");
+  await page.click("form.sign-in.token button[type=submit]");
   await page.waitForSelector("#sign-in-error:not(:empty)");
   await page.fill("#token", demo.token);
-  await page.click("form.sign-in button[type=submit]");
+  await page.click("form.sign-in.token button[type=submit]");
+  await page.waitForSelector("table.renders tbody tr[data-render]");
+  await page.click("#sign-out");
+  await page.waitForSelector("#email");
+  await page.fill("#email", demo.email.toUpperCase());
+  await page.fill("#password", demo.password);
+  await page.click("form.sign-in:not(.token) button[type=submit]");
   await page.waitForSelector("table.renders tbody tr[data-render]");
 
   step("a render named <img src=x onerror=alert(1)> shows as text");

@@ -62,6 +62,22 @@ async function send(method, path, { json, body, headers } = {}) {
   return response;
 }
 
+/** A token for an e-mail address and password (POST /v1/auth/token). */
+export async function signIn(email, password) {
+  const response = await fetch("/v1/auth/token", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ email, password }),
+    cache: "no-store",
+  });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const e = body.error || {};
+    throw new ApiError(response.status, e.code || "error", e.message || `${response.status}`);
+  }
+  return body.token;
+}
+
 export async function get(path) {
   return (await send("GET", path)).json();
 }

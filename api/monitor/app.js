@@ -17,13 +17,36 @@ let signingIn = false; // a 401 while signing in is the form's to show
 
 function signInPage() {
   document.title = "Sign in · FlatRender";
+  const email = h("input", { id: "email", name: "email", type: "email", required: true, autocomplete: "username" });
+  const password = h("input", { id: "password", name: "password", type: "password", required: true, autocomplete: "current-password" });
+  const passwordError = h("p", { id: "password-error", class: "error", role: "alert" });
+  const byPassword = h("form", { class: "sign-in", "aria-labelledby": "sign-in-title" },
+    h("h1", { id: "sign-in-title" }, "Sign in"),
+    h("label", { for: "email" }, "E-mail address"), email,
+    h("label", { for: "password" }, "Password"), password,
+    passwordError,
+    h("button", { type: "submit" }, "Sign in"));
+  byPassword.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    replace(passwordError);
+    try {
+      api.setToken(await api.signIn(email.value.trim(), password.value));
+      password.value = "";
+      location.hash = "#/renders";
+      route();
+    } catch (err) {
+      replace(passwordError, err.status === 401 ? "The e-mail address or the password is wrong." : err.message);
+      password.focus();
+    }
+  });
+
   const field = h("textarea", {
     id: "token", name: "token", rows: "4", required: true, autocomplete: "off",
     spellcheck: "false", "aria-describedby": "token-help",
   });
   const error = h("p", { id: "sign-in-error", class: "error", role: "alert" });
-  const form = h("form", { class: "sign-in", "aria-labelledby": "sign-in-title" },
-    h("h1", { id: "sign-in-title" }, "Sign in"),
+  const byToken = h("form", { class: "sign-in token", "aria-labelledby": "token-title" },
+    h("h2", { id: "token-title" }, "Or paste an access token"),
     h("label", { for: "token" }, "Access token"),
     field,
     h("p", { id: "token-help", class: "help" },
@@ -31,8 +54,8 @@ function signInPage() {
       ", printed by ", h("code", {}, "flatrender token issue --user <id>"),
       " (or by ", h("code", {}, "flatrender demo --keep"), "). It stays in this tab only."),
     error,
-    h("button", { type: "submit" }, "Sign in"));
-  form.addEventListener("submit", async (e) => {
+    h("button", { type: "submit" }, "Use this token"));
+  byToken.addEventListener("submit", async (e) => {
     e.preventDefault();
     api.setToken(field.value);
     signingIn = true;
@@ -48,8 +71,8 @@ function signInPage() {
       field.focus();
     }
   });
-  replace(main, form);
-  field.focus();
+  replace(main, byPassword, byToken);
+  email.focus();
   return () => {};
 }
 

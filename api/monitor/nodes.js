@@ -28,7 +28,12 @@ export function nodesPage(main) {
       const b = h("button", { type: "button", "aria-label": `${label} ${n.name}` }, label);
       b.addEventListener("click", () => act(b, async () => {
         await api.post(`/v1/nodes/${n.id}/${path}`);
-        await load();
+        // Accepted: shown at once (the read models follow within moments).
+        const availability = { drain: "draining", enable: "enabled", disable: "disabled" }[path];
+        const status = availability === "enabled" ? n.connectivity : availability;
+        pending.set(n.id, { availability, status });
+        show();
+        setTimeout(load, 1000);
       }));
       return b;
     };
@@ -39,16 +44,46 @@ export function nodesPage(main) {
     ];
   }
 
+  // Changes accepted but not yet in the read models: node id → fields.
+  const pending = new Map();
+  let items = [];
+
+  let alive = true;
   async function load() {
+    if (!alive) return;
     try {
-      const items = [];
+      const fresh = [];
       for (let page = 1; ; page++) {
         const list = await api.get(`/v1/nodes?page=${page}&page_size=100`);
-        items.push(...list.items);
-        if (items.length >= list.total || !list.items.length) break;
+        fresh.push(...list.items);
+        if (fresh.length >= list.total || !list.items.length) break;
       }
-      replace(count, `${items.length} node${items.length === 1 ? "" : "s"}`);
-      replace(tbody, items.length ? items.map((n) => h("tr", { dataset: { node: n.id } },
+      if (!alive) return;
+      items = fresh;
+      let stale = false;
+      for (const n of items) {
+        const p = pending.get(n.id);
+        if (!p) continue;
+        if (n.availability === p.availability) pending.delete(n.id);
+        else stale = true;
+      }
+      if (stale) setTimeout(load, 1000);
+      show();
+    } catch (err) {
+      if (err.status === 403) {
+        replace(main, h("h1", {}, "Nodes"),
+          h("p", {}, "Nodes are shown to operators only (a user created with ", h("code", {}, "--role operator"), ")."));
+      } else {
+        tell(err.message);
+      }
+    }
+  }
+
+  function show() {
+    {
+      const shown = items.map((n) => ({ ...n, ...(pending.get(n.id) || {}) }));
+      replace(count, `${shown.length} node${shown.length === 1 ? "" : "s"}`);
+      replace(tbody, shown.length ? shown.map((n) => h("tr", { dataset: { node: n.id } },
         h("th", { scope: "row" }, n.name),
         h("td", {}, badge(n.status)),
         h("td", {}, capabilities(n.capabilities)),
@@ -57,13 +92,6 @@ export function nodesPage(main) {
           : "idle"),
         h("td", {}, when(n.last_seen_at)),
         h("td", { class: "actions" }, actions(n)))) : h("tr", {}, h("td", { colspan: "6" }, "No nodes.")));
-    } catch (err) {
-      if (err.status === 403) {
-        replace(main, h("h1", {}, "Nodes"),
-          h("p", {}, "Nodes are shown to operators only (a user created with ", h("code", {}, "--role operator"), ")."));
-      } else {
-        tell(err.message);
-      }
     }
   }
   reload.addEventListener("click", () => act(reload, load));
@@ -78,5 +106,5 @@ export function nodesPage(main) {
           .map((c) => h("th", { scope: "col" }, c)))),
         tbody)));
   load();
-  return () => {};
+  return () => { alive = false; };
 }

@@ -47,6 +47,9 @@ pub struct Kept {
     pub server_url: String,
     /// A token of the demo tenant's operator (valid for 7 days).
     pub token: String,
+    /// The operator's e-mail address and (random) password, for the
+    /// monitor's sign-in page.
+    pub sign_in: (String, String),
     agents: Agents,
     ticker: tokio::task::JoinHandle<()>,
     server: tokio::task::JoinHandle<()>,
@@ -384,6 +387,10 @@ pub async fn run(config: DemoConfig, agent_exe: &Path) -> anyhow::Result<DemoSum
             chrono::Utc::now(),
         )
         .await?;
+        let mut random = [0u8; 9];
+        getrandom::fill(&mut random).context("a random password")?;
+        let password = hex::encode(random);
+        crate::users::set_password(&store, user.as_uuid(), &password, chrono::Utc::now()).await?;
         let token = jwt
             .issue(
                 user.as_uuid(),
@@ -396,6 +403,7 @@ pub async fn run(config: DemoConfig, agent_exe: &Path) -> anyhow::Result<DemoSum
             monitor_url: format!("http://{address}/monitor/"),
             server_url: format!("http://{address}"),
             token,
+            sign_in: ("operator@demo.example".into(), password),
             agents: std::mem::replace(&mut agents, Agents(Vec::new())),
             ticker,
             server,

@@ -138,3 +138,98 @@ impl AnyStore {
         Ok(done)
     }
 }
+
+/// A user's password verifier (an argon2id PHC string, never the
+/// password). `Debug` never shows the verifier.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserPassword {
+    /// The user.
+    pub user_id: Uuid,
+    /// The user's tenant.
+    pub tenant_id: Uuid,
+    /// The user's e-mail address, lower case.
+    pub email: String,
+    /// The verifier.
+    pub verifier: String,
+}
+
+impl std::fmt::Debug for UserPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserPassword")
+            .field("user_id", &self.user_id)
+            .field("tenant_id", &self.tenant_id)
+            .field("email", &self.email)
+            .field("verifier", &"**redacted**")
+            .finish()
+    }
+}
+
+impl AnyStore {
+    /// Sets a user's password verifier (replacing an earlier one). Another
+    /// user with a password and the same e-mail address is a conflict.
+    pub async fn set_user_password(
+        &self,
+        p: &UserPassword,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Postgres(s) => {
+                sqlx::query(
+                    "INSERT INTO user_passwords (user_id, tenant_id, email, verifier, set_at) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (user_id) DO UPDATE SET email = EXCLUDED.email, verifier = EXCLUDED.verifier, set_at = EXCLUDED.set_at",
+                )
+                .bind(p.user_id)
+                .bind(p.tenant_id)
+                .bind(&p.email)
+                .bind(&p.verifier)
+                .bind(at)
+                .execute(s.pool())
+                .await?;
+            }
+            AnyStore::Sqlite(s) => {
+                s.with_writer(async |conn| {
+                    sqlx::query(
+                        "INSERT INTO user_passwords (user_id, tenant_id, email, verifier, set_at) VALUES (?, ?, ?, ?, ?) \
+                         ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, verifier = excluded.verifier, set_at = excluded.set_at",
+                    )
+                    .bind(p.user_id)
+                    .bind(p.tenant_id)
+                    .bind(&p.email)
+                    .bind(&p.verifier)
+                    .bind(format_time(at))
+                    .execute(&mut *conn)
+                    .await
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The password verifier of the user with this e-mail address (lower
+    /// case), if one was set.
+    pub async fn user_password(&self, email: &str) -> Result<Option<UserPassword>, StoreError> {
+        let row: Option<(Uuid, Uuid, String, String)> = match self {
+            AnyStore::Postgres(s) => sqlx::query_as(
+                "SELECT user_id, tenant_id, email, verifier FROM user_passwords WHERE email = $1",
+            )
+            .bind(email)
+            .fetch_optional(s.pool())
+            .await?,
+            AnyStore::Sqlite(s) => sqlx::query_as(
+                "SELECT user_id, tenant_id, email, verifier FROM user_passwords WHERE email = ?",
+            )
+            .bind(email)
+            .fetch_optional(s.readers())
+            .await?,
+        };
+        Ok(
+            row.map(|(user_id, tenant_id, email, verifier)| UserPassword {
+                user_id,
+                tenant_id,
+                email,
+                verifier,
+            }),
+        )
+    }
+}

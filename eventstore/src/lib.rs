@@ -19,7 +19,7 @@ pub mod task;
 pub use any::AnyStore;
 pub use audit::{AuditProblem, AuditReport, ExportScope, export_jsonl, verify_all};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use credentials::NodeKey;
+pub use credentials::{NodeKey, UserPassword};
 pub use error::StoreError;
 pub use event::{
     Actor, AppendRequest, AppendResult, AsOf, EventMetadata, ExpectedVersion, NewEvent,

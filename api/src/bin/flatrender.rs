@@ -128,9 +128,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     email,
                     name,
                     role,
+                    password_stdin,
                     storage,
                 },
         } => {
+            // The password first: a bad one registers nobody.
+            let password = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                let line = line.trim_end_matches(['\r', '\n']).to_string();
+                let chars = line.chars().count();
+                if !(api::users::MIN_PASSWORD_CHARS..=1024).contains(&chars) {
+                    anyhow::bail!(
+                        "a password has {} to 1024 characters",
+                        api::users::MIN_PASSWORD_CHARS
+                    );
+                }
+                Some(line)
+            } else {
+                None
+            };
             let store = storage.open_store().await?;
             let role: domain::identity::Role = serde_json::from_value(serde_json::json!(role))?;
             let user = api::users::create(
@@ -142,6 +159,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 chrono::Utc::now(),
             )
             .await?;
+            if let Some(password) = password {
+                api::users::set_password(&store, user.as_uuid(), &password, chrono::Utc::now())
+                    .await?;
+            }
             say!("user_id = \"{user}\"");
             Ok(ExitCode::SUCCESS)
         }
@@ -248,7 +269,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 say!();
                 say!("Monitor: {}", kept.monitor_url);
                 say!("Server:  {}", kept.server_url);
-                say!("Sign in with this operator's token (valid 7 days):");
+                say!(
+                    "Sign in as {} with the password {}",
+                    kept.sign_in.0,
+                    kept.sign_in.1
+                );
+                say!("or with this operator's token (valid 7 days):");
                 say!("{}", kept.token);
                 say!("Serving until Ctrl-C.");
                 let mut term =

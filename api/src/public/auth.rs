@@ -346,6 +346,8 @@ pub struct Auth {
     pub limit: RateLimit,
     /// Whether a token's user is (still) a user of its tenant.
     pub users: crate::users::UserCheck,
+    /// Failed password sign-ins per address.
+    pub sign_ins: SignInLimit,
 }
 
 impl Auth {
@@ -355,6 +357,120 @@ impl Auth {
             jwt,
             limit,
             users: crate::users::UserCheck::default(),
+            sign_ins: SignInLimit::default(),
         })
     }
+}
+
+/// Failed password sign-ins per e-mail address: after [`SignInLimit::FAILURES`]
+/// within [`SignInLimit::WINDOW`], the address is refused (429) until the
+/// window has passed, whatever the password: guessing costs the guesser
+/// time, not the server.
+#[derive(Debug, Default)]
+pub struct SignInLimit {
+    failures: Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+impl SignInLimit {
+    /// Failures allowed within the window.
+    pub const FAILURES: u32 = 5;
+    /// The window.
+    pub const WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
+
+    /// `Err(seconds to wait)` while the address is locked out.
+    pub fn check(&self, email: &str) -> Result<(), u64> {
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        match failures.get(email) {
+            Some((n, since)) if *n >= Self::FAILURES && since.elapsed() < Self::WINDOW => {
+                Err((Self::WINDOW - since.elapsed()).as_secs().max(1))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a failure.
+    pub fn fail(&self, email: &str) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if failures.len() > 100_000 {
+            failures.retain(|_, (_, since)| since.elapsed() < Self::WINDOW);
+        }
+        let entry = failures
+            .entry(email.to_string())
+            .or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= Self::WINDOW {
+            *entry = (0, Instant::now());
+        }
+        entry.0 += 1;
+    }
+
+    /// Forgets the failures of an address that signed in.
+    pub fn clear(&self, email: &str) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures.remove(email);
+    }
+}
+
+/// How long a token from a password sign-in is valid.
+pub const SIGN_IN_TOKEN_HOURS: i64 = 12;
+
+/// `POST /v1/auth/token`'s body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignIn {
+    email: String,
+    password: String,
+}
+
+/// `POST /v1/auth/token`: an access token for a user's e-mail address and
+/// password (users whose password was set with `flatrender user create
+/// --password-stdin`). A wrong password, an unknown address and a removed
+/// user get the same 401.
+pub async fn sign_in(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    body: Result<axum::Json<SignIn>, axum::extract::rejection::JsonRejection>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let b = super::body(body)?;
+    if b.email.len() > 254 {
+        return Err(super::field("email", "at most 254 bytes"));
+    }
+    if b.password.len() > 4096 {
+        return Err(super::field("password", "at most 4096 bytes"));
+    }
+    let email = b.email.trim().to_lowercase();
+    state
+        .auth
+        .sign_ins
+        .check(&email)
+        .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
+    let who = crate::users::sign_in(&state.store, &email, &b.password)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.into()))?;
+    let Some((user, tenant, role)) = who else {
+        state.auth.sign_ins.fail(&email);
+        return Err(ApiError::Unauthorized(
+            "the e-mail address or the password is wrong",
+        ));
+    };
+    state.auth.sign_ins.clear(&email);
+    let lifetime = chrono::Duration::hours(SIGN_IN_TOKEN_HOURS);
+    let token = state
+        .auth
+        .jwt
+        .issue(user, tenant.as_uuid(), role, lifetime)
+        .ok_or_else(|| ApiError::Unprocessable {
+            code: "sign_in_unavailable",
+            message:
+                "this server checks tokens from an identity provider and issues none: sign in there"
+                    .into(),
+            details: serde_json::json!({}),
+        })?;
+    let expires_at = chrono::Utc::now() + lifetime;
+    Ok(axum::Json(serde_json::json!({
+        "token": token,
+        "token_type": "Bearer",
+        "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "user_id": user,
+        "tenant_id": tenant.as_uuid(),
+        "role": role,
+    })))
 }

@@ -28,6 +28,7 @@ use crate::error::ApiError;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/openapi.json", get(openapi))
+        .route("/v1/auth/token", post(auth::sign_in))
         .route("/v1/files", post(files::upload))
         .route("/v1/files/{file_id}", get(files::metadata))
         .route("/v1/files/{file_id}/content", get(files::download))

@@ -426,6 +426,7 @@ fn routes_with_ids(render: &str, scene: &str) -> Vec<(&'static str, &'static str
         ),
         ("GET", "/v1/tenant", "/v1/tenant".into()),
         ("GET", "/v1/tenant/usage", "/v1/tenant/usage".into()),
+        ("POST", "/v1/auth/token", "/v1/auth/token".into()),
         (
             "GET",
             "/v1/renders/{render_id}/frames/{frame}/thumbnail",
@@ -1003,7 +1004,35 @@ async fn every_documented_operation_answers_as_documented() {
             .body(Body::empty())
             .unwrap()
     };
+    let user = api::users::create(
+        &api.state.store,
+        domain::TenantId::new(api.a).unwrap(),
+        "signs-in@example.com",
+        "Signs in",
+        Role::Member,
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    api::users::set_password(
+        &api.state.store,
+        user.as_uuid(),
+        "correct horse battery",
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    let sign_in = |password: &str| {
+        Request::post("/v1/auth/token")
+            .header("content-type", "application/json")
+            .body(Body::from(
+                json!({ "email": "signs-in@example.com", "password": password }).to_string(),
+            ))
+            .unwrap()
+    };
     let cases: Vec<(&str, Request<Body>)> = vec![
+        ("signIn", sign_in("correct horse battery")),
+        ("signIn", sign_in("wrong")),
         (
             "getRenderFrameThumbnail",
             req(
@@ -1598,4 +1627,149 @@ async fn a_frame_thumbnail_is_a_small_png_cached_by_content() {
         )
         .await;
     assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
+async fn a_password_signs_in_and_guesses_are_refused() {
+    let api = Api::new().await;
+    let tenant = domain::TenantId::new(api.a).unwrap();
+    let now = chrono::Utc::now();
+    let user = api::users::create(
+        &api.state.store,
+        tenant,
+        "Ann@Example.com",
+        "Ann",
+        Role::Admin,
+        now,
+    )
+    .await
+    .unwrap();
+    let password = "a long enough passphrase";
+    // Too short: refused, nothing stored.
+    assert!(matches!(
+        api::users::set_password(&api.state.store, user.as_uuid(), "short", now).await,
+        Err(api::users::PasswordError::Length)
+    ));
+    assert!(
+        api.state
+            .store
+            .user_password("ann@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let before = api.events().await;
+    api::users::set_password(&api.state.store, user.as_uuid(), password, now)
+        .await
+        .unwrap();
+    // The password is kept beside the log: nothing appended, nothing in it.
+    assert_eq!(api.events().await, before);
+    let log = api.state.store.read_all(0, 100_000).await.unwrap();
+    let text = serde_json::to_string(&log.iter().map(|e| &e.payload).collect::<Vec<_>>()).unwrap();
+    assert!(!text.contains(password) && !text.contains("argon2"));
+    // Another user with the same address cannot take it.
+    let other = api::users::create(
+        &api.state.store,
+        domain::TenantId::new(api.b).unwrap(),
+        "ann@example.com",
+        "Ann B",
+        Role::Member,
+        now,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        api::users::set_password(
+            &api.state.store,
+            other.as_uuid(),
+            "another passphrase!",
+            now
+        )
+        .await,
+        Err(api::users::PasswordError::EmailTaken(_))
+    ));
+
+    let sign_in = |email: &str, password: &str| {
+        Request::post("/v1/auth/token")
+            .header("content-type", "application/json")
+            .body(Body::from(
+                json!({ "email": email, "password": password }).to_string(),
+            ))
+            .unwrap()
+    };
+    // Right password (any case of the address): a token that works.
+    let (status, body, _) = api.send(sign_in(" ANN@example.com ", password)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["tenant_id"], api.a.to_string());
+    assert_eq!(body["role"], "admin");
+    let token = body["token"].as_str().unwrap();
+    let (status, tenant_body, _) = api
+        .send(
+            Request::get("/v1/tenant")
+                .header("authorization", format!("Bearer {token}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{tenant_body}");
+    assert_eq!(tenant_body["id"], api.a.to_string());
+    // A wrong password and an unknown address answer the same.
+    let (status, wrong, _) = api.send(sign_in("ann@example.com", "not it at all")).await;
+    assert_error(status, &wrong, StatusCode::UNAUTHORIZED, "unauthorized");
+    let (status, unknown, _) = api.send(sign_in("nobody@example.com", password)).await;
+    assert_error(status, &unknown, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_eq!(wrong["error"]["message"], unknown["error"]["message"]);
+    // Guessing: after 5 failures the address is refused, even with the right password.
+    for _ in 1..api::public::auth::SignInLimit::FAILURES {
+        let (status, _, _) = api
+            .send(sign_in("ann@example.com", "guess guess guess"))
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, limited, _) = api.send(sign_in("ann@example.com", password)).await;
+    assert_error(
+        status,
+        &limited,
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+    );
+    // A removed user cannot sign in.
+    api::users::set_password(&api.state.store, other.as_uuid(), "irrelevant here", now)
+        .await
+        .ok();
+    let bob = api::users::create(
+        &api.state.store,
+        tenant,
+        "bob@example.com",
+        "Bob",
+        Role::Member,
+        now,
+    )
+    .await
+    .unwrap();
+    api::users::set_password(&api.state.store, bob.as_uuid(), "bob's passphrase", now)
+        .await
+        .unwrap();
+    api::users::remove(&api.state.store, bob, now)
+        .await
+        .unwrap();
+    let (status, removed, _) = api
+        .send(sign_in("bob@example.com", "bob's passphrase"))
+        .await;
+    assert_error(status, &removed, StatusCode::UNAUTHORIZED, "unauthorized");
+    // Bad bodies get the error body.
+    let (status, body, _) = api
+        .send(
+            Request::post("/v1/auth/token")
+                .header("content-type", "application/json")
+                .body(Body::from(r#"{"email": "ann@example.com"}"#))
+                .unwrap(),
+        )
+        .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_body",
+    );
 }

@@ -30,6 +30,32 @@ fn cli(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     )
 }
 
+/// Runs `flatrender` with `input` on its standard input.
+fn cli_with_input(args: &[&str], env: &[(&str, &str)], input: &str) -> (bool, String, String) {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flatrender"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 fn field(out: &str, name: &str) -> String {
     out.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} = \"")))
@@ -85,6 +111,49 @@ async fn a_studio_renders_through_the_cli_against_a_remote_server_on_postgres() 
     );
     assert!(ok, "{err}");
     let user = field(&out, "user_id");
+    // A user with a password (from standard input, never the command line)
+    // signs in over HTTP; too short a password registers nobody.
+    let create = |email: &str, password: &str| {
+        cli_with_input(
+            &[
+                "user",
+                "create",
+                "--tenant",
+                &tenant,
+                "--email",
+                email,
+                "--role",
+                "operator",
+                "--password-stdin",
+            ],
+            &operator,
+            &format!("{password}\n"),
+        )
+    };
+    let (ok, _, err) = create("short@example.com", "too short");
+    assert!(!ok && err.contains("12 to 1024 characters"), "{err}");
+    let (ok, out, err) = create("ops@example.com", "a passphrase for the farm");
+    assert!(ok, "{err}");
+    let operator_id = field(&out, "user_id");
+    let signed_in: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/v1/auth/token", serve.url))
+        .json(&serde_json::json!({ "email": "ops@example.com", "password": "a passphrase for the farm" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(signed_in["user_id"], operator_id, "{signed_in}");
+    assert_eq!(signed_in["role"], "operator");
+    // The operator's token reaches the farm's nodes (a member's would not).
+    let nodes = reqwest::Client::new()
+        .get(format!("{}/v1/nodes", serve.url))
+        .bearer_auth(signed_in["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(nodes.status(), 200);
     let (ok, token, err) = cli(&["token", "issue", "--user", &user], &operator);
     assert!(ok, "{err}");
     let token = token.trim().to_string();

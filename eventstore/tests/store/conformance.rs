@@ -52,6 +52,7 @@ all_backends!(
     audit_verifies_the_whole_store_and_finds_tampering,
     history_exports_as_json_lines,
     node_keys_are_stored_beside_the_log_and_revocable,
+    user_passwords_are_stored_beside_the_log_unique_by_email,
     append_many_gives_each_request_its_own_result,
     a_large_append_many_reports_the_positions_it_stored,
     node_liveness_is_shared_and_only_moves_forward,
@@ -878,6 +879,52 @@ pub async fn node_keys_are_stored_beside_the_log_and_revocable(db: &TestDb) {
     assert!(db.store.node_key(node, second).await.unwrap().is_some());
     // Secrets never print, and never reach the event log.
     assert!(!format!("{:?}", key(first, 7)).contains("7, 7"));
+    assert!(all_events(db, 0).await.is_empty());
+}
+
+pub async fn user_passwords_are_stored_beside_the_log_unique_by_email(db: &TestDb) {
+    let row = |user_id, email: &str, verifier: &str| eventstore::UserPassword {
+        user_id,
+        tenant_id: Uuid::from_u128(7),
+        email: email.into(),
+        verifier: verifier.into(),
+    };
+    let (ann, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    assert_eq!(
+        db.store.user_password("ann@example.com").await.unwrap(),
+        None
+    );
+    db.store
+        .set_user_password(&row(ann, "ann@example.com", "$argon2id$one"), t0())
+        .await
+        .unwrap();
+    assert_eq!(
+        db.store.user_password("ann@example.com").await.unwrap(),
+        Some(row(ann, "ann@example.com", "$argon2id$one"))
+    );
+    // Set again: replaced, not duplicated.
+    db.store
+        .set_user_password(&row(ann, "ann@example.com", "$argon2id$two"), t0())
+        .await
+        .unwrap();
+    assert_eq!(
+        db.store
+            .user_password("ann@example.com")
+            .await
+            .unwrap()
+            .unwrap()
+            .verifier,
+        "$argon2id$two"
+    );
+    // Another user with the same address is refused.
+    assert!(
+        db.store
+            .set_user_password(&row(bob, "ann@example.com", "$argon2id$x"), t0())
+            .await
+            .is_err()
+    );
+    // Verifiers never print, and never reach the event log.
+    assert!(!format!("{:?}", row(ann, "a@b.c", "$argon2id$secret")).contains("secret"));
     assert!(all_events(db, 0).await.is_empty());
 }
 

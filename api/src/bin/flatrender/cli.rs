@@ -89,6 +89,11 @@ pub(crate) enum UserCommand {
         /// manages the farm's nodes).
         #[arg(long, default_value = "member", value_parser = ["admin", "member", "auditor", "operator"])]
         role: String,
+        /// Read a password (one line, at least 12 characters) from standard
+        /// input: the user can then sign in with it (`POST /v1/auth/token`,
+        /// the web monitor's sign-in page). Never on the command line.
+        #[arg(long)]
+        password_stdin: bool,
         #[command(flatten)]
         storage: StorageConfig,
     },
