@@ -195,6 +195,16 @@ try {
   assert.equal(await page.locator("table.renders img").count(), 0, "no <img> element was created");
   await accessible(page, "renders");
   await shot(page, "2-renders");
+  // An operator may list every tenant's renders, with their tenant.
+  await page.check("#filter-all");
+  await page.click("form.filters button[type=submit]");
+  await page.waitForSelector("table.renders thead th:text('Tenant')");
+  await page.waitForSelector(`tr[data-render="${xss.id}"] td.mono`);
+  assert.equal(await page.getAttribute(`tr[data-render="${xss.id}"] td.mono`, "title"), xss.tenant_id ?? (await api.get(`/v1/renders/${xss.id}`)).tenant_id);
+  await accessible(page, "renders (every tenant)");
+  await page.uncheck("#filter-all");
+  await page.click("form.filters button[type=submit]");
+  await page.waitForSelector("table.renders thead th:text('Tenant')", { state: "detached" });
 
   step("submit a render from the form and watch its frames turn done live");
   await page.click("details.submit summary");

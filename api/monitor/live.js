@@ -13,9 +13,11 @@ export function onConnection(f) {
 }
 
 export class Live {
-  /** path: "/v1/ws/renders" or "/v1/ws/renders/<id>"; handle(message). */
-  constructor(path, handle) {
+  /** path: "/v1/ws/renders" or "/v1/ws/renders/<id>"; handle(message);
+   * extra query parameters (all_tenants). */
+  constructor(path, handle, extra = {}) {
     this.path = path;
+    this.extra = extra;
     this.handle = handle;
     this.position = null;
     this.closed = false;
@@ -26,7 +28,7 @@ export class Live {
 
   url() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const q = new URLSearchParams({ token: token() || "" });
+    const q = new URLSearchParams({ token: token() || "", ...this.extra });
     if (this.position !== null) q.set("after", String(this.position));
     return `${scheme}//${location.host}${this.path}?${q}`;
   }

@@ -96,22 +96,31 @@ function submitForm(done) {
 
 export function rendersPage(main) {
   document.title = "Renders · FlatRender";
-  let filter = { status: "", name: "", page: 1 };
+  const operator = (api.claims() || {}).role === "operator";
+  let filter = { status: "", name: "", page: 1, all: false };
   let rows = new Map(); // id → {render, tr}
   const tbody = h("tbody");
+  const columns = () => ["Name", "Status", "Progress", "Frames", filter.all ? "Tenant" : null, "Priority", "Cost",
+    "Submitted", "Updated", "Actions"].filter(Boolean);
+  const head = h("thead", {}, h("tr", {}, columns().map((c) => h("th", { scope: "col" }, c))));
   const pager = h("nav", { class: "pager", "aria-label": "Pages of renders" });
   const count = h("p", { class: "count", role: "status" });
 
   const status = h("select", { id: "filter-status" },
     STATUSES.map((s) => h("option", { value: s }, s || "any")));
   const name = h("input", { id: "filter-name", type: "search", placeholder: "part of a name" });
+  const everyTenant = operator ? h("input", { id: "filter-all", type: "checkbox" }) : null;
   const filters = h("form", { class: "filters", role: "search", "aria-label": "Filter renders" },
     h("label", { for: "filter-status" }, "Status"), status,
     h("label", { for: "filter-name" }, "Name contains"), name,
+    everyTenant ? [everyTenant, h("label", { for: "filter-all" }, "Every tenant")] : null,
     h("button", { type: "submit" }, "Filter"));
   filters.addEventListener("submit", (e) => {
     e.preventDefault();
-    filter = { status: status.value, name: name.value.trim(), page: 1 };
+    const all = Boolean(everyTenant && everyTenant.checked);
+    const changed = all !== filter.all;
+    filter = { status: status.value, name: name.value.trim(), page: 1, all };
+    if (changed) connect();
     load();
   });
 
@@ -122,6 +131,7 @@ export function rendersPage(main) {
       h("td", {}, badge(r.status)),
       h("td", {}, bar(r.progress ?? (r.frames_total ? r.frames_done / r.frames_total : 0), `progress of ${r.name}`)),
       h("td", { class: "num" }, `${r.frames_done}/${r.frames_total}`),
+      filter.all ? h("td", { class: "mono", title: r.tenant_id }, String(r.tenant_id).slice(0, 8)) : null,
       h("td", { class: "num" }, String(r.priority)),
       h("td", { class: "num" }, money(r.cost_minor)),
       h("td", {}, when(r.submitted_at)),
@@ -144,11 +154,13 @@ export function rendersPage(main) {
     const q = new URLSearchParams({ page: String(filter.page), page_size: String(PAGE_SIZE) });
     if (filter.status) q.set("status", filter.status);
     if (filter.name) q.set("name_contains", filter.name);
+    if (filter.all) q.set("all_tenants", "true");
     try {
       const list = await api.get(`/v1/renders?${q}`);
       rows = new Map();
       replace(tbody, list.items.map(put));
-      if (!list.items.length) replace(tbody, h("tr", {}, h("td", { colspan: "9" }, "No renders.")));
+      replace(head, h("tr", {}, columns().map((c) => h("th", { scope: "col" }, c))));
+      if (!list.items.length) replace(tbody, h("tr", {}, h("td", { colspan: String(columns().length) }, "No renders.")));
       const pages = Math.max(1, Math.ceil(list.total / PAGE_SIZE));
       replace(count, `${list.total} render${list.total === 1 ? "" : "s"}`);
       const go = (p, label) => {
@@ -167,7 +179,12 @@ export function rendersPage(main) {
   // reloads the page of the table (once per second at most).
   let reload = null;
   const soon = () => { if (!reload) reload = setTimeout(() => { reload = null; load(); }, 1000); };
-  const live = new Live("/v1/ws/renders", (m) => {
+  let live = null;
+  const connect = () => {
+    if (live) live.close();
+    live = new Live("/v1/ws/renders", onMessage, filter.all ? { all_tenants: "true" } : {});
+  };
+  const onMessage = (m) => {
     if (m.type === "snapshot") { soon(); return; }
     const entry = rows.get(m.render_id);
     if (!entry) { if (m.type === "render.status") soon(); return; }
@@ -181,7 +198,8 @@ export function rendersPage(main) {
     } else if (m.type === "task.failed") soon();
     else return;
     put(r);
-  });
+  };
+  connect();
 
   const form = submitForm((render) => { location.hash = `#/renders/${render.id}`; });
   replace(main,
@@ -190,10 +208,8 @@ export function rendersPage(main) {
     count,
     h("div", { class: "table-wrap" },
       h("table", { class: "renders" },
-        h("caption", { class: "visually-hidden" }, "Renders of your tenant"),
-        h("thead", {}, h("tr", {},
-          ["Name", "Status", "Progress", "Frames", "Priority", "Cost", "Submitted", "Updated", "Actions"]
-            .map((c) => h("th", { scope: "col" }, c)))),
+        h("caption", { class: "visually-hidden" }, "Renders"),
+        head,
         tbody)),
     pager,
     h("details", { class: "submit" }, h("summary", {}, "Submit a render"), form));

@@ -309,12 +309,24 @@ impl Orchestrator {
     /// A tenant's jobs that have not finished (active or paused), oldest
     /// first, at most `limit`.
     pub async fn unfinished_jobs(&self, tenant_id: TenantId, limit: usize) -> Vec<JobId> {
+        self.unfinished_jobs_of(Some(tenant_id), limit).await
+    }
+
+    /// The unfinished jobs of `tenant_id`, or of every tenant (`None`: the
+    /// farm, for operators), oldest first, at most `limit`.
+    pub async fn unfinished_jobs_of(
+        &self,
+        tenant_id: Option<TenantId>,
+        limit: usize,
+    ) -> Vec<JobId> {
         let st = self.inner.state.lock().await;
         let mut jobs: Vec<(chrono::DateTime<chrono::Utc>, JobId)> = st
             .jobs
             .iter()
             .filter(|(_, j)| {
-                j.job.submission().is_some_and(|s| s.tenant_id == tenant_id)
+                j.job
+                    .submission()
+                    .is_some_and(|s| tenant_id.is_none_or(|t| s.tenant_id == t))
                     && matches!(j.job.status(), JobStatus::Active | JobStatus::Paused)
             })
             .map(|(id, j)| (j.submitted_at, *id))

@@ -107,6 +107,17 @@ pub async fn render(
     Ok(found.into_iter().next())
 }
 
+/// A render of any tenant, by id (for the farm's operators only: every
+/// other read names the tenant).
+pub async fn render_of_any_tenant(
+    store: &AnyStore,
+    render: uuid::Uuid,
+) -> Result<Option<RenderRow>, ProjectionError> {
+    let found =
+        rows::<RenderRow>(store, "render_id = $1", &[Param::Text(render.to_string())]).await?;
+    Ok(found.into_iter().next())
+}
+
 /// One tenant.
 pub async fn tenant(
     store: &AnyStore,

@@ -56,6 +56,8 @@ pub enum Topic {
     Render(Uuid),
     /// Every render of one tenant.
     Tenant(Uuid),
+    /// Every render of every tenant (the farm's operators).
+    Farm,
 }
 
 #[derive(Debug, Default)]
@@ -180,6 +182,7 @@ impl Live {
             if let Some(tenant) = tenant {
                 channels.send(Topic::Tenant(tenant), &message);
             }
+            channels.send(Topic::Farm, &message);
         }
         channels.position = last;
         drop(channels);
@@ -195,7 +198,7 @@ impl Live {
             return;
         }
         let mut channels = lock(&self.inner.channels);
-        let topics = [Topic::Render(render), Topic::Tenant(tenant)];
+        let topics = [Topic::Render(render), Topic::Tenant(tenant), Topic::Farm];
         if !topics.iter().any(|t| channels.topics.contains_key(t)) {
             return;
         }

@@ -28,10 +28,11 @@ pub async fn attempts(
     Path((render, task)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let render_id = super::render_of(&state, &caller, &render).await?;
+    let tenant = super::scope_of(&state, &caller, render_id).await?;
     let task_id = id(&task, "task_id")?;
     let found = state
         .logs
-        .attempts(caller.tenant_id.as_uuid(), render_id, task_id)
+        .attempts(tenant.as_uuid(), render_id, task_id)
         .await
         .map_err(|e| ApiError::Internal(e.into()))?;
     let items: Vec<Value> = found
@@ -76,7 +77,7 @@ pub async fn log(
         .logs
         .read(
             Attempt {
-                tenant_id: caller.tenant_id.as_uuid(),
+                tenant_id: super::scope_of(&state, &caller, render_id).await?.as_uuid(),
                 render_id,
                 task_id,
                 attempt,

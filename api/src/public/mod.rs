@@ -177,24 +177,51 @@ pub(crate) fn page_of(
     json!({ "items": items, "page": page, "page_size": size, "total": total })
 }
 
-/// A render of the caller's tenant, or 404: the scheduler's view knows a
-/// render the moment it is submitted, the read model the renders the view
-/// no longer holds.
+/// The tenant a request about `render_id` is scoped to: the caller's
+/// tenant, except for the farm's operators, who may see every tenant's
+/// renders (the render's own tenant, if it exists).
+pub(crate) async fn scope_of(
+    state: &AppState,
+    caller: &auth::Caller,
+    render_id: uuid::Uuid,
+) -> Result<domain::TenantId, ApiError> {
+    if caller.role != domain::identity::Role::Operator {
+        return Ok(caller.tenant_id);
+    }
+    let Ok(job) = domain::JobId::new(render_id) else {
+        return Ok(caller.tenant_id);
+    };
+    if let Some(tenant) = state.orchestrator.tenant_of(job).await {
+        return Ok(tenant);
+    }
+    let row = projections::query::render_of_any_tenant(&state.store, render_id)
+        .await
+        .map_err(read_failed)?;
+    Ok(row
+        .and_then(|r| r.tenant_id.parse().ok())
+        .and_then(|t| domain::TenantId::new(t).ok())
+        .unwrap_or(caller.tenant_id))
+}
+
+/// A render of the caller's tenant (any tenant's for operators), or 404:
+/// the scheduler's view knows a render the moment it is submitted, the
+/// read model the renders the view no longer holds.
 pub(crate) async fn render_of(
     state: &AppState,
     caller: &auth::Caller,
     render: &str,
 ) -> Result<uuid::Uuid, ApiError> {
     let render_id = id(render, "render_id")?;
+    let scope = scope_of(state, caller, render_id).await?;
     let job = domain::JobId::new(render_id).map_err(|_| ApiError::NotFound)?;
     let tenant = match state.orchestrator.tenant_of(job).await {
         Some(t) => Some(t),
-        None => projections::query::render(&state.store, caller.tenant_id.as_uuid(), render_id)
+        None => projections::query::render(&state.store, scope.as_uuid(), render_id)
             .await
             .map_err(read_failed)?
-            .map(|_| caller.tenant_id),
+            .map(|_| scope),
     };
-    if tenant == Some(caller.tenant_id) {
+    if tenant == Some(scope) {
         Ok(render_id)
     } else {
         Err(ApiError::NotFound)

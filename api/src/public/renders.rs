@@ -78,6 +78,7 @@ struct TaskCounts {
 #[derive(Debug, Serialize)]
 pub(crate) struct RenderView<'a> {
     id: &'a str,
+    tenant_id: &'a str,
     name: &'a str,
     status: &'a str,
     priority: i64,
@@ -111,6 +112,7 @@ fn render_view(r: &RenderRow) -> RenderView<'_> {
     let spec: Spec = serde_json::from_str(&r.spec).unwrap_or_default();
     RenderView {
         id: &r.render_id,
+        tenant_id: &r.tenant_id,
         name: &r.name,
         status: &r.status,
         priority: r.priority,
@@ -193,7 +195,8 @@ pub(crate) async fn owned(
     render: &str,
 ) -> Result<RenderRow, ApiError> {
     let render = id(render, "render_id")?;
-    projections::query::render(&state.store, caller.tenant_id.as_uuid(), render)
+    let scope = super::scope_of(state, caller, render).await?;
+    projections::query::render(&state.store, scope.as_uuid(), render)
         .await
         .map_err(read_failed)?
         .ok_or(ApiError::NotFound)
@@ -203,6 +206,8 @@ pub(crate) async fn owned(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
+    /// Operators only: every tenant's renders.
+    all_tenants: Option<bool>,
     status: Option<String>,
     created_after: Option<String>,
     created_before: Option<String>,
@@ -225,8 +230,19 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let p = query(params)?;
     let paging = Page::checked(p.page, p.page_size)?;
-    let mut filter = "tenant_id = $1".to_string();
-    let mut params = vec![Param::Text(caller.tenant_id.to_string())];
+    let farm = p.all_tenants == Some(true);
+    if farm {
+        caller.operates()?;
+    }
+    let (mut filter, mut params) = if farm {
+        ("1 = 1".to_string(), Vec::new())
+    } else {
+        (
+            "tenant_id = $1".to_string(),
+            vec![Param::Text(caller.tenant_id.to_string())],
+        )
+    };
+    let base = params.len();
     let mut add = |clause: &str, value: Param| {
         params.push(value);
         filter.push_str(&format!(" AND {clause} ${}", params.len()));
@@ -261,7 +277,7 @@ pub async fn list(
         add("LOWER(name) LIKE", Param::Text(format!("%{escaped}%")));
         filter.push_str(" ESCAPE '\\'");
     }
-    let unfiltered = params.len() == 1;
+    let unfiltered = params.len() == base && !farm;
     let total = if unfiltered {
         // Kept by the projection: no count of every render of the tenant.
         projections::query::tenant(&state.store, caller.tenant_id.as_uuid())
@@ -425,11 +441,9 @@ async fn control(
 ) -> Result<Json<Value>, ApiError> {
     caller.may_change()?;
     let render = id(render, "render_id")?;
+    let scope = super::scope_of(state, caller, render).await?;
     let job = JobId::new(render).map_err(|_| ApiError::NotFound)?;
-    state
-        .orchestrator
-        .control(job, caller.tenant_id, command)
-        .await?;
+    state.orchestrator.control(job, scope, command).await?;
     let status = state
         .orchestrator
         .job_progress(job)

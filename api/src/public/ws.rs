@@ -65,12 +65,16 @@ pub mod close {
 pub struct WsParams {
     token: Option<String>,
     after: Option<i64>,
+    /// `GET /v1/ws/renders` only, operators only: every tenant's renders.
+    all_tenants: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy)]
 enum Scope {
     Render(Uuid),
     Tenant,
+    /// Every tenant's renders (operators).
+    Farm,
 }
 
 /// `GET /v1/ws/renders/{render_id}`.
@@ -80,7 +84,13 @@ pub async fn render(
     params: Result<Query<WsParams>, QueryRejection>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let (caller, after) = checked(&state, params).await?;
+    let (caller, after, all_tenants) = checked(&state, params).await?;
+    if all_tenants {
+        return Err(super::field(
+            "all_tenants",
+            "only GET /v1/ws/renders takes all_tenants",
+        ));
+    }
     let render_id = super::render_of(&state, &caller, &render).await?;
     upgraded(
         state,
@@ -97,14 +107,20 @@ pub async fn tenant(
     params: Result<Query<WsParams>, QueryRejection>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let (caller, after) = checked(&state, params).await?;
-    upgraded(state, upgrade, Scope::Tenant, caller.tenant_id, after)
+    let (caller, after, all_tenants) = checked(&state, params).await?;
+    let scope = if all_tenants {
+        caller.operates()?;
+        Scope::Farm
+    } else {
+        Scope::Tenant
+    };
+    upgraded(state, upgrade, scope, caller.tenant_id, after)
 }
 
 async fn checked(
     state: &AppState,
     params: Result<Query<WsParams>, QueryRejection>,
-) -> Result<(Caller, Option<i64>), ApiError> {
+) -> Result<(Caller, Option<i64>, bool), ApiError> {
     let p = query(params)?;
     let token = p
         .token
@@ -113,7 +129,7 @@ async fn checked(
     if p.after.is_some_and(|a| a < 0) {
         return Err(field("after", "after is a global position, 0 or more"));
     }
-    Ok((caller, p.after))
+    Ok((caller, p.after, p.all_tenants == Some(true)))
 }
 
 fn upgraded(
@@ -178,6 +194,7 @@ impl Session {
         match self.scope {
             Scope::Render(id) => Topic::Render(id),
             Scope::Tenant => Topic::Tenant(self.tenant.as_uuid()),
+            Scope::Farm => Topic::Farm,
         }
     }
 
@@ -186,6 +203,7 @@ impl Session {
             && match self.scope {
                 Scope::Render(id) => event.stream_id == id,
                 Scope::Tenant => event.tenant_id == Some(self.tenant.as_uuid()),
+                Scope::Farm => true,
             }
     }
 
@@ -279,11 +297,15 @@ impl Session {
                 let events = stream_until(&self.state.store, id, position).await?;
                 Ok(messages::render_snapshot(id, &events, position))
             }
-            Scope::Tenant => {
+            Scope::Tenant | Scope::Farm => {
+                let tenant = match self.scope {
+                    Scope::Farm => None,
+                    _ => Some(self.tenant),
+                };
                 let jobs = self
                     .state
                     .orchestrator
-                    .unfinished_jobs(self.tenant, SNAPSHOT_RENDERS)
+                    .unfinished_jobs_of(tenant, SNAPSHOT_RENDERS)
                     .await;
                 let mut renders = Vec::with_capacity(jobs.len());
                 for job in jobs {

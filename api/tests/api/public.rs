@@ -1773,3 +1773,80 @@ async fn a_password_signs_in_and_guesses_are_refused() {
         "invalid_body",
     );
 }
+
+#[tokio::test]
+async fn an_operator_lists_reads_and_controls_every_tenants_renders_and_others_cannot() {
+    let api = Api::new().await;
+    let scene_b = api.scene(api.b).await;
+    let (status, theirs) = api
+        .call(api.b, "POST", "/v1/renders", Some(render_body(&scene_b)))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{theirs}");
+    let theirs = theirs["id"].as_str().unwrap().to_string();
+    api.catch_up().await;
+    let operator = api.operator_token(api.a).await;
+    let as_operator = |method: &str, path: String| {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {operator}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    // A member of A: B's render does not exist, the farm's list is refused.
+    let (status, body) = api
+        .call(api.a, "GET", "/v1/renders?all_tenants=true", None)
+        .await;
+    assert_error(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    let (status, body) = api
+        .call(api.a, "GET", &format!("/v1/renders/{theirs}"), None)
+        .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    // Without all_tenants the operator's list is its own tenant's.
+    let (_, own) = {
+        let (s, v, _) = api.send(as_operator("GET", "/v1/renders".into())).await;
+        (s, v)
+    };
+    assert_eq!(own["total"], 0, "{own}");
+    // With it: every tenant's, each with its tenant.
+    let (status, all, _) = api
+        .send(as_operator("GET", "/v1/renders?all_tenants=true".into()))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{all}");
+    assert_eq!(all["total"], 1, "{all}");
+    assert_eq!(all["items"][0]["id"], theirs);
+    assert_eq!(all["items"][0]["tenant_id"], api.b.to_string());
+    // Read and control it by id.
+    let (status, shown, _) = api
+        .send(as_operator("GET", format!("/v1/renders/{theirs}")))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{shown}");
+    assert_eq!(shown["tenant_id"], api.b.to_string());
+    let (status, tasks, _) = api
+        .send(as_operator("GET", format!("/v1/renders/{theirs}/tasks")))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{tasks}");
+    let (status, paused, _) = api
+        .send(as_operator("POST", format!("/v1/renders/{theirs}/pause")))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{paused}");
+    assert_eq!(paused["status"], "paused");
+    // The pause is the operator's, in B's render stream.
+    let events = api
+        .state
+        .store
+        .read_stream(Uuid::parse_str(&theirs).unwrap(), 1, 100)
+        .await
+        .unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(last.routing_key, "render.job.paused.v1");
+    assert_eq!(last.tenant_id, Some(api.b));
+    // An unknown render is still 404 for an operator.
+    let (status, body, _) = api
+        .send(as_operator(
+            "GET",
+            format!("/v1/renders/{}", Uuid::new_v4()),
+        ))
+        .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+}

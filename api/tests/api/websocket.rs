@@ -455,3 +455,63 @@ async fn a_killed_agent_s_log_lines_are_kept_and_the_retry_has_its_own_log() {
         "{tail}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_watches_every_tenants_renders_and_a_member_cannot() {
+    let farm = farm().await;
+    let other = api::seed::tenant(&farm.server.state.orchestrator, "Other", 1, 10, 1_000_000)
+        .await
+        .unwrap();
+    let operator = api::users::create(
+        &farm.server.state.store,
+        farm.tenant,
+        "ops@example.com",
+        "Ops",
+        Role::Operator,
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    let token = farm
+        .jwt
+        .issue(
+            operator.as_uuid(),
+            farm.tenant.as_uuid(),
+            Role::Operator,
+            chrono::Duration::hours(1),
+        )
+        .unwrap();
+    let base = farm.server.url.replace("http://", "ws://");
+    // A member asking for every tenant is refused before any upgrade.
+    let refused = tokio_tungstenite::connect_async(
+        format!("{}&all_tenants=true", farm.ws("/v1/ws/renders", None)).as_str(),
+    )
+    .await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403)
+        }
+        other => panic!("a member watched the farm: {other:?}"),
+    }
+    // The operator sees a render of another tenant, live.
+    let (mut socket, _) = tokio_tungstenite::connect_async(
+        format!("{base}/v1/ws/renders?token={token}&all_tenants=true").as_str(),
+    )
+    .await
+    .unwrap();
+    let snapshot = next(&mut socket).await.unwrap();
+    assert_eq!(snapshot["type"], "snapshot");
+    let theirs = crate::demo_render(
+        &farm.server.state.orchestrator,
+        &farm.server.state.blobs,
+        other,
+        2,
+        1,
+        Some((32, 18)),
+    )
+    .await
+    .as_uuid();
+    let message = next(&mut socket).await.unwrap();
+    assert_eq!(message["render_id"], theirs.to_string(), "{message}");
+    assert_eq!(message["routing_key"], "render.job.submitted.v1");
+}
