@@ -362,10 +362,17 @@ try {
   for (const t of tasks) assert.notEqual(t.node_id, drained.id, "a drained node got a task");
   await page.click(`tr[data-node="${drained.id}"] button:text('Enable')`);
   await page.waitForSelector(`tr[data-node="${drained.id}"] .status-online`);
+  // Live: a change made elsewhere (here through the API) shows without a reload.
+  const other = nodes[1];
+  await api.post(`/v1/nodes/${other.id}/disable`);
+  await page.waitForSelector(`tr[data-node="${other.id}"] .status-disabled`);
+  await api.post(`/v1/nodes/${other.id}/enable`);
+  await page.waitForSelector(`tr[data-node="${other.id}"] .status-online`);
 
   step("the tenant page plots usage");
   await page.goto(`${demo.monitor}#/tenant`);
   await page.waitForSelector("svg.plot rect.bar-charge");
+  await page.waitForSelector("svg.plot-line circle.point-balance");
   await accessible(page, "tenant");
   await shot(page, "6-tenant");
 

@@ -1,9 +1,19 @@
 // Nodes (operators): status, capabilities, current task, last seen; drain,
-// enable, disable. Refreshed when the farm's work changes is not in the
-// WebSocket contract, so the table reloads after each action and on demand.
+// enable, disable. Live: the farm's WebSocket (`all_tenants=true`) sends
+// each node's status changes (`node.status`) and which task each node
+// takes or ends (`task.*` with `node_id`).
 
 import { h, replace, badge, when, tell, act } from "./dom.js";
 import * as api from "./api.js";
+import { Live } from "./live.js";
+
+/** The status people see, as the read model names it. */
+function statusOf(n) {
+  if (n.availability === "deregistered" || n.availability === "draining" || n.availability === "disabled") {
+    return n.availability;
+  }
+  return n.connectivity === "online" ? "online" : "offline";
+}
 
 function capabilities(c) {
   if (!c || typeof c !== "object") return "—";
@@ -49,6 +59,31 @@ export function nodesPage(main) {
   let items = [];
 
   let alive = true;
+  // Live changes since the list was read: node id → fields.
+  const operator = (api.claims() || {}).role === "operator";
+  const live = !operator ? null : new Live("/v1/ws/renders", (m) => {
+    if (m.type === "snapshot") { load(); return; }
+    const patch = (id, f) => {
+      const n = items.find((x) => x.id === id);
+      if (!n) { if (m.type === "node.status") load(); return; }
+      f(n);
+      n.status = statusOf(n);
+      if (m.at) n.last_seen_at = m.at;
+      show();
+    };
+    if (m.type === "node.status") {
+      patch(m.node_id, (n) => {
+        if (m.connectivity) n.connectivity = m.connectivity;
+        if (m.availability) { n.availability = m.availability; pending.delete(n.id); }
+      });
+    } else if (m.type === "task.assigned" || m.type === "task.started") {
+      patch(m.node_id, (n) => { n.current_task_id = m.task_id; n.current_render_id = m.render_id; });
+    } else if (["task.completed", "task.failed", "task.requeued"].includes(m.type) && m.node_id) {
+      patch(m.node_id, (n) => {
+        if (n.current_task_id === m.task_id) { n.current_task_id = null; n.current_render_id = null; }
+      });
+    }
+  }, { all_tenants: "true" });
   async function load() {
     if (!alive) return;
     try {
@@ -105,6 +140,6 @@ export function nodesPage(main) {
         h("thead", {}, h("tr", {}, ["Name", "Status", "Capabilities", "Current task", "Last seen", "Actions"]
           .map((c) => h("th", { scope: "col" }, c)))),
         tbody)));
-  load();
-  return () => { alive = false; };
+  if (!operator) load(); // the API answers 403, which the page shows
+  return () => { alive = false; if (live) live.close(); };
 }

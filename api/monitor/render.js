@@ -160,10 +160,10 @@ export function renderPage(main, renderId) {
 
   // The read models may not hold a frame the moment its event arrives:
   // a thumbnail that is not there yet is asked for again, a few times.
-  async function thumbnail(frame, tries = 6) {
+  async function thumbnail(frame, tries = 6, size = 256) {
     for (let i = 0; ; i++) {
       try {
-        return url(await api.objectUrl(`${base}/frames/${frame}/thumbnail`));
+        return url(await api.objectUrl(`${base}/frames/${frame}/thumbnail?size=${size}`));
       } catch (err) {
         if (err.status !== 404 || i + 1 >= tries) throw err;
         await new Promise((r) => setTimeout(r, 700));
@@ -179,9 +179,9 @@ export function renderPage(main, renderId) {
       lastShown = Date.now();
       const shown = lastFrame;
       try {
-        const u = await thumbnail(shown);
+        const u = await thumbnail(shown, 6, 512);
         replace(latest,
-          h("img", { src: u, alt: `Frame ${shown} of ${render ? render.name : "the render"}`, width: "256" }),
+          h("img", { src: u, alt: `Frame ${shown} of ${render ? render.name : "the render"}` }),
           h("figcaption", {}, `Last rendered frame: ${shown}`));
       } catch { /* the next frame will show */ }
       latestTimer = null;

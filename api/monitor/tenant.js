@@ -1,32 +1,41 @@
-// The tenant: balance, quota, and usage per day as an SVG plot drawn here
+// The tenant: balance, quota, the balance at the end of each day and the
+// charges per day as SVG plots drawn here
 // (no charting library; every element through the DOM).
 
 import { h, s, replace, money, when, tell } from "./dom.js";
 import * as api from "./api.js";
 
-function plot(items) {
-  const width = 720, height = 240, left = 56, bottom = 28, top = 12, right = 12;
+/** A plot of one value per day: bars, or a line with points. */
+function plot(items, { id, title, value, kind, describe }) {
+  const width = 720, height = 220, left = 64, bottom = 28, top = 12, right = 12;
   const innerW = width - left - right, innerH = height - top - bottom;
-  const max = Math.max(1, ...items.map((i) => i.charged_minor));
+  const values = items.map(value);
+  const max = Math.max(1, ...values);
   const step = innerW / Math.max(1, items.length);
+  const x = (n) => left + n * step + step / 2;
   const y = (v) => top + innerH - (v / max) * innerH;
-  const svg = s("svg", { viewBox: `0 0 ${width} ${height}`, class: "plot", role: "img",
-    "aria-labelledby": "plot-title plot-desc" },
-    s("title", { id: "plot-title" }, "Charges per day"),
-    s("desc", { id: "plot-desc" }, items.length
-      ? `${items.length} days from ${items[0].day} to ${items[items.length - 1].day}; the most in one day ${money(max)}.`
-      : "No usage yet."),
+  const svg = s("svg", { viewBox: `0 0 ${width} ${height}`, class: `plot plot-${kind}`, role: "img",
+    "aria-labelledby": `${id}-title ${id}-desc` },
+    s("title", { id: `${id}-title` }, title),
+    s("desc", { id: `${id}-desc` }, items.length ? describe(values) : "No data yet."),
     s("line", { x1: left, y1: top + innerH, x2: width - right, y2: top + innerH, class: "axis" }),
     s("line", { x1: left, y1: top, x2: left, y2: top + innerH, class: "axis" }),
     s("text", { x: left - 6, y: top + 4, class: "label", "text-anchor": "end" }, money(max)),
     s("text", { x: left - 6, y: top + innerH, class: "label", "text-anchor": "end" }, "0"));
-  items.forEach((i, n) => {
-    const x = left + n * step + step * 0.15;
-    svg.append(s("rect", { x, y: y(i.charged_minor), width: Math.max(1, step * 0.7),
-      height: Math.max(0, top + innerH - y(i.charged_minor)), class: "bar-charge" },
-      s("title", {}, `${i.day}: ${money(i.charged_minor)} for ${i.render_seconds} render-seconds, ${i.tasks} tasks`)));
+  if (kind === "line" && items.length) {
+    svg.append(s("polyline", { class: "line-balance", fill: "none",
+      points: values.map((v, n) => `${x(n)},${y(v)}`).join(" ") }));
+  }
+  items.forEach((item, n) => {
+    const label = `${item.day}: ${money(values[n])}`;
+    if (kind === "bars") {
+      svg.append(s("rect", { x: x(n) - step * 0.35, y: y(values[n]), width: Math.max(1, step * 0.7),
+        height: Math.max(0, top + innerH - y(values[n])), class: "bar-charge" }, s("title", {}, label)));
+    } else {
+      svg.append(s("circle", { cx: x(n), cy: y(values[n]), r: 3, class: "point-balance" }, s("title", {}, label)));
+    }
     if (items.length <= 14 || n % Math.ceil(items.length / 7) === 0) {
-      svg.append(s("text", { x: x + step * 0.35, y: height - 8, class: "label", "text-anchor": "middle" }, i.day.slice(5)));
+      svg.append(s("text", { x: x(n), y: height - 8, class: "label", "text-anchor": "middle" }, item.day.slice(5)));
     }
   });
   return svg;
@@ -47,15 +56,22 @@ export function tenantPage(main) {
           h("dt", {}, "Status"), h("dd", {}, t.status),
           h("dt", {}, "Running tasks"), h("dd", {}, `${t.running_tasks} of at most ${t.max_running_tasks}`),
           h("dt", {}, "Since"), h("dd", {}, when(t.created_at))),
-        h("h2", {}, "Usage per day"),
-        plot(items),
+        h("h2", {}, "Balance at the end of each day"),
+        plot(items, { id: "balance-plot", title: "Balance at the end of each day", kind: "line",
+          value: (i) => i.balance_minor,
+          describe: (v) => `${items.length} days from ${items[0].day} to ${items[items.length - 1].day}; from ${money(v[0])} to ${money(v[v.length - 1])}.` }),
+        h("h2", {}, "Charges per day"),
+        plot(items, { id: "charges-plot", title: "Charges per day", kind: "bars",
+          value: (i) => i.charged_minor,
+          describe: (v) => `${items.length} days; the most in one day ${money(Math.max(...v))}.` }),
         h("table", {},
           h("caption", {}, "Usage per day (UTC)"),
-          h("thead", {}, h("tr", {}, ["Day", "Tasks", "Render seconds", "Charged", "Uncovered"].map((c) => h("th", { scope: "col" }, c)))),
+          h("thead", {}, h("tr", {}, ["Day", "Tasks", "Render seconds", "Charged", "Uncovered", "Added", "Balance at the end"].map((c) => h("th", { scope: "col" }, c)))),
           h("tbody", {}, items.map((i) => h("tr", {},
             h("th", { scope: "row" }, i.day), h("td", { class: "num" }, String(i.tasks)),
             h("td", { class: "num" }, String(i.render_seconds)), h("td", { class: "num" }, money(i.charged_minor)),
-            h("td", { class: "num" }, money(i.uncovered_minor)))))));
+            h("td", { class: "num" }, money(i.uncovered_minor)), h("td", { class: "num" }, money(i.added_minor)),
+            h("td", { class: "num" }, money(i.balance_minor)))))));
     } catch (err) {
       tell(err.message);
     }

@@ -109,6 +109,8 @@ row! {
         pub render_seconds: i64,
         pub charged_minor: i64,
         pub uncovered_minor: i64,
+        pub added_minor: i64,
+        pub balance_minor: i64,
     }
 }
 
@@ -198,6 +200,9 @@ impl Renders {
                         USAGE,
                         usage_key(&x.tenant_id.to_string(), &day(x.charged_at)),
                     );
+                }
+                if let TenantEvent::CreditAdded(x) = e {
+                    n.key(USAGE, usage_key(&x.tenant_id.to_string(), &day(x.added_at)));
                 }
             }
             _ => {}
@@ -505,12 +510,13 @@ impl Renders {
             TenantEvent::CreditCharged(x) => x.tenant_id,
         };
         let key = tenant.to_string();
-        if let TenantEvent::CreditCharged(x) = e {
-            if let Some(r) = self.renders.get_mut(&x.job_id.to_string()) {
-                r.cost_minor += x.amount_minor.get();
-                r.uncovered_minor += x.uncovered_minor.get();
-            }
-            let day = day(x.charged_at);
+        // The day's row: charges, credit added, and the balance at its end.
+        let credit_day = match e {
+            TenantEvent::CreditCharged(x) => Some((day(x.charged_at), x.balance_after_minor.get())),
+            TenantEvent::CreditAdded(x) => Some((day(x.added_at), x.balance_after_minor.get())),
+            _ => None,
+        };
+        if let Some((day, balance)) = credit_day {
             let usage = usage_key(&key, &day);
             if self.usage.get(&usage).is_none() {
                 self.usage.put(UsageRow {
@@ -521,11 +527,24 @@ impl Renders {
                 });
             }
             if let Some(u) = self.usage.get_mut(&usage) {
-                u.tasks += 1;
-                u.render_seconds += x.render_seconds as i64;
-                u.charged_minor += x.amount_minor.get();
-                u.uncovered_minor += x.uncovered_minor.get();
+                u.balance_minor = balance;
+                match e {
+                    TenantEvent::CreditCharged(x) => {
+                        u.tasks += 1;
+                        u.render_seconds += x.render_seconds as i64;
+                        u.charged_minor += x.amount_minor.get();
+                        u.uncovered_minor += x.uncovered_minor.get();
+                    }
+                    TenantEvent::CreditAdded(x) => u.added_minor += x.amount_minor.get(),
+                    _ => {}
+                }
             }
+        }
+        if let TenantEvent::CreditCharged(x) = e
+            && let Some(r) = self.renders.get_mut(&x.job_id.to_string())
+        {
+            r.cost_minor += x.amount_minor.get();
+            r.uncovered_minor += x.uncovered_minor.get();
         }
         let Some(t) = self.tenants.get_mut(&key) else {
             return;

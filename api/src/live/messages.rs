@@ -10,6 +10,40 @@ use serde_json::{Value, json};
 
 /// The message of a stored event of a `render_job` stream, or `None` for
 /// any other stream. Every event of a render's stream has exactly one.
+/// The message of a stored event a watcher may get: a render's
+/// ([`event_message`]) or a node's ([`node_message`], farm watchers only).
+pub fn message(event: &RecordedEvent) -> Option<Value> {
+    event_message(event).or_else(|| node_message(event))
+}
+
+/// The `node.status` message of a node's event: what it changed of the
+/// node's connectivity and availability (null: unchanged).
+pub fn node_message(event: &RecordedEvent) -> Option<Value> {
+    if event.stream_type != "node" {
+        return None;
+    }
+    let (connectivity, availability) = match event.event_type.as_str() {
+        "node.registered" => (json!("offline"), json!("enabled")),
+        "node.online" => (json!("online"), Value::Null),
+        "node.offline" => (json!("offline"), Value::Null),
+        "node.drained" => (Value::Null, json!("draining")),
+        "node.enabled" => (Value::Null, json!("enabled")),
+        "node.disabled" => (Value::Null, json!("disabled")),
+        "node.deregistered" => (Value::Null, json!("deregistered")),
+        _ => (Value::Null, Value::Null),
+    };
+    Some(json!({
+        "type": "node.status",
+        "position": event.global_position,
+        "node_id": event.stream_id,
+        "routing_key": event.routing_key,
+        "at": projections::time(event.recorded_at),
+        "name": event.payload.get("name").cloned().unwrap_or(Value::Null),
+        "connectivity": connectivity,
+        "availability": availability,
+    }))
+}
+
 pub fn event_message(event: &RecordedEvent) -> Option<Value> {
     if event.stream_type != "render_job" {
         return None;

@@ -155,14 +155,19 @@ impl Live {
         };
         // Nobody watches: nothing to serialise (the position still moves).
         let watched = self.inner.watchers.load(Ordering::Relaxed) > 0;
-        let built: Vec<(Uuid, Option<Uuid>, Arc<Message>)> = if watched {
+        // (render, tenant, message): a node's event has no render and goes
+        // to the farm's watchers only.
+        let built: Vec<(Option<Uuid>, Option<Uuid>, Arc<Message>)> = if watched {
             batch
                 .iter()
                 .filter_map(|e| {
-                    let message = messages::event_message(e)?;
+                    let (render, message) = match messages::event_message(e) {
+                        Some(m) => (Some(e.stream_id), m),
+                        None => (None, messages::node_message(e)?),
+                    };
                     let task_id = task_of(&message);
                     Some((
-                        e.stream_id,
+                        render,
                         e.tenant_id,
                         Arc::new(Message {
                             position: Some(e.global_position),
@@ -178,9 +183,11 @@ impl Live {
         };
         let mut channels = lock(&self.inner.channels);
         for (render, tenant, message) in built {
-            channels.send(Topic::Render(render), &message);
-            if let Some(tenant) = tenant {
-                channels.send(Topic::Tenant(tenant), &message);
+            if let Some(render) = render {
+                channels.send(Topic::Render(render), &message);
+                if let Some(tenant) = tenant {
+                    channels.send(Topic::Tenant(tenant), &message);
+                }
             }
             channels.send(Topic::Farm, &message);
         }

@@ -1,8 +1,10 @@
 //! One frame's output: `GET /v1/renders/{id}/frames/{frame}` (the PNG) and
-//! `…/frames/{frame}/thumbnail` (at most 256 pixels on a side, generated
-//! once per output and cached beside the blobs by the output's SHA-256).
+//! `…/frames/{frame}/thumbnail?size=` (at most 128, 256 — the default —,
+//! 512 or 1,024 pixels on a side, generated once per output and size and
+//! cached beside the blobs by the output's SHA-256).
 
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use projections::query::{Param, rows};
@@ -14,8 +16,18 @@ use super::renders::owned;
 use crate::app::AppState;
 use crate::error::ApiError;
 
-/// The longest side of a thumbnail.
+/// The longest side of a thumbnail, unless `?size=` says otherwise.
 pub const THUMBNAIL_SIDE: usize = 256;
+
+/// The sizes `?size=` takes.
+pub const THUMBNAIL_SIZES: [usize; 4] = [128, 256, 512, 1024];
+
+/// `?size=`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThumbnailParams {
+    size: Option<usize>,
+}
 
 /// The SHA-256 of a frame's current output (404 for a frame without one).
 async fn output_of(
@@ -70,12 +82,18 @@ pub async fn frame(
 }
 
 /// `GET /v1/renders/{id}/frames/{frame}/thumbnail`: the frame scaled to at
-/// most [`THUMBNAIL_SIDE`] pixels on a side, as `image/png`.
+/// most `?size=` ([`THUMBNAIL_SIDE`] by default) pixels on a side, as
+/// `image/png`.
 pub async fn thumbnail(
     State(state): State<AppState>,
     caller: Caller,
     Path((render, frame)): Path<(String, String)>,
+    params: Result<Query<ThumbnailParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let side = super::query(params)?.size.unwrap_or(THUMBNAIL_SIDE);
+    if !THUMBNAIL_SIZES.contains(&side) {
+        return Err(super::field("size", "one of 128, 256, 512, 1024"));
+    }
     let (_, sha256) = output_of(&state, &caller, &render, &frame).await?;
     // The digest names the content: a cached thumbnail never goes stale.
     if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -84,7 +102,7 @@ pub async fn thumbnail(
         )));
     }
     let dir = state.blobs.root().join("thumbnails");
-    let path = dir.join(format!("{sha256}-{THUMBNAIL_SIDE}.png"));
+    let path = dir.join(format!("{sha256}-{side}.png"));
     let bytes = match tokio::fs::read(&path).await {
         Ok(bytes) => bytes,
         Err(_) => {
@@ -95,7 +113,7 @@ pub async fn thumbnail(
                 .map_err(|e| ApiError::Internal(e.into()))?
                 .ok_or(ApiError::NotFound)?;
             let bytes = tokio::task::spawn_blocking(move || {
-                crate::contact_sheet::thumbnail(&original, THUMBNAIL_SIDE)
+                crate::contact_sheet::thumbnail(&original, side)
             })
             .await
             .map_err(|e| ApiError::Internal(e.into()))?
@@ -117,7 +135,7 @@ pub async fn thumbnail(
     Ok((
         [
             (header::CONTENT_TYPE, "image/png".to_string()),
-            (header::ETAG, format!("\"{sha256}-{THUMBNAIL_SIDE}\"")),
+            (header::ETAG, format!("\"{sha256}-{side}\"")),
             (header::CACHE_CONTROL, "private, max-age=86400".to_string()),
         ],
         bytes,

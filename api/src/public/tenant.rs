@@ -49,7 +49,8 @@ fn day(name: &str, text: &str) -> Result<String, ApiError> {
         .map_err(|_| field(name, "a day as YYYY-MM-DD"))
 }
 
-/// `GET /v1/tenant/usage`: charges per day (UTC), oldest first.
+/// `GET /v1/tenant/usage`: charges, credit added and the balance at the
+/// end of each day (UTC) with any of them, oldest first.
 pub async fn usage(
     State(state): State<AppState>,
     caller: Caller,
@@ -87,6 +88,8 @@ pub async fn usage(
                 "render_seconds": u.render_seconds,
                 "charged_minor": u.charged_minor,
                 "uncovered_minor": u.uncovered_minor,
+                "added_minor": u.added_minor,
+                "balance_minor": u.balance_minor,
             })
         })
         .collect();

@@ -199,12 +199,12 @@ impl Session {
     }
 
     fn includes(&self, event: &RecordedEvent) -> bool {
-        event.stream_type == "render_job"
-            && match self.scope {
-                Scope::Render(id) => event.stream_id == id,
-                Scope::Tenant => event.tenant_id == Some(self.tenant.as_uuid()),
-                Scope::Farm => true,
-            }
+        let render = event.stream_type == "render_job";
+        match self.scope {
+            Scope::Render(id) => render && event.stream_id == id,
+            Scope::Tenant => render && event.tenant_id == Some(self.tenant.as_uuid()),
+            Scope::Farm => render || event.stream_type == "node",
+        }
     }
 
     async fn run(self, socket: WebSocket, after: Option<i64>) {
@@ -279,7 +279,7 @@ impl Session {
             };
             for event in batch.iter().filter(|e| e.global_position <= from) {
                 if self.includes(event)
-                    && let Some(message) = messages::event_message(event)
+                    && let Some(message) = messages::message(event)
                 {
                     send(sink, message.to_string().into()).await?;
                 }

@@ -1617,6 +1617,19 @@ async fn a_frame_thumbnail_is_a_small_png_cached_by_content() {
     // Served from the cache the second time: the same bytes.
     let (_, _, again) = api.send(req(&path)).await;
     assert_eq!(again, bytes);
+    // Other sizes: their own files; a size not offered is 422.
+    let (status, _, small) = api.send(req(&format!("{path}?size=128"))).await;
+    assert_eq!(status, StatusCode::OK);
+    let decoder = png::Decoder::new(std::io::Cursor::new(&small));
+    let info = decoder.read_info().unwrap().info().clone();
+    assert_eq!((info.width, info.height), (128, 64));
+    let (status, large, _) = api.send(req(&format!("{path}?size=300"))).await;
+    assert_error(
+        status,
+        &large,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+    );
     // Another tenant's caller: 404, no thumbnail.
     let (status, body) = api
         .call(
@@ -1849,4 +1862,51 @@ async fn an_operator_lists_reads_and_controls_every_tenants_renders_and_others_c
         ))
         .await;
     assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
+async fn usage_per_day_has_the_charges_the_credit_added_and_the_closing_balance() {
+    let api = Api::new().await;
+    let tenant = domain::TenantId::new(api.a).unwrap();
+    api.state
+        .orchestrator
+        .tenant_command(
+            tenant,
+            domain::TenantCommand::AddCredit {
+                amount: domain::AmountMinor::new(2_500).unwrap(),
+                reference: domain::Label::parse("top-up").unwrap(),
+                at: chrono::Utc::now(),
+            },
+        )
+        .await
+        .unwrap();
+    // One task rendered and charged.
+    let (_, _, task, lease) = started_task(&api).await;
+    for frame in task.frames.start..=task.frames.end {
+        frame_done(&api, lease, frame, &crate::png_of(8, 8)).await;
+    }
+    api.state.orchestrator.complete(lease).await.unwrap();
+    api.state.orchestrator.tick().await.unwrap();
+    api.catch_up().await;
+    let (status, usage) = api.call(api.a, "GET", "/v1/tenant/usage", None).await;
+    assert_eq!(status, StatusCode::OK, "{usage}");
+    let (_, shown) = api.call(api.a, "GET", "/v1/tenant", None).await;
+    let today = &usage["items"].as_array().unwrap().last().unwrap().clone();
+    // Everything happened today: the seed's credit and the top-up added,
+    // the task charged, and the balance at the end is the balance now.
+    assert_eq!(
+        today["added_minor"], shown["added_minor"],
+        "{usage} {shown}"
+    );
+    assert_eq!(
+        today["charged_minor"], shown["charged_minor"],
+        "{usage} {shown}"
+    );
+    assert_eq!(
+        today["balance_minor"], shown["balance_minor"],
+        "{usage} {shown}"
+    );
+    assert!(today["added_minor"].as_i64().unwrap() >= 100_000 + 2_500);
+    assert!(today["charged_minor"].as_i64().unwrap() > 0);
+    assert_eq!(today["tasks"], 1);
 }

@@ -514,4 +514,32 @@ async fn an_operator_watches_every_tenants_renders_and_a_member_cannot() {
     let message = next(&mut socket).await.unwrap();
     assert_eq!(message["render_id"], theirs.to_string(), "{message}");
     assert_eq!(message["routing_key"], "render.job.submitted.v1");
+    // Nodes' events reach the farm's watchers as node.status (checked
+    // against the contract by `next`): registered, online, drained.
+    let node = crate::builtin_node(&farm.server.state.orchestrator, "n-live").await;
+    farm.server
+        .state
+        .orchestrator
+        .operate_node(
+            node,
+            eventstore::Actor::User {
+                id: operator.as_uuid(),
+            },
+            |at| domain::NodeCommand::Drain { at },
+        )
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let m = next(&mut socket).await.unwrap();
+        if m["type"] == "node.status" {
+            assert_eq!(m["node_id"], node.to_string(), "{m}");
+            seen.push(m);
+        }
+    }
+    assert_eq!(seen[0]["routing_key"], "node.registered.v1");
+    assert_eq!(seen[0]["name"], "n-live");
+    assert_eq!(seen[1]["connectivity"], "online");
+    assert_eq!(seen[2]["availability"], "draining");
+    assert!(seen[2]["connectivity"].is_null());
 }
