@@ -29,7 +29,8 @@ function plot(items, { id, title, value, kind, describe }) {
   items.forEach((item, n) => {
     const label = `${item.day}: ${money(values[n])}`;
     if (kind === "bars") {
-      svg.append(s("rect", { x: x(n) - step * 0.35, y: y(values[n]), width: Math.max(1, step * 0.7),
+      const w = Math.max(1, Math.min(40, step * 0.7));
+      svg.append(s("rect", { x: x(n) - w / 2, y: y(values[n]), width: w,
         height: Math.max(0, top + innerH - y(values[n])), class: "bar-charge" }, s("title", {}, label)));
     } else {
       svg.append(s("circle", { cx: x(n), cy: y(values[n]), r: 3, class: "point-balance" }, s("title", {}, label)));
