@@ -14,6 +14,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
+import crypto from "node:crypto";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, "..");
@@ -375,6 +376,43 @@ try {
   await page.waitForSelector("svg.plot-line circle.point-balance");
   await accessible(page, "tenant");
   await shot(page, "6-tenant");
+
+  step("a token that expires while the tab is open: the next reconnect leads to the sign-in page");
+  {
+    // A token signed with the demo's own secret, valid for a few more
+    // seconds (the server allows 30 s of clock skew after `exp`).
+    const runDir = path.dirname(demo.output().match(/Frames: (\S+)/)[1]);
+    const secret = fs.readFileSync(path.join(runDir, "data", "jwt-secret"), "utf8").trim();
+    const me = await (await fetch(`${demo.server}/v1/auth/token`, {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ email: demo.email, password: demo.password }),
+    })).json();
+    const now = Math.floor(Date.now() / 1000);
+    const b64 = (v) => Buffer.from(JSON.stringify(v)).toString("base64url");
+    const body = `${b64({ typ: "JWT", alg: "HS256" })}.${b64({
+      sub: me.user_id, tenant_id: me.tenant_id, role: me.role, iss: "flatrender", aud: "flatrender-api",
+      iat: now - 60, nbf: now - 60, exp: now - 24,
+    })}`;
+    const short = `${body}.${crypto.createHmac("sha256", secret).update(body).digest("base64url")}`;
+    const tab = await context.newPage();
+    tab.setDefaultTimeout(TIMEOUT);
+    await tab.addInitScript((t) => { if (!sessionStorage.getItem("flatrender.token")) sessionStorage.setItem("flatrender.token", t); }, short);
+    let socket = null;
+    await tab.routeWebSocket(/\/v1\/ws\/renders/, (ws) => {
+      const server = ws.connectToServer();
+      socket = ws;
+      ws.onMessage((m) => server.send(m));
+      server.onMessage((m) => ws.send(m));
+    });
+    await tab.goto(`${demo.monitor}#/renders`);
+    await tab.waitForSelector("table.renders tbody tr[data-render]");
+    await until("the socket to open", async () => socket !== null);
+    await tab.waitForTimeout(Math.max(0, (now + 8) * 1000 - Date.now())); // the token is now refused
+    socket.close({ code: 1001, reason: "going away" });
+    await tab.waitForSelector("#email", { timeout: 30_000 });
+    console.log("  the expired token was noticed at the reconnect: the sign-in page is shown");
+    await tab.close();
+  }
 
   step("the token never appeared in a URL other than the WebSocket's");
   const leaks = requests.filter((u) => u.includes(demo.token) && !new URL(u).pathname.startsWith("/v1/ws/"));

@@ -2,7 +2,7 @@
 // reconnected with ?after=<position of the last message handled>, so that
 // after any drop the page sees every stored event once and in order.
 
-import { token } from "./api.js";
+import { token, get } from "./api.js";
 
 const status = new Set();
 
@@ -36,7 +36,9 @@ export class Live {
   open() {
     const ws = new WebSocket(this.url());
     this.ws = ws;
+    let opened = false;
     ws.onopen = () => {
+      opened = true;
       this.delay = 500;
       for (const task of this.follows) this.send({ type: "follow_logs", task_id: task });
       for (const f of status) f(true);
@@ -55,6 +57,9 @@ export class Live {
       if (this.closed) return;
       for (const f of status) f(false);
       if (e.code === 1008) return; // our message was wrong: retrying repeats it
+      // Refused before it opened: an expired or revoked token is a 401 the
+      // browser does not show; asking the API finds out (and signs out).
+      if (!opened) get("/v1/tenant").catch(() => {});
       setTimeout(() => { if (!this.closed) this.open(); }, this.delay);
       this.delay = Math.min(this.delay * 2, 10_000);
     };
