@@ -39,7 +39,8 @@ impl Orchestrator {
                 .map(|(id, t)| (id.as_uuid(), t))
                 .collect()
         };
-        if let Err(e) = self.inner.store.record_liveness(&unshared).await {
+        let instance = self.inner.instance;
+        if let Err(e) = self.inner.store.record_liveness(instance, &unshared).await {
             tracing::warn!(error = %e, "sharing node liveness failed; retrying at the next tick");
             let mut st = self.inner.state.lock().await;
             for (id, t) in unshared {
@@ -49,13 +50,33 @@ impl Orchestrator {
             }
             return;
         }
-        match self.inner.store.liveness().await {
+        match self.inner.store.liveness(instance).await {
             Ok(seen) => {
+                // Another instance's clock may run fast. A time ahead of
+                // this one's counts as the moment it was first read here,
+                // and stays that while the row does not change: a dead
+                // node whose last contact was written by a fast clock is
+                // judged by its real silence, not kept alive until the
+                // other clock's "now" has passed.
+                let now = self.now();
                 let mut st = self.inner.state.lock().await;
-                st.shared_seen = seen
-                    .into_iter()
-                    .filter_map(|(id, t)| NodeId::new(id).ok().map(|id| (id, t)))
-                    .collect();
+                let mut shared = std::collections::HashMap::with_capacity(seen.len());
+                let mut raw = std::collections::HashMap::with_capacity(seen.len());
+                for (id, t) in seen {
+                    let Ok(id) = NodeId::new(id) else { continue };
+                    let effective = if t <= now {
+                        t
+                    } else {
+                        match st.shared_raw.get(&id) {
+                            Some((before, first_read)) if *before == t => *first_read,
+                            _ => now,
+                        }
+                    };
+                    raw.insert(id, (t, effective));
+                    shared.insert(id, effective);
+                }
+                st.shared_seen = shared;
+                st.shared_raw = raw;
             }
             Err(e) => tracing::warn!(error = %e, "reading node liveness failed"),
         }
@@ -69,8 +90,10 @@ impl Orchestrator {
     ///
     /// A node counts as heard from when any instance heard it. A lease ends
     /// when its expiry in this view has passed, unless another instance
-    /// heard from its node more recently than this one and within a lease
-    /// lifetime (that instance renews the lease, and judges it).
+    /// heard from its node within a lease lifetime (that instance renews the
+    /// lease from the node's heartbeats, and judges it), whatever this one
+    /// heard itself: a node whose heartbeats go to one instance and claims
+    /// to another keeps its lease on both.
     pub async fn tick(&self) -> Result<usize, OrchestratorError> {
         self.share_liveness().await;
         let now = self.now();

@@ -185,6 +185,8 @@ pub struct JobProgress {
 struct Inner {
     store: AnyStore,
     clock: Arc<dyn Clock>,
+    /// This instance, for its rows of node liveness (random per start).
+    instance: uuid::Uuid,
     config: Config,
     state: Mutex<State>,
     /// Bumped whenever work may have become available.
@@ -243,6 +245,7 @@ impl Orchestrator {
             inner: Arc::new(Inner {
                 store,
                 clock,
+                instance: uuid::Uuid::new_v4(),
                 config,
                 state: Mutex::new(state),
                 work: watch::channel(0).0,

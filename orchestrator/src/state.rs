@@ -108,9 +108,13 @@ pub(crate) struct State {
     /// Contacts not yet shared with the other instances (the next tick
     /// writes them beside the log).
     pub unshared: HashMap<NodeId, DateTime<Utc>>,
-    /// When each node was last heard from by any instance, as of the last
+    /// When each node was last heard from by the other instances (never
+    /// this one, never later than this instance's clock), as of the last
     /// tick.
     pub shared_seen: HashMap<NodeId, DateTime<Utc>>,
+    /// The other instances' times as read (they may be ahead of this
+    /// clock) with the time each counts as here.
+    pub shared_raw: HashMap<NodeId, (DateTime<Utc>, DateTime<Utc>)>,
     /// Versions of streams this view does not model (so that every event
     /// is looked at once).
     pub position: i64,
@@ -141,9 +145,16 @@ impl State {
         mine.into_iter().chain(shared).max().copied()
     }
 
-    /// When another instance last heard from the node, if that is more
-    /// recent than this instance's own contact.
+    /// When another instance last heard from the node (this instance's
+    /// own contacts are not in `shared_seen`).
     pub fn heard_elsewhere_since(&self, node_id: NodeId) -> Option<DateTime<Utc>> {
+        self.shared_seen.get(&node_id).copied()
+    }
+
+    /// When another instance last heard from the node, if that is more
+    /// recent than this instance's own contact (the watchdog's question:
+    /// which instance saw the node last judges a stall).
+    pub fn heard_elsewhere_more_recently(&self, node_id: NodeId) -> Option<DateTime<Utc>> {
         let shared = *self.shared_seen.get(&node_id)?;
         match self.last_seen.get(&node_id) {
             Some(mine) if *mine >= shared => None,

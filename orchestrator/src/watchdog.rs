@@ -64,7 +64,7 @@ impl Orchestrator {
                     let limit = submission.stall_timeout_seconds?;
                     let window = seconds(limit) + TIMEOUT_GRACE;
                     let heard_elsewhere = st
-                        .heard_elsewhere_since(l.node_id)
+                        .heard_elsewhere_more_recently(l.node_id)
                         .is_some_and(|t| now - t < window && t > l.output_at);
                     (now - l.output_at >= window && !heard_elsewhere).then_some(Overdue {
                         task_id: *task_id,

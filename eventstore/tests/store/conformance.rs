@@ -1044,26 +1044,44 @@ pub async fn a_large_append_many_reports_the_positions_it_stored(db: &TestDb) {
 
 pub async fn node_liveness_is_shared_and_only_moves_forward(db: &TestDb) {
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let (one, two, three) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     let t = t0();
     db.store
-        .record_liveness(&[(a, t + Duration::seconds(10)), (b, t)])
+        .record_liveness(one, &[(a, t + Duration::seconds(10)), (b, t)])
         .await
         .unwrap();
     // An older contact (from a slower instance) does not move a node back.
-    let other = db.second_instance().await;
-    other
-        .record_liveness(&[(a, t), (b, t + Duration::seconds(5)), (b, t)])
+    db.store
+        .record_liveness(one, &[(a, t), (b, t)])
         .await
         .unwrap();
-    other.record_liveness(&[]).await.unwrap();
-    let mut seen = db.store.liveness().await.unwrap();
-    seen.sort();
-    let mut expected = vec![
-        (a, t + Duration::seconds(10)),
-        (b, t + Duration::seconds(5)),
-    ];
-    expected.sort();
-    assert_eq!(seen, expected);
+    let other = db.second_instance().await;
+    other
+        .record_liveness(two, &[(b, t + Duration::seconds(5)), (b, t)])
+        .await
+        .unwrap();
+    other.record_liveness(two, &[]).await.unwrap();
+    // Each instance reads the others' rows only.
+    let sorted = |mut v: Vec<(Uuid, chrono::DateTime<chrono::Utc>)>| {
+        v.sort();
+        v
+    };
+    assert_eq!(
+        sorted(db.store.liveness(one).await.unwrap()),
+        vec![(b, t + Duration::seconds(5))]
+    );
+    assert_eq!(
+        sorted(other.liveness(two).await.unwrap()),
+        sorted(vec![(a, t + Duration::seconds(10)), (b, t)])
+    );
+    // A third sees the latest of both for each node.
+    assert_eq!(
+        sorted(db.store.liveness(three).await.unwrap()),
+        sorted(vec![
+            (a, t + Duration::seconds(10)),
+            (b, t + Duration::seconds(5)),
+        ])
+    );
     // Liveness is beside the log, never in it.
     assert!(all_events(db, 0).await.is_empty());
 }

@@ -354,3 +354,136 @@ async fn reports_through_a_lagging_instance_are_taken_on_postgres() {
 async fn reports_through_a_lagging_instance_are_taken_on_sqlite() {
     reports_through_an_instance_that_has_not_read_the_lease_yet(TestDb::sqlite().await).await;
 }
+
+/// A round-robin balancer: the node's heartbeats (which renew its lease)
+/// reach one instance, its other requests (claims for more work) the other.
+/// The instance that granted the lease hears the node itself, more recently
+/// than the other instance's shared contact, and must still leave the lease
+/// to the instance that renews it (one liveness time per node could not
+/// tell the two apart, and requeued the running task).
+async fn a_node_whose_requests_alternate_between_instances_keeps_its_lease(db: TestDb) {
+    let (farm, second) = two_farms(&db).await;
+    let tenant = farm.tenant(1, 10, 1_000_000).await;
+    farm.render(tenant, 1, 1).await;
+    let node = farm.node().await;
+    second.catch_up().await.unwrap();
+    // The second instance grants the lease.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let a = loop {
+        // (On PostgreSQL the node and the render reach it after a moment.)
+        if let Ok(Some(a)) = second.claim(node).await {
+            break a;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no task reached the second instance"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        second.catch_up().await.unwrap();
+    };
+    let held = [lease(node, &a)];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while farm.orch.check_lease(held[0]).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease never reached the first instance"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        farm.orch.catch_up().await.unwrap();
+    }
+    // Three lease lifetimes: heartbeats to the first instance, claims (no
+    // more work) to the second, both ticking.
+    for round in 0..18 {
+        farm.clock.advance(chrono::Duration::seconds(5));
+        assert!(farm.orch.heartbeat(node, &held).await.unwrap().is_empty());
+        farm.orch.tick().await.unwrap();
+        assert!(second.claim(node).await.unwrap().is_none());
+        second.catch_up().await.unwrap();
+        assert_eq!(
+            second.tick().await.unwrap(),
+            0,
+            "round {round}: the instance that hears claims ended the lease the other renews"
+        );
+        farm.orch.catch_up().await.unwrap();
+    }
+    let events = log(&db.store).await;
+    assert!(of(&events, "render.task.requeued.v1").is_empty());
+    assert!(of(&events, "node.offline.v1").is_empty());
+    assert!(second.check_lease(held[0]).await.is_ok());
+    // The node dies: within a lease lifetime and a tick, the lease is ended.
+    farm.clock.advance(chrono::Duration::seconds(31));
+    let mut ended = farm.orch.tick().await.unwrap();
+    second.catch_up().await.unwrap();
+    ended += second.tick().await.unwrap();
+    farm.orch.catch_up().await.unwrap();
+    ended += farm.orch.tick().await.unwrap();
+    assert_eq!(
+        ended, 1,
+        "exactly one instance takes the dead node's lease back"
+    );
+    let events = log(second.store()).await;
+    assert_eq!(of(&events, "render.task.requeued.v1").len(), 1);
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_requests_alternate_between_instances_keeps_its_lease_on_postgres() {
+    if let Some(db) = TestDb::postgres().await {
+        a_node_whose_requests_alternate_between_instances_keeps_its_lease(db).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_requests_alternate_between_instances_keeps_its_lease_on_sqlite() {
+    a_node_whose_requests_alternate_between_instances_keeps_its_lease(TestDb::sqlite().await).await;
+}
+
+/// An instance whose clock runs ten minutes fast wrote a dead node's last
+/// contact: the others judge the node by its real silence (a lease
+/// lifetime), not by the fast clock's idea of "recently".
+async fn a_fast_clock_does_not_keep_a_dead_node_alive(db: TestDb) {
+    let farm = Farm::open(db.store.clone(), db.clock.clone()).await;
+    let tenant = farm.tenant(1, 10, 1_000_000).await;
+    farm.render(tenant, 1, 1).await;
+    let node = farm.node().await;
+    let a = farm.claim(node).await.expect("a task");
+    assert!(
+        farm.orch
+            .heartbeat(node, &[lease(node, &a)])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    farm.orch.tick().await.unwrap();
+    // Another instance, ten minutes ahead, heard the node once.
+    let fast = eventstore::Clock::now(&*farm.clock) + chrono::Duration::minutes(10);
+    db.store
+        .record_liveness(uuid::Uuid::new_v4(), &[(node.as_uuid(), fast)])
+        .await
+        .unwrap();
+    // The node is silent from now on.
+    let mut requeued = 0;
+    for _ in 0..10 {
+        farm.clock.advance(chrono::Duration::seconds(5));
+        requeued += farm.orch.tick().await.unwrap();
+    }
+    assert_eq!(
+        requeued, 1,
+        "50 s of silence ended the lease despite a contact written 10 minutes ahead"
+    );
+    let events = log(&db.store).await;
+    assert_eq!(of(&events, "render.task.requeued.v1").len(), 1);
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_clock_does_not_keep_a_dead_node_alive_on_postgres() {
+    if let Some(db) = TestDb::postgres().await {
+        a_fast_clock_does_not_keep_a_dead_node_alive(db).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_clock_does_not_keep_a_dead_node_alive_on_sqlite() {
+    a_fast_clock_does_not_keep_a_dead_node_alive(TestDb::sqlite().await).await;
+}
