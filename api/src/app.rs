@@ -125,7 +125,8 @@ async fn healthz() -> Json<serde_json::Value> {
 /// The longest readiness waits for the event store.
 const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Readiness: the event store answers (503 while it does not).
+/// Readiness: the event store answers and has every migration of this
+/// binary applied (503 while not).
 async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     // A store that hangs (a network partition) is as unready as one that
     // refuses.
@@ -135,6 +136,17 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
             ApiError::Unavailable(anyhow::anyhow!("the event store did not answer in time"))
         })?
         .map_err(|e| ApiError::Unavailable(e.into()))?;
+    let missing = tokio::time::timeout(READY_TIMEOUT, state.store.missing_migrations())
+        .await
+        .map_err(|_| {
+            ApiError::Unavailable(anyhow::anyhow!("the migrations could not be read in time"))
+        })?
+        .map_err(|e| ApiError::Unavailable(e.into()))?;
+    if !missing.is_empty() {
+        return Err(ApiError::Unavailable(anyhow::anyhow!(
+            "migrations not applied: {missing:?}"
+        )));
+    }
     Ok(Json(json!({ "status": "ready" })))
 }
 

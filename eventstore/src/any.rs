@@ -43,6 +43,31 @@ impl AnyStore {
             }
         }
     }
+
+    /// The migrations this binary has that the database has not applied
+    /// successfully (none once the store is open, unless someone changed
+    /// the database's record of them): their versions.
+    pub async fn missing_migrations(&self) -> Result<Vec<i64>, StoreError> {
+        let (migrator, applied): (sqlx::migrate::Migrator, Vec<i64>) = match self {
+            AnyStore::Postgres(s) => (
+                sqlx::migrate!("../migrations/postgres"),
+                sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                    .fetch_all(s.pool())
+                    .await?,
+            ),
+            AnyStore::Sqlite(s) => (
+                sqlx::migrate!("../migrations/sqlite"),
+                sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                    .fetch_all(s.readers())
+                    .await?,
+            ),
+        };
+        Ok(migrator
+            .iter()
+            .map(|m| m.version)
+            .filter(|v| !applied.contains(v))
+            .collect())
+    }
 }
 
 macro_rules! delegate {

@@ -733,6 +733,83 @@ async fn readiness_is_503_with_the_error_body_while_the_store_does_not_answer() 
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+#[tokio::test]
+async fn readiness_is_503_while_a_migration_of_this_binary_is_not_applied() {
+    use sqlx::{ConnectOptions, Executor};
+    let (state, dir) = crate::state().await;
+    assert_eq!(readyz(&state).await.0, StatusCode::OK);
+    assert_eq!(
+        state.store.missing_migrations().await.unwrap(),
+        Vec::<i64>::new()
+    );
+    // Someone rolled the database's record back by one migration.
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(dir.join("events.sqlite"))
+        .connect()
+        .await
+        .unwrap();
+    conn.execute(
+        "DELETE FROM _sqlx_migrations WHERE version = (SELECT max(version) FROM _sqlx_migrations)",
+    )
+    .await
+    .unwrap();
+    let (status, body) = readyz(&state).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "not_ready");
+    assert_eq!(state.store.missing_migrations().await.unwrap().len(), 1);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A `flatrender serve` with `FLATRENDER_LOG_FORMAT=json` writes one JSON
+/// object per log line, and a refused request's log line carries the trace
+/// id its error body has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_trace_id_of_the_error_body() {
+    let dir = crate::faults::temp_dir("json-logs");
+    let port = crate::faults::free_port();
+    let serve = crate::faults::Serve::start_with(
+        &dir,
+        None,
+        port,
+        &[("FLATRENDER_LOG_FORMAT", "json"), ("RUST_LOG", "info")],
+    )
+    .await;
+    let response = reqwest::get(format!("{}/v1/tenant", serve.url))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let body: serde_json::Value = response.json().await.unwrap();
+    let trace = body["error"]["trace_id"].as_str().unwrap().to_string();
+    let path = dir.join(format!("serve-{port}.log"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        if lines
+            .iter()
+            .any(|l| l["fields"]["trace_id"].as_str() == Some(trace.as_str()))
+        {
+            assert!(
+                lines
+                    .iter()
+                    .all(|l| l["level"].is_string() && l["timestamp"].is_string())
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no log line with trace id {trace}:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    drop(serve);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// The same against PostgreSQL, whose database goes away under the server.
 #[tokio::test]
 async fn readiness_is_503_when_the_postgresql_database_is_gone() {
