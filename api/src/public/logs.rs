@@ -27,8 +27,7 @@ pub async fn attempts(
     caller: Caller,
     Path((render, task)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let render_id = super::render_of(&state, &caller, &render).await?;
-    let tenant = super::scope_of(&state, &caller, render_id).await?;
+    let (render_id, tenant) = super::render_of(&state, &caller, &render).await?;
     let task_id = id(&task, "task_id")?;
     let found = state
         .logs
@@ -66,7 +65,7 @@ pub async fn log(
     if p.tail.is_some_and(|n| !(1..=MAX_TAIL).contains(&n)) {
         return Err(field("tail", "tail is 1 to 100000 lines"));
     }
-    let render_id = super::render_of(&state, &caller, &render).await?;
+    let (render_id, tenant) = super::render_of(&state, &caller, &render).await?;
     let task_id = id(&task, "task_id")?;
     let attempt: u32 = attempt
         .parse()
@@ -77,7 +76,7 @@ pub async fn log(
         .logs
         .read(
             Attempt {
-                tenant_id: super::scope_of(&state, &caller, render_id).await?.as_uuid(),
+                tenant_id: tenant.as_uuid(),
                 render_id,
                 task_id,
                 attempt,

@@ -203,14 +203,15 @@ pub(crate) async fn scope_of(
         .unwrap_or(caller.tenant_id))
 }
 
-/// A render of the caller's tenant (any tenant's for operators), or 404:
-/// the scheduler's view knows a render the moment it is submitted, the
-/// read model the renders the view no longer holds.
+/// A render of the caller's tenant (any tenant's for operators) and the
+/// tenant it belongs to, or 404: the scheduler's view knows a render the
+/// moment it is submitted, the read model the renders the view no longer
+/// holds.
 pub(crate) async fn render_of(
     state: &AppState,
     caller: &auth::Caller,
     render: &str,
-) -> Result<uuid::Uuid, ApiError> {
+) -> Result<(uuid::Uuid, domain::TenantId), ApiError> {
     let render_id = id(render, "render_id")?;
     let scope = scope_of(state, caller, render_id).await?;
     let job = domain::JobId::new(render_id).map_err(|_| ApiError::NotFound)?;
@@ -222,7 +223,7 @@ pub(crate) async fn render_of(
             .map(|_| scope),
     };
     if tenant == Some(scope) {
-        Ok(render_id)
+        Ok((render_id, scope))
     } else {
         Err(ApiError::NotFound)
     }

@@ -91,7 +91,7 @@ pub async fn render(
             "only GET /v1/ws/renders takes all_tenants",
         ));
     }
-    let render_id = super::render_of(&state, &caller, &render).await?;
+    let (render_id, _) = super::render_of(&state, &caller, &render).await?;
     upgraded(
         state,
         upgrade,
