@@ -71,6 +71,23 @@ pub async fn scalar(store: &AnyStore, sql: &str) -> i64 {
     }
 }
 
+/// One step that reads something: PostgreSQL holds back every event while
+/// an older transaction of the cluster (another test's) is open, so a step
+/// right after an append may read nothing yet; wait for it as `catch_up`
+/// does.
+pub async fn step_some(runner: &mut Runner) -> Result<usize, projections::ProjectionError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match runner.step().await {
+            Ok(0) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            Ok(0) => panic!("nothing became readable in 30 s"),
+            other => return other,
+        }
+    }
+}
+
 /// Waits until the runner holds the lock (a dropped runner's session ends
 /// a moment after its connection is dropped).
 pub async fn acquired(runner: &mut Runner) {

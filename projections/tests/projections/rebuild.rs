@@ -2,7 +2,7 @@
 //! failures, restarts and concurrent writers change nothing of that.
 
 use crate::farm::Farm;
-use crate::{acquired, backends, caught_up, rebuilt, runner, scalar};
+use crate::{acquired, backends, caught_up, rebuilt, runner, scalar, step_some};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_gives_exactly_the_rows_of_the_incremental_run() {
@@ -152,10 +152,10 @@ async fn a_failure_between_rows_and_commit_applies_nothing_twice() {
         // Part of the second round applied, then a batch that dies after
         // writing its rows, several times over.
         for _ in 0..3 {
-            live.step().await.unwrap();
+            step_some(&mut live).await.unwrap();
             let before = positions(&db.store).await;
             live.fail_next_commit();
-            let failed = live.step().await;
+            let failed = step_some(&mut live).await;
             assert!(
                 matches!(failed, Err(projections::ProjectionError::Injected)),
                 "{failed:?}"
@@ -221,11 +221,11 @@ async fn a_reset_by_another_process_rolls_back_the_runners_batch_and_replays() {
         let mut live = runner(&db.store, 10);
         live.catch_up(|_, _, _| {}).await.unwrap();
         farm.round().await;
-        live.step().await.unwrap();
+        step_some(&mut live).await.unwrap();
         // An operator's `projections rebuild` elsewhere resets under it.
         let other = db.second_instance().await;
         projections::reset(&other, "renders").await.unwrap();
-        let moved = live.step().await;
+        let moved = step_some(&mut live).await;
         assert!(
             matches!(moved, Err(projections::ProjectionError::CheckpointMoved(_))),
             "{moved:?}"
