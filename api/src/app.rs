@@ -32,6 +32,8 @@ pub struct AppState {
     pub live: crate::live::Live,
     /// Task attempts' logs (in the blob storage's `logs/`).
     pub logs: crate::task_logs::TaskLogs,
+    /// The relay to RabbitMQ, when configured.
+    pub broker: Option<Arc<crate::broker::Broker>>,
 }
 
 impl AppState {
@@ -56,6 +58,7 @@ impl AppState {
             blobs,
             clock,
             nonces: Arc::default(),
+            broker: None,
             orchestrator,
             auth: crate::public::auth::Auth::new(
                 crate::public::auth::Jwt::unusable(),
@@ -67,6 +70,12 @@ impl AppState {
     /// The same state with each task attempt's log capped at `cap` bytes.
     pub fn with_log_cap(mut self, cap: u64) -> Self {
         self.logs = crate::task_logs::TaskLogs::new(&self.blobs.root().join("logs"), cap);
+        self
+    }
+
+    /// The same state with a relay to RabbitMQ (checked by `/readyz`).
+    pub fn with_broker(mut self, broker: Arc<crate::broker::Broker>) -> Self {
+        self.broker = Some(broker);
         self
     }
 
@@ -126,7 +135,8 @@ async fn healthz() -> Json<serde_json::Value> {
 const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Readiness: the event store answers and has every migration of this
-/// binary applied (503 while not).
+/// binary applied, and the broker answers when a relay is configured (503
+/// while not).
 async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     // A store that hangs (a network partition) is as unready as one that
     // refuses.
@@ -146,6 +156,12 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
         return Err(ApiError::Unavailable(anyhow::anyhow!(
             "migrations not applied: {missing:?}"
         )));
+    }
+    if let Some(broker) = &state.broker {
+        broker
+            .ready()
+            .await
+            .map_err(|e| ApiError::Unavailable(anyhow::anyhow!(e)))?;
     }
     Ok(Json(json!({ "status": "ready" })))
 }

@@ -131,6 +131,14 @@ pub struct ServeConfig {
     #[arg(long, env = "FLATRENDER_RATE_LIMIT_PER_SECOND", default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_limit_per_second: u32,
+    /// RabbitMQ to publish every event to, e.g.
+    /// `amqp://user:password@host:5672/%2f` (none: no relay). A secret:
+    /// never shown or logged.
+    #[arg(long, env = "AMQP_URL", hide_env_values = true)]
+    pub amqp_url: Option<String>,
+    /// The durable topic exchange the relay publishes to.
+    #[arg(long, env = "FLATRENDER_AMQP_EXCHANGE", default_value = relay::DEFAULT_EXCHANGE)]
+    pub amqp_exchange: String,
     /// Tokens of the public API.
     #[command(flatten)]
     pub jwt: JwtArgs,

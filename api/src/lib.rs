@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod audit;
+pub mod broker;
 pub mod config;
 pub mod contact_sheet;
 pub mod demo;

@@ -74,6 +74,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await?
             .with_auth(auth)
             .with_log_cap(config.task_log_cap_bytes);
+            let broker = config.amqp_url.as_deref().map(|url| {
+                std::sync::Arc::new(api::broker::Broker::spawn(
+                    &state.store,
+                    url,
+                    &config.amqp_exchange,
+                ))
+            });
+            let state = match &broker {
+                Some(b) => state.with_broker(b.clone()),
+                None => state,
+            };
             let read_models = api::read_models::ReadModels::spawn(&state.store);
             let follower = state.orchestrator.spawn_follower();
             let ticker = state
@@ -86,6 +97,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             follower.abort();
             ticker.abort();
             read_models.stop().await;
+            if let Some(broker) = broker {
+                broker.stop().await;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Tenant {

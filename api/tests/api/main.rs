@@ -27,6 +27,23 @@ use eventstore::{AnyStore, EventStore, RecordedEvent, SqliteStore};
 use uuid::Uuid;
 
 /// A fresh embedded store and blob directory (blobs up to 1 MiB).
+/// The broker for tests, or `None` (said loudly) when there is none and
+/// services are not required.
+pub fn amqp_url() -> Option<String> {
+    match std::env::var("FLATRENDER_TEST_AMQP_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("FLATRENDER_REQUIRE_SERVICES").as_deref() == Ok("1") => {
+            panic!("FLATRENDER_REQUIRE_SERVICES=1 but FLATRENDER_TEST_AMQP_URL is not set")
+        }
+        _ => {
+            eprintln!(
+                "!!! SKIPPED: FLATRENDER_TEST_AMQP_URL is not set; broker checks did not run"
+            );
+            None
+        }
+    }
+}
+
 pub async fn state() -> (AppState, PathBuf) {
     state_with(1024 * 1024).await
 }

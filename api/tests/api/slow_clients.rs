@@ -760,6 +760,60 @@ async fn readiness_is_503_while_a_migration_of_this_binary_is_not_applied() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_needs_the_broker_when_a_relay_is_configured() {
+    let (state, dir) = crate::state().await;
+    // Nothing listens on port 1.
+    let away = std::sync::Arc::new(api::broker::Broker::spawn(
+        &state.store,
+        "amqp://guest:guest@127.0.0.1:1/%2f",
+        "flatrender.test.away",
+    ));
+    let refused = state.clone().with_broker(away.clone());
+    let (status, body) = readyz(&refused).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "not_ready");
+    assert!(
+        !body.to_string().contains("guest"),
+        "the broker's credentials are not in the error body: {body}"
+    );
+    away.stop().await;
+    if let Some(url) = crate::amqp_url() {
+        let exchange = format!("flatrender.test.{}", Uuid::new_v4().simple());
+        let broker = std::sync::Arc::new(api::broker::Broker::spawn(&state.store, &url, &exchange));
+        let ready = state.clone().with_broker(broker.clone());
+        assert_eq!(readyz(&ready).await.0, StatusCode::OK);
+        // And it publishes: the store's events reach the exchange.
+        let tenant = domain::TenantId::new(Uuid::new_v4()).unwrap();
+        state
+            .orchestrator
+            .tenant_command(
+                tenant,
+                domain::TenantCommand::Create {
+                    tenant_id: tenant,
+                    name: domain::Label::parse("Studio").unwrap(),
+                    weight: domain::ShareWeight::new(1).unwrap(),
+                    max_running_tasks: 4,
+                    at: chrono::Utc::now(),
+                },
+            )
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while broker.status().position < *state.store.appended().borrow() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{:?}",
+                broker.status()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(broker.status().confirmed > 0);
+        broker.stop().await;
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// A `flatrender serve` with `FLATRENDER_LOG_FORMAT=json` writes one JSON
 /// object per log line, and a refused request's log line carries the trace
 /// id its error body has.

@@ -39,6 +39,24 @@ pub fn pg_url() -> Option<String> {
     }
 }
 
+/// The RabbitMQ server for tests, or `None` (said loudly) when there is
+/// none and services are not required (the relay's tests).
+#[allow(dead_code)]
+pub fn amqp_url() -> Option<String> {
+    match std::env::var("FLATRENDER_TEST_AMQP_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("FLATRENDER_REQUIRE_SERVICES").as_deref() == Ok("1") => {
+            panic!("FLATRENDER_REQUIRE_SERVICES=1 but FLATRENDER_TEST_AMQP_URL is not set")
+        }
+        _ => {
+            eprintln!(
+                "!!! SKIPPED: FLATRENDER_TEST_AMQP_URL is not set; RabbitMQ tests did not run"
+            );
+            None
+        }
+    }
+}
+
 /// A store for one test, and what it takes to clean up after it.
 #[derive(Debug)]
 pub struct TestDb {
