@@ -34,6 +34,8 @@ pub struct AppState {
     pub logs: crate::task_logs::TaskLogs,
     /// The relay to RabbitMQ, when configured.
     pub broker: Option<Arc<crate::broker::Broker>>,
+    /// Request latencies and the `/metrics` endpoint's token.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl AppState {
@@ -59,6 +61,7 @@ impl AppState {
             clock,
             nonces: Arc::default(),
             broker: None,
+            metrics: crate::metrics::Metrics::default(),
             orchestrator,
             auth: crate::public::auth::Auth::new(
                 crate::public::auth::Jwt::unusable(),
@@ -70,6 +73,12 @@ impl AppState {
     /// The same state with each task attempt's log capped at `cap` bytes.
     pub fn with_log_cap(mut self, cap: u64) -> Self {
         self.logs = crate::task_logs::TaskLogs::new(&self.blobs.root().join("logs"), cap);
+        self
+    }
+
+    /// The same state with `/metrics` behind a bearer token.
+    pub fn with_metrics_token(mut self, token: Option<String>) -> Self {
+        self.metrics = crate::metrics::Metrics::new(token);
         self
     }
 
@@ -91,6 +100,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::metrics))
         .route("/v1/agent/register", post(crate::node_api::register))
         .route("/v1/agent/heartbeat", post(crate::node_api::heartbeat))
         .route("/v1/agent/claim", post(crate::node_api::claim))
@@ -123,7 +133,69 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::monitor::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            crate::metrics::track,
+        ))
+        .layer(axum::middleware::from_fn(traced))
         .with_state(state)
+}
+
+/// The response header that tells a client its request's trace id.
+pub const TRACE_HEADER: &str = "x-trace-id";
+
+/// Gives every request a trace id: the trace id of a valid W3C
+/// `traceparent` header, else a new random one. It is in the request's log
+/// span, in the metadata of every event the request causes, in its error
+/// body and in the `X-Trace-Id` response header.
+pub async fn traced(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use tracing::Instrument;
+    let trace_id = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(w3c_trace_id)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let span = tracing::info_span!(
+        "request",
+        trace_id = %trace_id,
+        method = %request.method(),
+        path = %request.uri().path(),
+    );
+    let mut response = orchestrator::trace::scope(trace_id.clone(), next.run(request))
+        .instrument(span)
+        .await;
+    if let Ok(value) = axum::http::HeaderValue::from_str(&trace_id) {
+        response.headers_mut().insert(TRACE_HEADER, value);
+    }
+    response
+}
+
+/// The trace id of a `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`,
+/// lower case, not all zeros), or `None`.
+pub fn w3c_trace_id(header: &str) -> Option<String> {
+    let parts: Vec<&str> = header.trim().split('-').collect();
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    match parts.as_slice() {
+        [version, trace, parent, flags]
+            if hex(version, 2)
+                && *version != "ff"
+                && hex(trace, 32)
+                && hex(parent, 16)
+                && hex(flags, 2)
+                && trace.bytes().any(|b| b != b'0') =>
+        {
+            Some((*trace).to_string())
+        }
+        _ => None,
+    }
 }
 
 /// Liveness: the process answers.

@@ -131,6 +131,11 @@ pub struct ServeConfig {
     #[arg(long, env = "FLATRENDER_RATE_LIMIT_PER_SECOND", default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_limit_per_second: u32,
+    /// Bearer token `GET /metrics` asks for (none: it answers anyone who
+    /// reaches it; keep it behind your balancer then). A secret: never
+    /// shown or logged.
+    #[arg(long, env = "FLATRENDER_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// RabbitMQ to publish every event to, e.g.
     /// `amqp://user:password@host:5672/%2f` (none: no relay). A secret:
     /// never shown or logged.

@@ -225,7 +225,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let trace_id = Uuid::new_v4().simple().to_string();
+        // The request's (see `app::traced`), so that the body, the log line
+        // and the events of the request share it.
+        let trace_id =
+            orchestrator::trace::current().unwrap_or_else(|| Uuid::new_v4().simple().to_string());
         let (status, code, message, details) = self.parts();
         if status.is_server_error() {
             tracing::error!(%trace_id, error = ?self, "request failed");

@@ -10,6 +10,7 @@ pub mod enroll;
 pub mod error;
 pub mod files;
 pub mod live;
+pub mod metrics;
 pub mod monitor;
 pub mod node_api;
 pub mod node_auth;

@@ -55,7 +55,7 @@ async fn command(
         actor: Actor::System {
             component: "operator".into(),
         },
-        trace_id: None,
+        trace_id: orchestrator::trace::current(),
     };
     store
         .append(AppendRequest {

@@ -28,7 +28,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::state::State;
-use crate::{Assignment, FileOutput, Orchestrator, OrchestratorError, metadata};
+use crate::{Assignment, FileOutput, Orchestrator, OrchestratorError, metadata_traced};
 
 mod decide;
 
@@ -83,6 +83,8 @@ struct StreamWrite {
 struct Batch {
     streams: Vec<StreamWrite>,
     index: HashMap<Uuid, usize>,
+    /// The trace id of the operation being decided (its request's).
+    trace: Option<String>,
 }
 
 impl Batch {
@@ -107,7 +109,7 @@ impl Batch {
             });
             self.streams.len() - 1
         });
-        let meta = metadata(actor);
+        let meta = metadata_traced(actor, self.trace.clone());
         self.streams[slot].events.extend(
             events
                 .iter()
@@ -145,7 +147,7 @@ impl Orchestrator {
     pub(crate) fn submit_op(&self, op: Op) {
         // If the committer is gone the op (and its reply channel) is
         // dropped, which the caller sees as a closed channel.
-        let _ = self.inner.ops.send(op);
+        let _ = self.inner.ops.send((op, crate::trace::current()));
     }
 
     fn apply_job_events(&self, st: &mut State, events: &[RenderJobEvent]) -> bool {
@@ -168,7 +170,7 @@ impl Orchestrator {
         }
     }
 
-    async fn process(&self, st: &mut State, ops: Vec<Op>) {
+    async fn process(&self, st: &mut State, ops: Vec<(Op, Option<String>)>) {
         if !st.dropped.is_empty() {
             self.reload_dropped(st).await;
         }
@@ -177,7 +179,8 @@ impl Orchestrator {
         let mut batch = Batch::default();
         let mut replies = Vec::with_capacity(ops.len());
         let mut work = false;
-        for op in ops {
+        for (op, trace) in ops {
+            batch.trace = trace;
             match op {
                 Op::Claim { node_id, reply } => {
                     match self.decide_claim(st, &mut batch, node_id, &mut work) {
@@ -221,6 +224,7 @@ impl Orchestrator {
                 },
             }
         }
+        batch.trace = None;
         let charges = self.decide_charges(st, &mut batch);
         if !charges.is_empty() {
             work = true;
@@ -260,7 +264,9 @@ impl Orchestrator {
                 events: std::mem::take(&mut s.events),
             })
             .collect();
+        let started = std::time::Instant::now();
         let results = self.inner.store.append_many(requests).await;
+        self.count_append(started.elapsed());
         let mut failed: HashMap<usize, OrchestratorError> = HashMap::new();
         for (slot, result) in results.into_iter().enumerate() {
             if let Err(e) = result {
@@ -340,7 +346,7 @@ const MAX_BATCH: usize = 4096;
 /// the last [`Orchestrator`] handle is dropped.
 pub(crate) async fn committer(
     inner: std::sync::Weak<crate::Inner>,
-    mut ops: tokio::sync::mpsc::UnboundedReceiver<Op>,
+    mut ops: tokio::sync::mpsc::UnboundedReceiver<(Op, Option<String>)>,
 ) {
     while let Some(first) = ops.recv().await {
         let mut batch = vec![first];

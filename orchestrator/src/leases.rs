@@ -185,6 +185,9 @@ impl Orchestrator {
             .await
         {
             Ok(_) => {
+                if matches!(reason, RequeueReason::LeaseExpired) {
+                    self.count_lease_expired();
+                }
                 tracing::info!(%task_id, node_id = %l.node_id, ?reason, "lease ended; task requeued");
                 Ok(1)
             }

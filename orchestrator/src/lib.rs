@@ -3,9 +3,11 @@
 mod batch;
 mod commands;
 mod leases;
+mod metrics;
 mod pick;
 mod reports;
 mod state;
+pub mod trace;
 mod view;
 mod watchdog;
 
@@ -21,6 +23,8 @@ use uuid::Uuid;
 
 use pick::{any_capable_node, assignment, pick};
 use state::State;
+
+pub use metrics::{CounterTotals, Gauges, LATENCY_BOUNDS, LatencySnapshot};
 
 /// How the scheduler behaves; every default runs on a laptop.
 #[derive(Debug, Clone)]
@@ -192,7 +196,9 @@ struct Inner {
     /// Bumped whenever work may have become available.
     work: watch::Sender<u64>,
     /// Claims and completions for the committer (see `batch`).
-    ops: tokio::sync::mpsc::UnboundedSender<batch::Op>,
+    ops: tokio::sync::mpsc::UnboundedSender<(batch::Op, Option<String>)>,
+    /// What this instance did, for `/metrics`.
+    counters: metrics::Counters,
 }
 
 /// The scheduler. Cheap to clone; every clone shares one view.
@@ -218,12 +224,17 @@ fn system() -> Actor {
     }
 }
 
+/// The metadata of events written for `actor` in the current request.
 fn metadata(actor: Actor) -> EventMetadata {
+    metadata_traced(actor, trace::current())
+}
+
+fn metadata_traced(actor: Actor, trace_id: Option<String>) -> EventMetadata {
     EventMetadata {
         correlation_id: Uuid::new_v4(),
         causation_id: None,
         actor,
-        trace_id: None,
+        trace_id,
     }
 }
 
@@ -250,6 +261,7 @@ impl Orchestrator {
                 state: Mutex::new(state),
                 work: watch::channel(0).0,
                 ops,
+                counters: metrics::Counters::default(),
             }),
         };
         eventstore::task::spawn_named(

@@ -166,7 +166,12 @@ impl Orchestrator {
             self.submit_op(batch::Op::Claim { node_id, reply });
             match answer.await.map_err(|_| OrchestratorError::Contention)? {
                 Err(OrchestratorError::Contention) => continue,
-                other => return other,
+                other => {
+                    if matches!(other, Ok(Some(_))) {
+                        self.count_lease_granted();
+                    }
+                    return other;
+                }
             }
         }
         Err(OrchestratorError::Contention)

@@ -155,7 +155,10 @@ impl Orchestrator {
                 .map(|e| NewEvent::from_domain(Uuid::new_v4(), e, meta.clone()))
                 .collect(),
         };
-        match self.inner.store.append(request).await {
+        let started = std::time::Instant::now();
+        let appended = self.inner.store.append(request).await;
+        self.count_append(started.elapsed());
+        match appended {
             Ok(result) => {
                 for (event, v) in events.iter().zip(result.first_version..) {
                     apply(st, event, v);

@@ -73,7 +73,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )
             .await?
             .with_auth(auth)
-            .with_log_cap(config.task_log_cap_bytes);
+            .with_log_cap(config.task_log_cap_bytes)
+            .with_metrics_token(config.metrics_token.clone());
             let broker = config.amqp_url.as_deref().map(|url| {
                 std::sync::Arc::new(api::broker::Broker::spawn(
                     &state.store,

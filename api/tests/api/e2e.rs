@@ -112,7 +112,7 @@ pub(crate) async fn agent_with(server: &Server, name: &str, extra: &[&std::ffi::
     }
 }
 
-async fn submit(server: &Server, frames: u32, chunk: u32) -> domain::JobId {
+pub(crate) async fn submit(server: &Server, frames: u32, chunk: u32) -> domain::JobId {
     let orch = &server.state.orchestrator;
     let tenant = api::seed::tenant(orch, "Studio", 1, 10, 1_000_000)
         .await

@@ -8,6 +8,7 @@ mod enroll;
 mod faults;
 mod http;
 mod lifecycle;
+mod metrics;
 mod monitor;
 mod node_auth;
 mod public;
@@ -15,6 +16,7 @@ mod refusals;
 mod slow_clients;
 mod studio_cli;
 mod submission;
+mod tracing;
 mod websocket;
 
 use std::path::PathBuf;

@@ -174,7 +174,7 @@ impl Drop for Api {
     }
 }
 
-fn render_body(scene: &str) -> Value {
+pub fn render_body(scene: &str) -> Value {
     json!({ "scene_file_id": scene, "renderer": "builtin", "frames": { "start": 1, "end": 6 }, "chunk_size": 2 })
 }
 
