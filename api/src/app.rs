@@ -36,6 +36,9 @@ pub struct AppState {
     pub broker: Option<Arc<crate::broker::Broker>>,
     /// Request latencies and the `/metrics` endpoint's token.
     pub metrics: crate::metrics::Metrics,
+    /// Seals and opens node secrets at rest (the configured master key;
+    /// a random one until [`AppState::with_vault`]).
+    pub vault: Arc<eventstore::Vault>,
 }
 
 impl AppState {
@@ -62,6 +65,10 @@ impl AppState {
             nonces: Arc::default(),
             broker: None,
             metrics: crate::metrics::Metrics::default(),
+            vault: Arc::new(eventstore::Vault::new(
+                eventstore::MasterKey::ephemeral()
+                    .map_err(|e| orchestrator::OrchestratorError::Store(e.into()))?,
+            )),
             orchestrator,
             auth: crate::public::auth::Auth::new(
                 crate::public::auth::Jwt::unusable(),
@@ -73,6 +80,12 @@ impl AppState {
     /// The same state with each task attempt's log capped at `cap` bytes.
     pub fn with_log_cap(mut self, cap: u64) -> Self {
         self.logs = crate::task_logs::TaskLogs::new(&self.blobs.root().join("logs"), cap);
+        self
+    }
+
+    /// The same state with the configured master key.
+    pub fn with_vault(mut self, vault: eventstore::Vault) -> Self {
+        self.vault = Arc::new(vault);
         self
     }
 

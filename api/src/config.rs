@@ -18,12 +18,21 @@ pub struct StorageConfig {
     /// The data directory (embedded store, files).
     #[arg(long, env = "FLATRENDER_DATA_DIR", default_value = "flatrender-data")]
     pub data_dir: PathBuf,
+    /// The master key that seals secrets at rest.
+    #[command(flatten)]
+    pub master_key: crate::secrets::MasterKeyArgs,
 }
 
 impl StorageConfig {
     /// Opens the configured event store, applying migrations.
     pub async fn open_store(&self) -> anyhow::Result<eventstore::AnyStore> {
         Ok(eventstore::AnyStore::open(self.database_url.as_deref(), &self.data_dir).await?)
+    }
+
+    /// The vault of the configured master key (and the previous one during
+    /// a rotation).
+    pub fn vault(&self) -> anyhow::Result<eventstore::Vault> {
+        self.master_key.vault(&self.data_dir)
     }
 }
 

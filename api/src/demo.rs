@@ -153,9 +153,11 @@ pub async fn run(config: DemoConfig, agent_exe: &Path) -> anyhow::Result<DemoSum
     )?;
     let auth =
         crate::public::auth::Auth::new(jwt.clone(), crate::public::auth::RateLimit::default());
+    let vault = crate::secrets::data_dir_key(&data_dir).map(eventstore::Vault::new)?;
     let state = crate::AppState::open(store.clone(), blobs.clone(), clock, orchestration)
         .await?
-        .with_auth(auth);
+        .with_auth(auth)
+        .with_vault(vault.clone());
     let orch = state.orchestrator.clone();
     let ticker = orch.spawn_ticker(Duration::from_millis(500));
     let read_models = crate::read_models::ReadModels::spawn(&store);
@@ -180,7 +182,7 @@ pub async fn run(config: DemoConfig, agent_exe: &Path) -> anyhow::Result<DemoSum
     let mut node_names = BTreeMap::new();
     for n in 1..=config.nodes {
         let name = format!("demo-node-{n}");
-        let enrolment = crate::enroll::enrol(&store, &name, chrono::Utc::now()).await?;
+        let enrolment = crate::enroll::enrol(&store, &vault, &name, chrono::Utc::now()).await?;
         node_names.insert(enrolment.node_id, name.clone());
         let node_dir = run_dir.join("nodes").join(&name);
         std::fs::create_dir_all(&node_dir)?;

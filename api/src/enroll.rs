@@ -45,6 +45,7 @@ pub enum EnrolError {
 /// Creates a node id and a secret key for it and stores the key.
 pub async fn enrol(
     store: &AnyStore,
+    vault: &eventstore::Vault,
     name: &str,
     at: DateTime<Utc>,
 ) -> Result<Enrolment, EnrolError> {
@@ -64,7 +65,7 @@ pub async fn enrol(
         secret,
         name: name.to_string(),
     };
-    store.add_node_key(&key, at).await?;
+    store.add_node_key(&key, vault, at).await?;
     Ok(Enrolment {
         node_id: key.node_id,
         key_id: key.key_id,

@@ -121,7 +121,7 @@ async fn verify_headers(parts: &Parts, state: &AppState) -> Result<Signer, ApiEr
     };
     let key = state
         .store
-        .node_key(node_id, key_id)
+        .node_key(node_id, key_id, &state.vault)
         .await?
         .ok_or(ApiError::Unauthorized("unknown node or key"))?;
     let secret = NodeSecret::from_bytes(key.secret.clone())

@@ -103,9 +103,14 @@ fn main() {
     let clients: Vec<AgentClient> = agents_rt.block_on(async {
         let mut clients = Vec::new();
         for n in 0..agents {
-            let e = api::enroll::enrol(&state.store, &format!("bench-{n}"), chrono::Utc::now())
-                .await
-                .expect("enrol");
+            let e = api::enroll::enrol(
+                &state.store,
+                &state.vault,
+                &format!("bench-{n}"),
+                chrono::Utc::now(),
+            )
+            .await
+            .expect("enrol");
             let client = AgentClient::new(
                 &url,
                 e.node_id,

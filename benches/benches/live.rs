@@ -413,9 +413,14 @@ fn logs(farm: &Farm, server: &Runtime, clients: &Runtime, agents: usize, seconds
     let held: Vec<(AgentClient, node_agent::client::LeaseRef)> = clients.block_on(async {
         let mut out = Vec::new();
         for n in 0..agents {
-            let e = api::enroll::enrol(&state.store, &format!("logger-{n}"), chrono::Utc::now())
-                .await
-                .expect("enrol");
+            let e = api::enroll::enrol(
+                &state.store,
+                &state.vault,
+                &format!("logger-{n}"),
+                chrono::Utc::now(),
+            )
+            .await
+            .expect("enrol");
             let client = AgentClient::new(
                 &url,
                 e.node_id,

@@ -1,5 +1,6 @@
 //! Node credentials beside the event log (never in it): the HMAC secrets
-//! that render nodes sign with, looked up by node and key id.
+//! that render nodes sign with, looked up by node and key id, stored
+//! sealed under the server's master key (see [`crate::vault`]).
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -7,6 +8,7 @@ use uuid::Uuid;
 use crate::any::AnyStore;
 use crate::error::StoreError;
 use crate::hashing::format_time;
+use crate::vault::Vault;
 
 /// A node's secret key. `Debug` never shows the secret.
 #[derive(Clone, PartialEq, Eq)]
@@ -32,9 +34,36 @@ impl std::fmt::Debug for NodeKey {
     }
 }
 
+/// What a node secret's sealed value is bound to: its row.
+fn node_context(node_id: Uuid, key_id: Uuid) -> Vec<u8> {
+    let mut out = b"node_credentials:".to_vec();
+    out.extend_from_slice(node_id.as_bytes());
+    out.extend_from_slice(key_id.as_bytes());
+    out
+}
+
+/// A stored secret as the vault opens it; a plaintext one (written before
+/// secrets were sealed, until [`AnyStore::reseal_secrets`] seals it) as is.
+fn open_secret(vault: &Vault, stored: Vec<u8>, context: &[u8]) -> Result<Vec<u8>, StoreError> {
+    if Vault::is_sealed(&stored) {
+        Ok(vault.open(&stored, context)?)
+    } else {
+        Ok(stored)
+    }
+}
+
 impl AnyStore {
-    /// Stores a new key for a node.
-    pub async fn add_node_key(&self, key: &NodeKey, at: DateTime<Utc>) -> Result<(), StoreError> {
+    /// Stores a new key for a node, its secret sealed by `vault`.
+    pub async fn add_node_key(
+        &self,
+        key: &NodeKey,
+        vault: &Vault,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if key.secret.len() < 32 {
+            return Err(crate::vault::VaultError::ShortSecret.into());
+        }
+        let sealed = vault.seal(&key.secret, &node_context(key.node_id, key.key_id))?;
         match self {
             AnyStore::Postgres(s) => {
                 sqlx::query(
@@ -42,7 +71,7 @@ impl AnyStore {
                 )
                 .bind(key.node_id)
                 .bind(key.key_id)
-                .bind(&key.secret)
+                .bind(&sealed)
                 .bind(&key.name)
                 .bind(at)
                 .execute(s.pool())
@@ -55,7 +84,7 @@ impl AnyStore {
                     )
                     .bind(key.node_id)
                     .bind(key.key_id)
-                    .bind(&key.secret)
+                    .bind(&sealed)
                     .bind(&key.name)
                     .bind(format_time(at))
                     .execute(&mut *conn)
@@ -67,11 +96,13 @@ impl AnyStore {
         Ok(())
     }
 
-    /// The node's key with this id, unless revoked.
+    /// The node's key with this id, unless revoked, its secret opened by
+    /// `vault`.
     pub async fn node_key(
         &self,
         node_id: Uuid,
         key_id: Uuid,
+        vault: &Vault,
     ) -> Result<Option<NodeKey>, StoreError> {
         let row: Option<(Vec<u8>, String)> = match self {
             AnyStore::Postgres(s) => {
@@ -93,12 +124,64 @@ impl AnyStore {
                 .await?
             }
         };
-        Ok(row.map(|(secret, name)| NodeKey {
+        let Some((stored, name)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(NodeKey {
             node_id,
             key_id,
-            secret,
+            secret: open_secret(vault, stored, &node_context(node_id, key_id))?,
             name,
         }))
+    }
+
+    /// Seals every stored secret that is not sealed under the vault's
+    /// current key: plaintext ones of older stores, and ones sealed under a
+    /// previous key (a rotation). Each row is rewritten only if it still
+    /// holds what was read. Returns how many were rewritten.
+    pub async fn reseal_secrets(&self, vault: &Vault) -> Result<u64, StoreError> {
+        let select = "SELECT node_id, key_id, secret FROM node_credentials";
+        let rows: Vec<(Uuid, Uuid, Vec<u8>)> = match self {
+            AnyStore::Postgres(s) => sqlx::query_as(select).fetch_all(s.pool()).await?,
+            AnyStore::Sqlite(s) => sqlx::query_as(select).fetch_all(s.readers()).await?,
+        };
+        let mut done = 0;
+        for (node_id, key_id, stored) in rows {
+            if vault.is_current(&stored) {
+                continue;
+            }
+            let context = node_context(node_id, key_id);
+            let secret = open_secret(vault, stored.clone(), &context)?;
+            let sealed = vault.seal(&secret, &context)?;
+            let changed = match self {
+                AnyStore::Postgres(s) => sqlx::query(
+                    "UPDATE node_credentials SET secret = $1 WHERE node_id = $2 AND key_id = $3 AND secret = $4",
+                )
+                .bind(&sealed)
+                .bind(node_id)
+                .bind(key_id)
+                .bind(&stored)
+                .execute(s.pool())
+                .await?
+                .rows_affected(),
+                AnyStore::Sqlite(s) => s
+                    .with_writer(async |conn| {
+                        sqlx::query(
+                            "UPDATE node_credentials SET secret = ? WHERE node_id = ? AND key_id = ? AND secret = ?",
+                        )
+                        .bind(&sealed)
+                        .bind(node_id)
+                        .bind(key_id)
+                        .bind(&stored)
+                        .execute(&mut *conn)
+                        .await
+                    })
+                    .await?
+                    .rows_affected(),
+            };
+            done += changed;
+        }
+        Ok(done)
     }
 
     /// Revokes every key of the node except `keep` (a rotation); returns how many.

@@ -50,6 +50,9 @@ pub enum StoreError {
     /// The database failed.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// A secret could not be sealed or opened (see [`crate::vault`]).
+    #[error(transparent)]
+    Vault(#[from] crate::vault::VaultError),
     /// A migration failed.
     #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),

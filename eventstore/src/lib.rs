@@ -15,6 +15,7 @@ pub mod sqlite;
 pub mod store;
 pub mod subscription;
 pub mod task;
+pub mod vault;
 
 pub use any::AnyStore;
 pub use audit::{AuditProblem, AuditReport, ExportScope, export_jsonl, verify_all};
@@ -30,3 +31,4 @@ pub use postgres::{PgOptions, PgStore};
 pub use sqlite::SqliteStore;
 pub use store::EventStore;
 pub use subscription::Subscription;
+pub use vault::{MasterKey, Vault, VaultError};

@@ -11,8 +11,8 @@ use eventstore::ExportScope;
 use tracing_subscriber::EnvFilter;
 
 use cli::{
-    AuditCommand, Cli, Command, FileCommand, NodeCommand, ProjectionsCommand, TenantCommand,
-    TokenCommand, UserCommand,
+    AuditCommand, Cli, Command, FileCommand, NodeCommand, ProjectionsCommand, SecretsCommand,
+    TenantCommand, TokenCommand, UserCommand,
 };
 
 /// Prints a line to standard output; a reader that went away (`| head`)
@@ -65,6 +65,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )
             .await?;
             let auth = config.auth()?;
+            let vault = config.storage.vault()?;
+            let resealed = store.reseal_secrets(&vault).await?;
+            if resealed > 0 {
+                tracing::info!(resealed, key = %vault.current_id(), "sealed stored secrets under the current master key");
+            }
             let state = api::AppState::open(
                 store,
                 blobs,
@@ -74,6 +79,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await?
             .with_auth(auth)
             .with_log_cap(config.task_log_cap_bytes)
+            .with_vault(vault)
             .with_metrics_token(config.metrics_token.clone());
             let broker = config.amqp_url.as_deref().map(|url| {
                 std::sync::Arc::new(api::broker::Broker::spawn(
@@ -242,6 +248,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Secrets {
+            command: SecretsCommand::NewKey,
+        } => {
+            say!("{}", eventstore::MasterKey::generate()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Secrets {
+            command: SecretsCommand::Reseal(storage),
+        } => {
+            let store = storage.open_store().await?;
+            let vault = storage.vault()?;
+            let resealed = store.reseal_secrets(&vault).await?;
+            say!(
+                "sealed {resealed} stored secrets under master key {}",
+                vault.current_id()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Projections {
             command: ProjectionsCommand::Status(storage),
         } => {
@@ -341,7 +365,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: NodeCommand::Enroll { name, storage },
         } => {
             let store = storage.open_store().await?;
-            let enrolment = api::enroll::enrol(&store, &name, chrono::Utc::now()).await?;
+            let vault = storage.vault()?;
+            let enrolment = api::enroll::enrol(&store, &vault, &name, chrono::Utc::now()).await?;
             say!("node_id = \"{}\"", enrolment.node_id);
             say!("key_id = \"{}\"", enrolment.key_id);
             say!("secret = \"{}\"", enrolment.secret_hex);

@@ -152,10 +152,10 @@ fn capabilities() -> Vec<u8> {
 async fn every_documented_invalid_example_gets_its_status_and_code_and_changes_nothing() {
     let (state, dir) = state_with(orchestrator::Config::default()).await;
     let now = chrono::Utc::now();
-    let registered = api::enroll::enrol(&state.store, "render-01", now)
+    let registered = api::enroll::enrol(&state.store, &state.vault, "render-01", now)
         .await
         .unwrap();
-    let unregistered = api::enroll::enrol(&state.store, "render-02", now)
+    let unregistered = api::enroll::enrol(&state.store, &state.vault, "render-02", now)
         .await
         .unwrap();
     let answer = send(
@@ -257,7 +257,7 @@ async fn every_documented_invalid_example_gets_its_status_and_code_and_changes_n
 #[tokio::test]
 async fn a_message_names_the_field_in_words() {
     let (state, dir) = state_with(orchestrator::Config::default()).await;
-    let node = api::enroll::enrol(&state.store, "render-01", chrono::Utc::now())
+    let node = api::enroll::enrol(&state.store, &state.vault, "render-01", chrono::Utc::now())
         .await
         .unwrap();
     let mut body: Value = serde_json::from_slice(&capabilities()).unwrap();
@@ -308,7 +308,7 @@ async fn the_heartbeat_says_the_lease_length_and_the_offline_period() {
         ..orchestrator::Config::default()
     };
     let (state, dir) = state_with(config).await;
-    let node = api::enroll::enrol(&state.store, "render-01", chrono::Utc::now())
+    let node = api::enroll::enrol(&state.store, &state.vault, "render-01", chrono::Utc::now())
         .await
         .unwrap();
     let answer = send(

@@ -88,9 +88,14 @@ pub(crate) async fn agent(server: &Server, name: &str) -> Agent {
 }
 
 pub(crate) async fn agent_with(server: &Server, name: &str, extra: &[&std::ffi::OsStr]) -> Agent {
-    let enrolment = api::enroll::enrol(&server.state.store, name, chrono::Utc::now())
-        .await
-        .unwrap();
+    let enrolment = api::enroll::enrol(
+        &server.state.store,
+        &server.state.vault,
+        name,
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_flatrender"))
         .arg("agent")
         .args(["--server-url", &server.url])

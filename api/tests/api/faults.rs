@@ -107,7 +107,9 @@ impl Drop for Agent {
 }
 
 pub(crate) async fn agent(store: &AnyStore, dir: &Path, name: &str, urls: &[&str]) -> Agent {
-    let enrolment = api::enroll::enrol(store, name, chrono::Utc::now())
+    // The servers' master key: they share the data directory.
+    let vault = eventstore::Vault::new(api::secrets::data_dir_key(dir).unwrap());
+    let enrolment = api::enroll::enrol(store, &vault, name, chrono::Utc::now())
         .await
         .unwrap();
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();

@@ -93,7 +93,7 @@ async fn setup() -> (AppState, std::path::PathBuf, Enrolment, i64) {
         .unwrap()
         .to_utc();
     state.clock = Arc::new(ManualClock::new(now));
-    let enrolment = api::enroll::enrol(&state.store, "render-01", now)
+    let enrolment = api::enroll::enrol(&state.store, &state.vault, "render-01", now)
         .await
         .unwrap();
     (state, dir, enrolment, now.timestamp())
@@ -146,7 +146,7 @@ async fn a_signed_registration_records_the_node_without_its_secret() {
 #[tokio::test]
 async fn every_forged_or_replayed_request_is_refused_and_changes_nothing() {
     let (state, dir, enrolment, now) = setup().await;
-    let other = api::enroll::enrol(&state.store, "render-02", chrono::Utc::now())
+    let other = api::enroll::enrol(&state.store, &state.vault, "render-02", chrono::Utc::now())
         .await
         .unwrap();
     let path = "/v1/agent/register";

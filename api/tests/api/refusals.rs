@@ -54,9 +54,14 @@ async fn farm() -> Farm {
 
 impl Farm {
     async fn node(&self, name: &str) -> AgentClient {
-        let e = api::enroll::enrol(&self.state.store, name, chrono::Utc::now())
-            .await
-            .unwrap();
+        let e = api::enroll::enrol(
+            &self.state.store,
+            &self.state.vault,
+            name,
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
         let secret = contracts::node_signing::NodeSecret::from_hex(&e.secret_hex).unwrap();
         let client = AgentClient::new(&self.url, e.node_id, e.key_id, secret);
         client

@@ -229,7 +229,7 @@ fn signed_request(node: &Enrolment, method: &str, path: &str, query: &str, body:
 /// An enrolled, registered, online node holding a started lease on a
 /// one-frame task (frame 1) of a render at `resolution`.
 async fn started_lease(state: &AppState, resolution: Option<(u32, u32)>) -> (Enrolment, LeaseRef) {
-    let enrolment = api::enroll::enrol(&state.store, "render-01", chrono::Utc::now())
+    let enrolment = api::enroll::enrol(&state.store, &state.vault, "render-01", chrono::Utc::now())
         .await
         .unwrap();
     let orch = &state.orchestrator;
@@ -332,9 +332,14 @@ async fn half_a_head_and_idle_connections_are_dropped_while_others_are_served() 
 #[tokio::test]
 async fn a_signed_body_that_never_comes_is_answered_408_and_the_connection_closed() {
     let server = Running::start(test_limits()).await;
-    let node = api::enroll::enrol(&server.state.store, "render-01", chrono::Utc::now())
-        .await
-        .unwrap();
+    let node = api::enroll::enrol(
+        &server.state.store,
+        &server.state.vault,
+        "render-01",
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
     let body = br#"{"leases":[]}"#;
     let head = signed_head(
         &node,
@@ -364,9 +369,14 @@ async fn a_signed_body_that_never_comes_is_answered_408_and_the_connection_close
 #[tokio::test]
 async fn a_declared_body_over_its_limit_is_refused_before_it_is_sent() {
     let server = Running::start(test_limits()).await;
-    let node = api::enroll::enrol(&server.state.store, "render-01", chrono::Utc::now())
-        .await
-        .unwrap();
+    let node = api::enroll::enrol(
+        &server.state.store,
+        &server.state.vault,
+        "render-01",
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
     let task = Uuid::new_v4();
     let cases = [
         (
@@ -582,9 +592,14 @@ async fn shutdown_lets_the_request_in_flight_finish_then_stops() {
         ..test_limits()
     };
     let mut server = Running::start(limits).await;
-    let node = api::enroll::enrol(&server.state.store, "render-01", chrono::Utc::now())
-        .await
-        .unwrap();
+    let node = api::enroll::enrol(
+        &server.state.store,
+        &server.state.vault,
+        "render-01",
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
     let body = capabilities().to_string().into_bytes();
     let request = signed_request(&node, "POST", "/v1/agent/register", "", &body);
     let split = request.len() - body.len() / 2;
@@ -648,9 +663,14 @@ async fn a_wrong_method_gets_405_with_the_contract_error_body() {
 #[tokio::test]
 async fn upper_case_signatures_and_ids_are_refused_and_change_nothing() {
     let server = Running::start(test_limits()).await;
-    let node = api::enroll::enrol(&server.state.store, "render-01", chrono::Utc::now())
-        .await
-        .unwrap();
+    let node = api::enroll::enrol(
+        &server.state.store,
+        &server.state.vault,
+        "render-01",
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
     let body = capabilities().to_string().into_bytes();
     let path = "/v1/agent/register";
     let valid = String::from_utf8(signed_request(&node, "POST", path, "", &body)).unwrap();

@@ -52,6 +52,7 @@ all_backends!(
     audit_verifies_the_whole_store_and_finds_tampering,
     history_exports_as_json_lines,
     node_keys_are_stored_beside_the_log_and_revocable,
+    node_secrets_are_sealed_at_rest_and_resealed_on_rotation,
     user_passwords_are_stored_beside_the_log_unique_by_email,
     append_many_gives_each_request_its_own_result,
     a_large_append_many_reports_the_positions_it_stored,
@@ -852,22 +853,32 @@ pub async fn node_keys_are_stored_beside_the_log_and_revocable(db: &TestDb) {
         name: "render-01".into(),
     };
     let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
-    db.store.add_node_key(&key(first, 1), t0()).await.unwrap();
+    let vault = eventstore::Vault::new(eventstore::MasterKey::ephemeral().unwrap());
+    db.store
+        .add_node_key(&key(first, 1), &vault, t0())
+        .await
+        .unwrap();
     assert_eq!(
-        db.store.node_key(node, first).await.unwrap(),
+        db.store.node_key(node, first, &vault).await.unwrap(),
         Some(key(first, 1))
     );
-    assert_eq!(db.store.node_key(node, second).await.unwrap(), None);
+    assert_eq!(db.store.node_key(node, second, &vault).await.unwrap(), None);
     assert_eq!(
-        db.store.node_key(Uuid::new_v4(), first).await.unwrap(),
+        db.store
+            .node_key(Uuid::new_v4(), first, &vault)
+            .await
+            .unwrap(),
         None
     );
-    // Too short a secret is refused by the schema.
+    // Too short a secret is refused.
     let mut short = key(Uuid::new_v4(), 3);
     short.secret.truncate(16);
-    assert!(db.store.add_node_key(&short, t0()).await.is_err());
+    assert!(db.store.add_node_key(&short, &vault, t0()).await.is_err());
     // Rotation: the new key works, the old one no longer does.
-    db.store.add_node_key(&key(second, 2), t0()).await.unwrap();
+    db.store
+        .add_node_key(&key(second, 2), &vault, t0())
+        .await
+        .unwrap();
     assert_eq!(
         db.store
             .revoke_node_keys(node, Some(second), t0())
@@ -875,11 +886,155 @@ pub async fn node_keys_are_stored_beside_the_log_and_revocable(db: &TestDb) {
             .unwrap(),
         1
     );
-    assert_eq!(db.store.node_key(node, first).await.unwrap(), None);
-    assert!(db.store.node_key(node, second).await.unwrap().is_some());
+    assert_eq!(db.store.node_key(node, first, &vault).await.unwrap(), None);
+    assert!(
+        db.store
+            .node_key(node, second, &vault)
+            .await
+            .unwrap()
+            .is_some()
+    );
     // Secrets never print, and never reach the event log.
     assert!(!format!("{:?}", key(first, 7)).contains("7, 7"));
     assert!(all_events(db, 0).await.is_empty());
+}
+
+pub async fn node_secrets_are_sealed_at_rest_and_resealed_on_rotation(db: &TestDb) {
+    use eventstore::{MasterKey, Vault};
+    let old = MasterKey::ephemeral().unwrap();
+    let vault = Vault::new(old.clone());
+    let secret = |byte| vec![byte; 32];
+    let key = |key_id, byte| eventstore::NodeKey {
+        node_id: Uuid::new_v4(),
+        key_id,
+        secret: secret(byte),
+        name: "render-01".into(),
+    };
+    let sealed_key = key(Uuid::new_v4(), 0x41);
+    db.store
+        .add_node_key(&sealed_key, &vault, t0())
+        .await
+        .unwrap();
+    // What the database holds is not the secret.
+    let raw = |node_id: Uuid| {
+        let store = db.store.clone();
+        async move {
+            let sql = "SELECT secret FROM node_credentials WHERE node_id = $1";
+            let bytes: Vec<u8> = match &store {
+                eventstore::AnyStore::Postgres(s) => sqlx::query_scalar(sql)
+                    .bind(node_id)
+                    .fetch_one(s.pool())
+                    .await
+                    .unwrap(),
+                eventstore::AnyStore::Sqlite(s) => sqlx::query_scalar(sql)
+                    .bind(node_id)
+                    .fetch_one(s.readers())
+                    .await
+                    .unwrap(),
+            };
+            bytes
+        }
+    };
+    let stored = raw(sealed_key.node_id).await;
+    assert!(Vault::is_sealed(&stored));
+    assert!(
+        !stored.windows(8).any(|w| w == [0x41; 8]),
+        "plaintext at rest"
+    );
+    // Another master key cannot open it: an error, never other bytes.
+    let stranger = Vault::new(MasterKey::ephemeral().unwrap());
+    assert!(
+        db.store
+            .node_key(sealed_key.node_id, sealed_key.key_id, &stranger)
+            .await
+            .is_err()
+    );
+    // A plaintext row of an older store, as it was written before sealing.
+    let legacy = key(Uuid::new_v4(), 0x42);
+    let insert = "INSERT INTO node_credentials (node_id, key_id, secret, name, created_at) VALUES ($1, $2, $3, $4, $5)";
+    match &db.store {
+        eventstore::AnyStore::Postgres(s) => {
+            sqlx::query(insert)
+                .bind(legacy.node_id)
+                .bind(legacy.key_id)
+                .bind(&legacy.secret)
+                .bind(&legacy.name)
+                .bind(t0())
+                .execute(s.pool())
+                .await
+                .unwrap();
+        }
+        eventstore::AnyStore::Sqlite(s) => {
+            s.with_writer(async |conn| {
+                sqlx::query(insert)
+                    .bind(legacy.node_id)
+                    .bind(legacy.key_id)
+                    .bind(&legacy.secret)
+                    .bind(&legacy.name)
+                    .bind("2026-11-24T10:00:00.123456Z")
+                    .execute(&mut *conn)
+                    .await
+            })
+            .await
+            .unwrap();
+        }
+    }
+    // Rotation: the new key current, the old one previous; reseal.
+    let rotated = Vault::new(MasterKey::ephemeral().unwrap()).with_previous(old);
+    assert_eq!(db.store.reseal_secrets(&rotated).await.unwrap(), 2);
+    assert_eq!(db.store.reseal_secrets(&rotated).await.unwrap(), 0, "once");
+    for k in [&sealed_key, &legacy] {
+        let stored = raw(k.node_id).await;
+        assert!(rotated.is_current(&stored), "sealed under the new key");
+        assert_eq!(
+            db.store
+                .node_key(k.node_id, k.key_id, &rotated)
+                .await
+                .unwrap()
+                .unwrap()
+                .secret,
+            k.secret
+        );
+        // The old key alone no longer opens anything.
+        assert!(
+            db.store
+                .node_key(k.node_id, k.key_id, &vault)
+                .await
+                .is_err()
+        );
+    }
+    // A sealed value moved to another row does not open there.
+    let moved = key(Uuid::new_v4(), 0x43);
+    db.store.add_node_key(&moved, &rotated, t0()).await.unwrap();
+    let other = raw(legacy.node_id).await;
+    let update = "UPDATE node_credentials SET secret = $1 WHERE node_id = $2";
+    match &db.store {
+        eventstore::AnyStore::Postgres(s) => {
+            sqlx::query(update)
+                .bind(&other)
+                .bind(moved.node_id)
+                .execute(s.pool())
+                .await
+                .unwrap();
+        }
+        eventstore::AnyStore::Sqlite(s) => {
+            s.with_writer(async |conn| {
+                sqlx::query(update)
+                    .bind(&other)
+                    .bind(moved.node_id)
+                    .execute(&mut *conn)
+                    .await
+            })
+            .await
+            .unwrap();
+        }
+    }
+    assert!(
+        db.store
+            .node_key(moved.node_id, moved.key_id, &rotated)
+            .await
+            .is_err()
+    );
 }
 
 pub async fn user_passwords_are_stored_beside_the_log_unique_by_email(db: &TestDb) {

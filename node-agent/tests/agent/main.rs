@@ -44,7 +44,7 @@ async fn server_with(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_enrolled_agent_registers_beats_and_downloads_over_http() {
     let (state, url, dir) = server().await;
-    let enrolment = api::enroll::enrol(&state.store, "render-01", chrono::Utc::now())
+    let enrolment = api::enroll::enrol(&state.store, &state.vault, "render-01", chrono::Utc::now())
         .await
         .unwrap();
     let client = AgentClient::new(
@@ -152,7 +152,7 @@ async fn a_completion_the_orchestrator_could_not_take_is_buffered_and_delivered(
         ))
     })
     .await;
-    let enrolment = api::enroll::enrol(&state.store, "render-02", chrono::Utc::now())
+    let enrolment = api::enroll::enrol(&state.store, &state.vault, "render-02", chrono::Utc::now())
         .await
         .unwrap();
     let orch = &state.orchestrator;

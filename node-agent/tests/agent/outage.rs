@@ -112,7 +112,7 @@ fn dead_url() -> String {
 
 /// Enrols a node and queues a render of `frames` frames, one task.
 async fn node_and_job(state: &AppState, name: &str, frames: u32) -> api::enroll::Enrolment {
-    let enrolment = api::enroll::enrol(&state.store, name, chrono::Utc::now())
+    let enrolment = api::enroll::enrol(&state.store, &state.vault, name, chrono::Utc::now())
         .await
         .unwrap();
     let orch = &state.orchestrator;
@@ -286,9 +286,14 @@ async fn an_agent_that_gives_up_on_a_task_releases_its_lease_once_the_orchestrat
 async fn after_an_outage_the_next_claim_comes_as_soon_as_heartbeats_are_answered() {
     let gate = Arc::new(Gate::default());
     let (state, url, dir) = gated_server(gate.clone()).await;
-    let enrolment = api::enroll::enrol(&state.store, "render-recovers", chrono::Utc::now())
-        .await
-        .unwrap();
+    let enrolment = api::enroll::enrol(
+        &state.store,
+        &state.vault,
+        "render-recovers",
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
     let settings = AgentSettings {
         backoff: Backoff {
             first: Duration::from_secs(20),

@@ -70,6 +70,24 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+    /// Secrets at rest: the master key that seals node secrets (operator
+    /// commands: they open the store directly).
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SecretsCommand {
+    /// Print a new random master key (64 hex digits) to keep in a file
+    /// readable by the server only.
+    NewKey,
+    /// Seal every stored secret under the current master key: after giving
+    /// every instance the new key (`--master-key-file`) and the old one
+    /// (`--previous-master-key-file`), run this, then drop the old key.
+    /// `serve` does it too at every start.
+    Reseal(StorageConfig),
 }
 
 #[derive(Debug, Subcommand)]
