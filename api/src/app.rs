@@ -39,6 +39,10 @@ pub struct AppState {
     /// Seals and opens node secrets at rest (the configured master key;
     /// a random one until [`AppState::with_vault`]).
     pub vault: Arc<eventstore::Vault>,
+    /// How webhooks are registered and delivered.
+    pub webhooks: crate::webhooks::WebhookConfig,
+    /// The webhook dispatcher, when running (its counts for `/metrics`).
+    pub dispatcher: Option<crate::webhooks::Dispatcher>,
 }
 
 impl AppState {
@@ -65,6 +69,8 @@ impl AppState {
             nonces: Arc::default(),
             broker: None,
             metrics: crate::metrics::Metrics::default(),
+            webhooks: crate::webhooks::WebhookConfig::default(),
+            dispatcher: None,
             vault: Arc::new(eventstore::Vault::new(
                 eventstore::MasterKey::ephemeral()
                     .map_err(|e| orchestrator::OrchestratorError::Store(e.into()))?,
@@ -86,6 +92,18 @@ impl AppState {
     /// The same state with the configured master key.
     pub fn with_vault(mut self, vault: eventstore::Vault) -> Self {
         self.vault = Arc::new(vault);
+        self
+    }
+
+    /// The same state with webhooks delivered as `config` says, and its
+    /// dispatcher (not yet running: [`crate::webhooks::Dispatcher::run`]).
+    pub fn with_webhooks(mut self, config: crate::webhooks::WebhookConfig) -> Self {
+        self.dispatcher = Some(crate::webhooks::Dispatcher::new(
+            self.store.clone(),
+            self.vault.clone(),
+            config.clone(),
+        ));
+        self.webhooks = config;
         self
     }
 

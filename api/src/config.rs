@@ -145,6 +145,14 @@ pub struct ServeConfig {
     /// shown or logged.
     #[arg(long, env = "FLATRENDER_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
+    /// Deliver webhooks to private, loopback and link-local addresses too
+    /// (a farm's own receivers); refused by default.
+    #[arg(long, env = "FLATRENDER_WEBHOOK_ALLOW_PRIVATE")]
+    pub webhook_allow_private: bool,
+    /// Seconds a webhook receiver may take to answer.
+    #[arg(long, env = "FLATRENDER_WEBHOOK_TIMEOUT_SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub webhook_timeout_seconds: u64,
     /// RabbitMQ to publish every event to, e.g.
     /// `amqp://user:password@host:5672/%2f` (none: no relay). A secret:
     /// never shown or logged.
@@ -171,6 +179,15 @@ impl ServeConfig {
                 self.rate_limit_per_second.saturating_mul(2),
             ),
         ))
+    }
+
+    /// How webhooks are delivered.
+    pub fn webhooks(&self) -> crate::webhooks::WebhookConfig {
+        crate::webhooks::WebhookConfig {
+            allow_private: self.webhook_allow_private,
+            timeout: Duration::from_secs(self.webhook_timeout_seconds),
+            ..crate::webhooks::WebhookConfig::default()
+        }
     }
 
     /// The scheduler's settings.

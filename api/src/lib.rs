@@ -24,6 +24,7 @@ pub mod studio;
 pub mod submission;
 pub mod task_logs;
 pub mod users;
+pub mod webhooks;
 
 pub use app::{AppState, router};
 pub use error::ApiError;

@@ -112,6 +112,7 @@ pub async fn metrics(
             .await
             .map_err(|e| ApiError::Internal(e.into()))?,
         relay: state.broker.as_ref().map(|b| b.status()),
+        webhooks: state.dispatcher.as_ref().map(|d| d.counts()),
         head: *state.store.appended().borrow(),
     };
     let mut registry = Registry::with_prefix("flatrender");
@@ -151,6 +152,7 @@ struct Snapshot {
     totals: orchestrator::CounterTotals,
     lags: Vec<projections::Lag>,
     relay: Option<relay::RelayStatus>,
+    webhooks: Option<crate::webhooks::WebhookCounts>,
     head: i64,
 }
 
@@ -288,6 +290,26 @@ impl Collector for Snapshot {
                 "relay_retries",
                 "Batches this instance's relay published again (nack, lost connection, error)",
                 r.retries,
+            )?;
+        }
+        if let Some(w) = &self.webhooks {
+            counter(
+                &mut encoder,
+                "webhook_deliveries",
+                "Notifications this instance delivered (a 2xx answer)",
+                w.delivered,
+            )?;
+            counter(
+                &mut encoder,
+                "webhook_failed_attempts",
+                "Delivery attempts that failed on this instance (status, timeout, refused address)",
+                w.failed_attempts,
+            )?;
+            counter(
+                &mut encoder,
+                "webhook_abandoned",
+                "Notifications this instance gave up on after the last attempt",
+                w.abandoned,
             )?;
         }
         let a = &self.totals.append_latency;

@@ -42,6 +42,14 @@ fn node_context(node_id: Uuid, key_id: Uuid) -> Vec<u8> {
     out
 }
 
+/// What a webhook secret's sealed value is bound to: its row.
+fn webhook_context(endpoint_id: Uuid, secret_key_id: Uuid) -> Vec<u8> {
+    let mut out = b"webhook_secrets:".to_vec();
+    out.extend_from_slice(endpoint_id.as_bytes());
+    out.extend_from_slice(secret_key_id.as_bytes());
+    out
+}
+
 /// A stored secret as the vault opens it; a plaintext one (written before
 /// secrets were sealed, until [`AnyStore::reseal_secrets`] seals it) as is.
 fn open_secret(vault: &Vault, stored: Vec<u8>, context: &[u8]) -> Result<Vec<u8>, StoreError> {
@@ -135,53 +143,144 @@ impl AnyStore {
         }))
     }
 
-    /// Seals every stored secret that is not sealed under the vault's
-    /// current key: plaintext ones of older stores, and ones sealed under a
-    /// previous key (a rotation). Each row is rewritten only if it still
-    /// holds what was read. Returns how many were rewritten.
+    /// Seals every stored secret (node and webhook secrets) that is not
+    /// sealed under the vault's current key: plaintext ones of older
+    /// stores, and ones sealed under a previous key (a rotation). Each row
+    /// is rewritten only if it still holds what was read. Returns how many
+    /// were rewritten.
     pub async fn reseal_secrets(&self, vault: &Vault) -> Result<u64, StoreError> {
-        let select = "SELECT node_id, key_id, secret FROM node_credentials";
-        let rows: Vec<(Uuid, Uuid, Vec<u8>)> = match self {
-            AnyStore::Postgres(s) => sqlx::query_as(select).fetch_all(s.pool()).await?,
-            AnyStore::Sqlite(s) => sqlx::query_as(select).fetch_all(s.readers()).await?,
-        };
         let mut done = 0;
-        for (node_id, key_id, stored) in rows {
-            if vault.is_current(&stored) {
-                continue;
-            }
-            let context = node_context(node_id, key_id);
-            let secret = open_secret(vault, stored.clone(), &context)?;
-            let sealed = vault.seal(&secret, &context)?;
-            let changed = match self {
-                AnyStore::Postgres(s) => sqlx::query(
-                    "UPDATE node_credentials SET secret = $1 WHERE node_id = $2 AND key_id = $3 AND secret = $4",
-                )
-                .bind(&sealed)
-                .bind(node_id)
-                .bind(key_id)
-                .bind(&stored)
-                .execute(s.pool())
-                .await?
-                .rows_affected(),
-                AnyStore::Sqlite(s) => s
-                    .with_writer(async |conn| {
-                        sqlx::query(
-                            "UPDATE node_credentials SET secret = ? WHERE node_id = ? AND key_id = ? AND secret = ?",
-                        )
-                        .bind(&sealed)
-                        .bind(node_id)
-                        .bind(key_id)
-                        .bind(&stored)
-                        .execute(&mut *conn)
-                        .await
-                    })
-                    .await?
-                    .rows_affected(),
+        for (table, a, b, context) in [
+            (
+                "node_credentials",
+                "node_id",
+                "key_id",
+                node_context as fn(Uuid, Uuid) -> Vec<u8>,
+            ),
+            (
+                "webhook_secrets",
+                "endpoint_id",
+                "secret_key_id",
+                webhook_context,
+            ),
+        ] {
+            let select = format!("SELECT {a}, {b}, secret FROM {table}");
+            let rows: Vec<(Uuid, Uuid, Vec<u8>)> = match self {
+                AnyStore::Postgres(s) => {
+                    sqlx::query_as(sqlx::AssertSqlSafe(select))
+                        .fetch_all(s.pool())
+                        .await?
+                }
+                AnyStore::Sqlite(s) => {
+                    sqlx::query_as(sqlx::AssertSqlSafe(select))
+                        .fetch_all(s.readers())
+                        .await?
+                }
             };
-            done += changed;
+            let update = format!(
+                "UPDATE {table} SET secret = $1 WHERE {a} = $2 AND {b} = $3 AND secret = $4"
+            );
+            for (x, y, stored) in rows {
+                if vault.is_current(&stored) {
+                    continue;
+                }
+                let context = context(x, y);
+                let secret = open_secret(vault, stored.clone(), &context)?;
+                let sealed = vault.seal(&secret, &context)?;
+                let changed = match self {
+                    AnyStore::Postgres(s) => sqlx::query(sqlx::AssertSqlSafe(update.clone()))
+                        .bind(&sealed)
+                        .bind(x)
+                        .bind(y)
+                        .bind(&stored)
+                        .execute(s.pool())
+                        .await?
+                        .rows_affected(),
+                    AnyStore::Sqlite(s) => s
+                        .with_writer(async |conn| {
+                            sqlx::query(sqlx::AssertSqlSafe(update.clone()))
+                                .bind(&sealed)
+                                .bind(x)
+                                .bind(y)
+                                .bind(&stored)
+                                .execute(&mut *conn)
+                                .await
+                        })
+                        .await?
+                        .rows_affected(),
+                };
+                done += changed;
+            }
         }
         Ok(done)
+    }
+
+    /// Stores a webhook endpoint's signing secret, sealed by `vault`.
+    pub async fn add_webhook_secret(
+        &self,
+        endpoint_id: Uuid,
+        secret_key_id: Uuid,
+        secret: &[u8],
+        vault: &Vault,
+    ) -> Result<(), StoreError> {
+        if secret.len() < 24 {
+            return Err(crate::vault::VaultError::ShortSecret.into());
+        }
+        let sealed = vault.seal(secret, &webhook_context(endpoint_id, secret_key_id))?;
+        let sql =
+            "INSERT INTO webhook_secrets (endpoint_id, secret_key_id, secret) VALUES ($1, $2, $3)";
+        match self {
+            AnyStore::Postgres(s) => {
+                sqlx::query(sql)
+                    .bind(endpoint_id)
+                    .bind(secret_key_id)
+                    .bind(&sealed)
+                    .execute(s.pool())
+                    .await?;
+            }
+            AnyStore::Sqlite(s) => {
+                s.with_writer(async |conn| {
+                    sqlx::query(sql)
+                        .bind(endpoint_id)
+                        .bind(secret_key_id)
+                        .bind(&sealed)
+                        .execute(&mut *conn)
+                        .await
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A webhook endpoint's signing secret, opened by `vault`.
+    pub async fn webhook_secret(
+        &self,
+        endpoint_id: Uuid,
+        secret_key_id: Uuid,
+        vault: &Vault,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let sql =
+            "SELECT secret FROM webhook_secrets WHERE endpoint_id = $1 AND secret_key_id = $2";
+        let stored: Option<Vec<u8>> = match self {
+            AnyStore::Postgres(s) => {
+                sqlx::query_scalar(sql)
+                    .bind(endpoint_id)
+                    .bind(secret_key_id)
+                    .fetch_optional(s.pool())
+                    .await?
+            }
+            AnyStore::Sqlite(s) => {
+                sqlx::query_scalar(sql)
+                    .bind(endpoint_id)
+                    .bind(secret_key_id)
+                    .fetch_optional(s.readers())
+                    .await?
+            }
+        };
+        stored
+            .map(|v| open_secret(vault, v, &webhook_context(endpoint_id, secret_key_id)))
+            .transpose()
     }
 
     /// Revokes every key of the node except `keep` (a rotation); returns how many.

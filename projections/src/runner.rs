@@ -378,6 +378,9 @@ impl Runner {
                 () = tokio::time::sleep(wait) => {}
             }
         }
+        // Let go of the lock now (a graceful stop), not when the
+        // connection happens to close.
+        self.release().await;
     }
 }
 

@@ -1,4 +1,4 @@
-//! The relay's checkpoint (`relay_checkpoints`, beside the log) and the
+//! The relay's checkpoint (`follower_checkpoints`, beside the log) and the
 //! lock that makes one relay per database active.
 //!
 //! On PostgreSQL the active relay holds an advisory lock on a connection of
@@ -16,29 +16,38 @@ use crate::RelayError;
 /// The PostgreSQL advisory lock held by the one active relay of a database.
 pub const LOCK_KEY: i64 = 0x466c_6174_5265_6c79; // "FlatRely"
 
-const UPSERT_PG: &str = "INSERT INTO relay_checkpoints (name, position) VALUES ($1, $3) \
+const UPSERT_PG: &str = "INSERT INTO follower_checkpoints (name, position) VALUES ($1, $3) \
      ON CONFLICT (name) DO UPDATE SET position = $3, updated_at = now() \
-     WHERE relay_checkpoints.position = $2";
-const UPSERT_SQLITE: &str = "INSERT INTO relay_checkpoints (name, position) VALUES ($1, $3) \
+     WHERE follower_checkpoints.position = $2";
+const UPSERT_SQLITE: &str = "INSERT INTO follower_checkpoints (name, position) VALUES ($1, $3) \
      ON CONFLICT (name) DO UPDATE SET position = $3, \
      updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
-     WHERE relay_checkpoints.position = $2";
+     WHERE follower_checkpoints.position = $2";
 
 /// The lock (PostgreSQL) and the checkpoint writes of one relay.
 #[derive(Debug)]
 pub struct Checkpoints {
     store: AnyStore,
     name: String,
+    /// The advisory lock's key (one per kind of follower).
+    lock_key: i64,
     /// PostgreSQL: the connection that holds the lock, if held.
     lock: Option<PgConnection>,
 }
 
 impl Checkpoints {
-    /// The checkpoint called `name` of the store's database.
+    /// The relay's checkpoint called `name` of the store's database.
     pub fn new(store: AnyStore, name: String) -> Self {
+        Self::with_lock(store, name, LOCK_KEY)
+    }
+
+    /// The checkpoint called `name` of another follower of the log, whose
+    /// one active instance per database holds the advisory lock `lock_key`.
+    pub fn with_lock(store: AnyStore, name: String, lock_key: i64) -> Self {
         Self {
             store,
             name,
+            lock_key,
             lock: None,
         }
     }
@@ -54,7 +63,7 @@ impl Checkpoints {
         }
         let mut fresh = pg.pool().acquire().await?.detach();
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(LOCK_KEY)
+            .bind(self.lock_key)
             .fetch_one(&mut fresh)
             .await?;
         if locked {
@@ -86,7 +95,7 @@ impl Checkpoints {
     pub async fn release(&mut self) {
         if let Some(mut conn) = self.lock.take() {
             let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-                .bind(LOCK_KEY)
+                .bind(self.lock_key)
                 .execute(&mut conn)
                 .await;
             let _ = sqlx::Connection::close(conn).await;
@@ -95,7 +104,7 @@ impl Checkpoints {
 
     /// The position published up to (0: nothing yet).
     pub async fn load(&self) -> Result<i64, RelayError> {
-        let sql = "SELECT position FROM relay_checkpoints WHERE name = $1";
+        let sql = "SELECT position FROM follower_checkpoints WHERE name = $1";
         let at: Option<i64> = match &self.store {
             AnyStore::Postgres(pg) => {
                 sqlx::query_scalar(sql)

@@ -80,6 +80,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .with_auth(auth)
             .with_log_cap(config.task_log_cap_bytes)
             .with_vault(vault)
+            .with_webhooks(config.webhooks())
             .with_metrics_token(config.metrics_token.clone());
             let broker = config.amqp_url.as_deref().map(|url| {
                 std::sync::Arc::new(api::broker::Broker::spawn(
@@ -93,6 +94,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => state,
             };
             let read_models = api::read_models::ReadModels::spawn(&state.store);
+            let (stop_webhooks, webhooks_stopped) = tokio::sync::watch::channel(false);
+            let webhooks = state
+                .dispatcher
+                .clone()
+                .map(|d| tokio::spawn(d.run(webhooks_stopped)));
             let follower = state.orchestrator.spawn_follower();
             let ticker = state
                 .orchestrator
@@ -104,6 +110,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             follower.abort();
             ticker.abort();
             read_models.stop().await;
+            let _ = stop_webhooks.send(true);
+            if let Some(task) = webhooks {
+                let _ = task.await;
+            }
             if let Some(broker) = broker {
                 broker.stop().await;
             }

@@ -13,11 +13,12 @@ mod logs;
 mod nodes;
 mod renders;
 mod tenant;
+mod webhooks;
 pub mod ws;
 
 use axum::Router;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
@@ -60,6 +61,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/nodes/{node_id}/drain", post(nodes::drain))
         .route("/v1/nodes/{node_id}/enable", post(nodes::enable))
         .route("/v1/nodes/{node_id}/disable", post(nodes::disable))
+        .route("/v1/webhooks", get(webhooks::list).post(webhooks::register))
+        .route("/v1/webhooks/{webhook_id}", delete(webhooks::remove))
         .route("/v1/tenant", get(tenant::show))
         .route("/v1/tenant/usage", get(tenant::usage))
         .route("/v1/ws/renders", get(ws::tenant))

@@ -17,6 +17,7 @@ mod slow_clients;
 mod studio_cli;
 mod submission;
 mod tracing;
+mod webhooks;
 mod websocket;
 
 use std::path::PathBuf;

@@ -174,6 +174,23 @@ impl Drop for Api {
     }
 }
 
+/// A webhook endpoint of tenant A (a public address: nothing is sent to
+/// it unless a dispatcher runs).
+async fn a_webhook(api: &Api) -> domain::EndpointId {
+    api::webhooks::register(
+        &api.state.store,
+        &api.state.vault,
+        &api.state.webhooks,
+        domain::TenantId::new(api.a).unwrap(),
+        "http://93.184.216.34/hook",
+        vec![domain::notification::NotificationKind::RenderCompleted],
+        eventstore::Actor::User { id: Uuid::new_v4() },
+    )
+    .await
+    .unwrap()
+    .endpoint_id
+}
+
 pub fn render_body(scene: &str) -> Value {
     json!({ "scene_file_id": scene, "renderer": "builtin", "frames": { "start": 1, "end": 6 }, "chunk_size": 2 })
 }
@@ -344,7 +361,7 @@ fn declared_routes() -> Vec<(&'static str, String)> {
             .unwrap();
         let args = &call[..end];
         let path = args.split('"').nth(1).unwrap().to_string();
-        for (m, method) in [("get(", "GET"), ("post(", "POST")] {
+        for (m, method) in [("get(", "GET"), ("post(", "POST"), ("delete(", "DELETE")] {
             if args.contains(m) {
                 out.push((method, path.clone()));
             }
@@ -357,8 +374,19 @@ fn declared_routes() -> Vec<(&'static str, String)> {
 
 /// Every public route of `api/src/public/mod.rs`, with a path for it
 /// naming tenant A's objects; a route missing here fails the test.
-fn routes_with_ids(render: &str, scene: &str) -> Vec<(&'static str, &'static str, String)> {
+fn routes_with_ids(
+    render: &str,
+    scene: &str,
+    webhook: &str,
+) -> Vec<(&'static str, &'static str, String)> {
     vec![
+        ("GET", "/v1/webhooks", "/v1/webhooks".into()),
+        ("POST", "/v1/webhooks", "/v1/webhooks".into()),
+        (
+            "DELETE",
+            "/v1/webhooks/{webhook_id}",
+            format!("/v1/webhooks/{webhook}"),
+        ),
         ("GET", "/v1/openapi.json", "/v1/openapi.json".into()),
         ("POST", "/v1/files", "/v1/files?name=x.json".into()),
         ("GET", "/v1/files/{file_id}", format!("/v1/files/{scene}")),
@@ -480,7 +508,9 @@ async fn another_tenants_ids_are_not_found_on_every_route() {
     api.catch_up().await;
 
     // The route table in the source: every `.route(` is covered below.
-    let table = routes_with_ids(&render, &scene);
+    // A's webhook endpoint (a public address: no receiver needed).
+    let webhook = a_webhook(&api).await.to_string();
+    let table = routes_with_ids(&render, &scene, &webhook);
     let declared = declared_routes();
     for (method, path) in &declared {
         assert!(
@@ -498,6 +528,10 @@ async fn another_tenants_ids_are_not_found_on_every_route() {
         let body = match (*method, *template) {
             ("POST", "/v1/renders") => Some(render_body(&scene)),
             ("POST", "/v1/renders/{render_id}/priority") => Some(json!({ "priority": 90 })),
+            // Refused (a private address): B registers nothing of its own.
+            ("POST", "/v1/webhooks") => {
+                Some(json!({ "url": "http://10.0.0.1/", "events": ["render.completed"] }))
+            }
             _ => None,
         };
         let (status, value) = if *template == "/v1/files" {
@@ -994,6 +1028,7 @@ async fn every_documented_operation_answers_as_documented() {
         };
         r.body(body).unwrap()
     };
+    let webhook = a_webhook(&api).await;
     let frame = task.frames.start;
     let operator = api.operator_token(api.a).await;
     let as_operator = |method: &str, path: String| {
@@ -1209,6 +1244,36 @@ async fn every_documented_operation_answers_as_documented() {
             req("GET", "/v1/ws/renders?token=forged".into(), None),
         ),
         ("getTenant", req("GET", "/v1/tenant".into(), None)),
+        ("listWebhooks", req("GET", "/v1/webhooks".into(), None)),
+        (
+            "registerWebhook",
+            req(
+                "POST",
+                "/v1/webhooks".into(),
+                Some(Body::from(
+                    json!({ "url": "http://93.184.216.34/hook", "events": ["render.failed", "tenant.credit_low"] })
+                        .to_string(),
+                )),
+            ),
+        ),
+        (
+            "registerWebhook",
+            req(
+                "POST",
+                "/v1/webhooks".into(),
+                Some(Body::from(
+                    json!({ "url": "http://127.0.0.1/hook", "events": ["render.failed"] }).to_string(),
+                )),
+            ),
+        ),
+        (
+            "removeWebhook",
+            req("DELETE", format!("/v1/webhooks/{webhook}"), None),
+        ),
+        (
+            "removeWebhook",
+            req("DELETE", format!("/v1/webhooks/{webhook}"), None),
+        ),
         (
             "getTenantUsage",
             req("GET", "/v1/tenant/usage".into(), None),

@@ -979,9 +979,42 @@ pub async fn node_secrets_are_sealed_at_rest_and_resealed_on_rotation(db: &TestD
             .unwrap();
         }
     }
+    // A webhook endpoint's secret, sealed the same way.
+    let (endpoint, hook_key) = (Uuid::new_v4(), Uuid::new_v4());
+    db.store
+        .add_webhook_secret(endpoint, hook_key, &[0x44; 32], &vault)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.store
+            .webhook_secret(endpoint, hook_key, &vault)
+            .await
+            .unwrap(),
+        Some(vec![0x44; 32])
+    );
+    assert!(
+        db.store
+            .webhook_secret(endpoint, hook_key, &stranger)
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        db.store
+            .webhook_secret(Uuid::new_v4(), hook_key, &vault)
+            .await
+            .unwrap(),
+        None
+    );
     // Rotation: the new key current, the old one previous; reseal.
     let rotated = Vault::new(MasterKey::ephemeral().unwrap()).with_previous(old);
-    assert_eq!(db.store.reseal_secrets(&rotated).await.unwrap(), 2);
+    assert_eq!(db.store.reseal_secrets(&rotated).await.unwrap(), 3);
+    assert_eq!(
+        db.store
+            .webhook_secret(endpoint, hook_key, &rotated)
+            .await
+            .unwrap(),
+        Some(vec![0x44; 32])
+    );
     assert_eq!(db.store.reseal_secrets(&rotated).await.unwrap(), 0, "once");
     for k in [&sealed_key, &legacy] {
         let stored = raw(k.node_id).await;

@@ -1,10 +1,13 @@
--- How far each relay has published the log (issue 13): the global position
+-- How far each follower of the log beside the store has gone (issue 13):
+-- the relay to RabbitMQ (name `amqp:<exchange>`: the global position
 -- of the last event the broker confirmed, advanced only after the confirm
 -- (at-least-once: a crash between the confirm and this write publishes the
--- batch again; consumers deduplicate by message_id = event id). Written
+-- batch again; consumers deduplicate by message_id = event id)) and the
+-- webhook dispatcher (name `webhooks`: the last event it turned into
+-- notification requests). Written
 -- with compare-and-set on the old position on the store's writer
 -- connection. Not events.
-CREATE TABLE relay_checkpoints (
+CREATE TABLE follower_checkpoints (
     name TEXT PRIMARY KEY,
     position INTEGER NOT NULL,
     updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
