@@ -19,7 +19,15 @@
 //!    ingested per second, and the server's CPU per line (the log phase's
 //!    CPU minus the phase without logs).
 //!
-//! `cargo bench -p benches --bench live`; `FLATRENDER_BENCH_SECONDS`
+//! 3. **Webhooks.** The same claim → complete loop while renders of ten
+//!    hooked tenants are cancelled at `FLATRENDER_BENCH_NOTIFICATIONS_PER_SECOND`
+//!    (default 1,000) and the dispatcher requests and delivers each
+//!    notification to a local receiver: leases per second with against
+//!    without (same run, before and after), notifications delivered per
+//!    second.
+//!
+//! `cargo bench -p benches --bench live` (`FLATRENDER_BENCH_ONLY=fanout|logs|notifications`
+//! for one phase); `FLATRENDER_BENCH_SECONDS`
 //! (default 10) per phase, `FLATRENDER_BENCH_EVENTS_PER_SECOND` (default
 //! 100), `FLATRENDER_BENCH_LOG_AGENTS` (default 200). Under `cargo test`
 //! it runs briefly (20 watchers, 10 agents, 1 s).
@@ -524,6 +532,155 @@ fn logs(farm: &Farm, server: &Runtime, clients: &Runtime, agents: usize, seconds
     );
 }
 
+/// The scheduler's claim → complete loop with and without webhook
+/// notifications being requested and delivered at `rate` a second to a
+/// local receiver (10 tenants, one endpoint each).
+fn notifications(farm: &Farm, server: &Runtime, clients: &Runtime, rate: u64, seconds: f64) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let received = Arc::new(AtomicU64::new(0));
+    let receiver_url = server.block_on(async {
+        let counter = received.clone();
+        let app = axum::Router::new().fallback(move || {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::Relaxed);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    });
+    let config = api::webhooks::WebhookConfig {
+        allow_private: true,
+        ..Default::default()
+    };
+    let state = farm.state.clone().with_webhooks(config.clone());
+    let dispatcher = state.dispatcher.clone().expect("dispatcher");
+    let mut tenants = Vec::new();
+    for n in 0..10 {
+        let (tenant, _) = server.block_on(farm.tenant(&format!("hooked-{n}")));
+        server
+            .block_on(api::webhooks::register(
+                &state.store,
+                &state.vault,
+                &config,
+                tenant,
+                &receiver_url,
+                vec![domain::notification::NotificationKind::RenderCancelled],
+                eventstore::Actor::System {
+                    component: "bench".into(),
+                },
+            ))
+            .expect("register");
+        tenants.push(tenant);
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = server.spawn(dispatcher.clone().run(stopped));
+    let (work_tenant, _) = server.block_on(farm.tenant("scheduled"));
+    let tasks_needed = (4_000.0 * seconds * 3.0) as u32 + 1_000;
+    server.block_on(farm.renders(work_tenant, 50, tasks_needed / 50, 10));
+    let nodes = server.block_on(farm.nodes(50));
+    let orch = farm.state.orchestrator.clone();
+    let scheduler = |clients: &Runtime| {
+        let started = Instant::now();
+        let done: usize = clients.block_on(async {
+            let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+            let mut workers = Vec::new();
+            for node in &nodes {
+                let (orch, node) = (orch.clone(), *node);
+                workers.push(tokio::spawn(async move {
+                    let mut done = 0usize;
+                    while Instant::now() < deadline && one_task(&orch, node).await {
+                        done += 1;
+                    }
+                    done
+                }));
+            }
+            let mut total = 0;
+            for w in workers {
+                total += w.await.expect("node");
+            }
+            total
+        });
+        done as f64 / started.elapsed().as_secs_f64()
+    };
+    let quiet = scheduler(clients);
+    // Renders of the hooked tenants cancelled at `rate` a second (the
+    // events alone, appended in batches every 10 ms), while the loop runs.
+    let store = farm.state.store.clone();
+    let feeder = clients.spawn(async move {
+        use eventstore::EventStore;
+        let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+        let per_tick = (rate / 100).max(1) as usize;
+        let mut next = Instant::now();
+        let mut sent = 0u64;
+        while Instant::now() < deadline {
+            let requests = (0..per_tick)
+                .map(|i| {
+                    let job = JobId::new(uuid::Uuid::new_v4()).expect("id");
+                    let tenant = tenants[(sent as usize + i) % tenants.len()];
+                    let event =
+                        domain::RenderJobEvent::Cancelled(domain::render_job::JobCancelled {
+                            job_id: job,
+                            tenant_id: tenant,
+                            reason: None,
+                            cancelled_at: chrono::Utc::now(),
+                        });
+                    eventstore::AppendRequest {
+                        stream_id: job.as_uuid(),
+                        stream_type: "render_job".into(),
+                        tenant_id: Some(tenant.as_uuid()),
+                        expected: eventstore::ExpectedVersion::NoStream,
+                        events: vec![eventstore::NewEvent::from_domain(
+                            uuid::Uuid::new_v4(),
+                            &event,
+                            eventstore::EventMetadata {
+                                correlation_id: uuid::Uuid::new_v4(),
+                                causation_id: None,
+                                actor: eventstore::Actor::System {
+                                    component: "bench".into(),
+                                },
+                                trace_id: None,
+                            },
+                        )],
+                    }
+                })
+                .collect();
+            for r in store.append_many(requests).await {
+                r.expect("append");
+            }
+            sent += per_tick as u64;
+            next += Duration::from_millis(10);
+            tokio::time::sleep_until(next.into()).await;
+        }
+        sent
+    });
+    let before = dispatcher.counts().delivered;
+    let started = Instant::now();
+    let loaded = scheduler(clients);
+    let requested = clients.block_on(feeder).expect("feeder");
+    let elapsed = started.elapsed().as_secs_f64();
+    let delivered = dispatcher.counts().delivered - before;
+    let after = scheduler(clients);
+    let baseline = (quiet + after) / 2.0;
+    println!(
+        "| {:>8.0} | {:>9.0} | {:>6.0} / {:<6.0} | {:>10.0} | {:>5.2} | {:>8} |",
+        requested as f64 / elapsed,
+        delivered as f64 / elapsed,
+        quiet,
+        after,
+        loaded,
+        loaded / baseline,
+        received.load(Ordering::Relaxed),
+    );
+    stop.send(true).ok();
+    server.block_on(running).expect("dispatcher");
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let seconds = if full {
@@ -563,30 +720,49 @@ fn main() {
     } else {
         ((1, 20), (4, 5))
     };
-    fan_out(
-        &farm,
-        &server,
-        &clients,
-        big.0,
-        big.1,
-        events_per_second,
-        seconds,
-    );
-    fan_out(
-        &farm,
-        &server,
-        &clients,
-        spread.0,
-        spread.1,
-        events_per_second,
-        seconds,
-    );
+    let only = std::env::var("FLATRENDER_BENCH_ONLY").unwrap_or_default();
+    let runs = |phase: &str| only.is_empty() || only == phase;
+    if runs("fanout") {
+        fan_out(
+            &farm,
+            &server,
+            &clients,
+            big.0,
+            big.1,
+            events_per_second,
+            seconds,
+        );
+        fan_out(
+            &farm,
+            &server,
+            &clients,
+            spread.0,
+            spread.1,
+            events_per_second,
+            seconds,
+        );
+    }
     println!();
     println!(
         "| agents | lines/s | leases/s without logs (before / after) | leases/s with logs | ratio | server µs/line |"
     );
     println!("|---:|---:|---:|---:|---:|---:|");
-    logs(&farm, &server, &clients, agents, seconds);
+    if runs("logs") {
+        logs(&farm, &server, &clients, agents, seconds);
+    }
+    println!();
+    println!(
+        "| notifications requested/s | delivered/s | leases/s without (before / after) | leases/s with | ratio | received |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
+    let rate = if full {
+        env_or("FLATRENDER_BENCH_NOTIFICATIONS_PER_SECOND", 1000)
+    } else {
+        100
+    };
+    if runs("notifications") {
+        notifications(&farm, &server, &clients, rate, seconds);
+    }
     drop(farm);
     server.shutdown_timeout(Duration::from_secs(1));
 }

@@ -115,9 +115,35 @@ async fn load(
     Ok((NotificationEndpoint::replay(&decoded), version))
 }
 
+/// The append of `events` to the endpoint's stream at `version`.
+fn append_request(
+    endpoint: EndpointId,
+    tenant: domain::TenantId,
+    version: u64,
+    events: &[NotificationEvent],
+    actor: Actor,
+) -> AppendRequest {
+    let m = meta(actor);
+    AppendRequest {
+        stream_id: endpoint.as_uuid(),
+        stream_type: "notification".into(),
+        tenant_id: Some(tenant.as_uuid()),
+        expected: if version == 0 {
+            ExpectedVersion::NoStream
+        } else {
+            ExpectedVersion::Exact(version)
+        },
+        events: events
+            .iter()
+            .map(|e| NewEvent::from_domain(Uuid::new_v4(), e, m.clone()))
+            .collect(),
+    }
+}
+
 /// Decides `command` on the endpoint as the log has it and appends the
 /// events at its exact version (read again and retried if another writer
-/// got there first).
+/// got there first). For the API's rare changes; the dispatcher decides on
+/// its own view instead ([`Dispatcher::record`]).
 async fn command(
     store: &AnyStore,
     endpoint: EndpointId,
@@ -128,24 +154,16 @@ async fn command(
     for _ in 0..8 {
         let (state, version) = load(store, endpoint).await?;
         let events = state.decide(command.clone())?;
-        let m = meta(actor.clone());
-        let appended = store
-            .append(AppendRequest {
-                stream_id: endpoint.as_uuid(),
-                stream_type: "notification".into(),
-                tenant_id: Some(tenant.as_uuid()),
-                expected: if version == 0 {
-                    ExpectedVersion::NoStream
-                } else {
-                    ExpectedVersion::Exact(version)
-                },
-                events: events
-                    .iter()
-                    .map(|e| NewEvent::from_domain(Uuid::new_v4(), e, m.clone()))
-                    .collect(),
-            })
-            .await;
-        match appended {
+        match store
+            .append(append_request(
+                endpoint,
+                tenant,
+                version,
+                &events,
+                actor.clone(),
+            ))
+            .await
+        {
             Ok(_) => return Ok(events),
             Err(eventstore::StoreError::WrongExpectedVersion { .. }) => continue,
             Err(e) => return Err(e.into()),
@@ -312,6 +330,8 @@ fn body(n: &domain::notification::NotificationRequested) -> Vec<u8> {
 #[derive(Debug, Default)]
 struct Registry {
     endpoints: HashMap<EndpointId, NotificationEndpoint>,
+    /// The stream version each endpoint's state is at.
+    versions: HashMap<EndpointId, u64>,
     by_tenant: BTreeMap<Uuid, Vec<EndpointId>>,
 }
 
@@ -326,6 +346,11 @@ impl Registry {
         ) else {
             return;
         };
+        // Already applied (this dispatcher's own append).
+        if event.stream_version <= self.versions.get(&id).copied().unwrap_or(0) {
+            return;
+        }
+        self.versions.insert(id, event.stream_version);
         let state = self.endpoints.remove(&id).unwrap_or_default();
         let state = state.evolve(&e);
         if let Some(r) = state.registration() {
@@ -335,6 +360,17 @@ impl Registry {
             }
         }
         self.endpoints.insert(id, state);
+    }
+
+    /// Events this dispatcher appended at `version`.
+    fn apply_own(&mut self, id: EndpointId, version: u64, events: &[NotificationEvent]) {
+        if self.versions.get(&id).copied().unwrap_or(0) != version {
+            return;
+        }
+        let state = self.endpoints.remove(&id).unwrap_or_default();
+        let state = events.iter().fold(state, |s, e| s.evolve(e));
+        self.endpoints.insert(id, state);
+        self.versions.insert(id, version + events.len() as u64);
     }
 }
 
@@ -359,6 +395,8 @@ pub struct Dispatcher {
     in_flight: Arc<std::sync::Mutex<HashSet<NotificationId>>>,
     slots: Arc<Semaphore>,
     counts: Arc<std::sync::Mutex<WebhookCounts>>,
+    /// One writer per endpoint stream at a time.
+    writing: Arc<std::sync::Mutex<HashMap<EndpointId, Arc<Mutex<()>>>>>,
 }
 
 impl Dispatcher {
@@ -372,7 +410,58 @@ impl Dispatcher {
             in_flight: Arc::default(),
             slots: Arc::new(Semaphore::new(16)),
             counts: Arc::default(),
+            writing: Arc::default(),
         }
+    }
+
+    /// Decides `cmd` on this dispatcher's view of the endpoint and appends
+    /// it at that version (no read of the stream: its length does not
+    /// matter); a stream changed by someone else is read again.
+    async fn record(
+        &self,
+        endpoint: EndpointId,
+        tenant: domain::TenantId,
+        cmd: NotificationCommand,
+    ) -> Result<(), WebhookError> {
+        let lock = self
+            .writing
+            .lock()
+            .expect("writers")
+            .entry(endpoint)
+            .or_default()
+            .clone();
+        let _one = lock.lock().await;
+        for _ in 0..8 {
+            let (events, version) = {
+                let reg = self.registry.lock().await;
+                let version = reg.versions.get(&endpoint).copied().unwrap_or(0);
+                let events = match reg.endpoints.get(&endpoint) {
+                    Some(state) => state.decide(cmd.clone())?,
+                    None => NotificationEndpoint::default().decide(cmd.clone())?,
+                };
+                (events, version)
+            };
+            let request = append_request(endpoint, tenant, version, &events, dispatcher());
+            match self.store.append(request).await {
+                Ok(_) => {
+                    self.registry
+                        .lock()
+                        .await
+                        .apply_own(endpoint, version, &events);
+                    return Ok(());
+                }
+                Err(eventstore::StoreError::WrongExpectedVersion { .. }) => {
+                    let (state, version) = load(&self.store, endpoint).await?;
+                    let mut reg = self.registry.lock().await;
+                    reg.endpoints.insert(endpoint, state);
+                    reg.versions.insert(endpoint, version);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(WebhookError::Store(eventstore::StoreError::Corrupt(
+            "the endpoint's stream kept changing".into(),
+        )))
     }
 
     /// What this instance delivered, failed and abandoned.
@@ -484,21 +573,20 @@ impl Dispatcher {
             for (endpoint, tenant_id) in endpoints {
                 let notification_id = notification_id(endpoint, event.event_id);
                 let job_id = job.and_then(|j| domain::JobId::new(j).ok());
-                let result = command(
-                    &self.store,
-                    endpoint,
-                    tenant_id,
-                    dispatcher(),
-                    NotificationCommand::Request {
-                        notification_id,
-                        kind,
-                        job_id,
-                        balance_minor: balance
-                            .and_then(|b| domain::AmountMinor::new(b.max(0)).ok()),
-                        at: Utc::now(),
-                    },
-                )
-                .await;
+                let result = self
+                    .record(
+                        endpoint,
+                        tenant_id,
+                        NotificationCommand::Request {
+                            notification_id,
+                            kind,
+                            job_id,
+                            balance_minor: balance
+                                .and_then(|b| domain::AmountMinor::new(b.max(0)).ok()),
+                            at: Utc::now(),
+                        },
+                    )
+                    .await;
                 match result {
                     // Requested before a restart, or removed meanwhile.
                     Ok(_) | Err(WebhookError::Domain(_)) => {}
@@ -589,14 +677,9 @@ impl Dispatcher {
                 }
             }
         };
-        let events = command(&self.store, endpoint, tenant, dispatcher(), cmd).await?;
-        // Apply at once, so that the next round does not start it again.
-        let mut reg = self.registry.lock().await;
-        if let Some(state) = reg.endpoints.remove(&endpoint) {
-            let state = events.iter().fold(state, |s, e| s.evolve(e));
-            reg.endpoints.insert(endpoint, state);
-        }
-        Ok(())
+        // Applied to the view at once, so that the next round does not
+        // start it again.
+        self.record(endpoint, tenant, cmd).await
     }
 
     fn backoff(&self, attempt: u32) -> chrono::Duration {
