@@ -161,6 +161,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/agent/files/{sha256}", get(crate::node_api::download))
         .merge(crate::public::routes())
+        .merge(crate::reseller::routes(&state))
         .merge(crate::monitor::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

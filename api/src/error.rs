@@ -27,12 +27,18 @@ pub enum ApiError {
     /// Authenticated, but not allowed.
     #[error("forbidden")]
     Forbidden,
+    /// An API key without the scope an operation needs.
+    #[error("missing scope {0}")]
+    MissingScope(&'static str),
     /// No such resource (for this tenant).
     #[error("not found")]
     NotFound,
     /// A concurrency conflict; retrying may succeed.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A retry of a request that is still being answered.
+    #[error("idempotency key in progress")]
+    InProgress,
     /// A business rule refused the command.
     #[error(transparent)]
     Domain(#[from] domain::DomainError),
@@ -146,11 +152,23 @@ impl ApiError {
                 "not allowed".into(),
                 json!({}),
             ),
+            Self::MissingScope(scope) => (
+                StatusCode::FORBIDDEN,
+                "missing_scope",
+                format!("the API key lacks the scope {scope}"),
+                json!({ "scope": scope }),
+            ),
             Self::NotFound => (
                 StatusCode::NOT_FOUND,
                 "not_found",
                 "no such resource".into(),
                 json!({}),
+            ),
+            Self::InProgress => (
+                StatusCode::CONFLICT,
+                "idempotency_key_in_progress",
+                "a request with this Idempotency-Key is still being answered; retry".into(),
+                json!({ "header": "Idempotency-Key" }),
             ),
             Self::Conflict(message) => {
                 (StatusCode::CONFLICT, "conflict", message.clone(), json!({}))

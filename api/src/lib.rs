@@ -17,6 +17,7 @@ pub mod node_auth;
 pub mod output_image;
 pub mod public;
 pub mod read_models;
+pub mod reseller;
 pub mod secrets;
 pub mod seed;
 pub mod server;

@@ -96,6 +96,9 @@ pub(crate) fn body_error(e: &axum::Error) -> ApiError {
         if error.is::<tower_http::timeout::TimeoutError>() {
             return ApiError::RequestTimeout;
         }
+        if error.is::<crate::reseller::auth::DigestMismatch>() {
+            return ApiError::Unauthorized("the body does not match its digest");
+        }
         source = error.source();
     }
     ApiError::BadRequest {

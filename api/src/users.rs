@@ -9,7 +9,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use domain::identity::Role;
-use domain::{Aggregate, Email, Identity, IdentityCommand, IdentityEvent, Label, TenantId, UserId};
+use domain::identity::Scope;
+use domain::{
+    Aggregate, ApiKeyId, Email, Identity, IdentityCommand, IdentityEvent, KeyPrefix, Label,
+    Sha256Digest, TenantId, UserId,
+};
 use eventstore::{
     Actor, AnyStore, AppendRequest, EventMetadata, EventStore, ExpectedVersion, NewEvent,
 };
@@ -47,14 +51,25 @@ async fn command(
     tenant: TenantId,
     command: IdentityCommand,
 ) -> Result<(), UserError> {
+    let operator = Actor::System {
+        component: "operator".into(),
+    };
+    command_as(store, user, tenant, command, operator).await
+}
+
+async fn command_as(
+    store: &AnyStore,
+    user: UserId,
+    tenant: TenantId,
+    command: IdentityCommand,
+    actor: Actor,
+) -> Result<(), UserError> {
     let (identity, version) = load(store, user.as_uuid()).await?;
     let events = identity.decide(command)?;
     let meta = EventMetadata {
         correlation_id: Uuid::new_v4(),
         causation_id: None,
-        actor: Actor::System {
-            component: "operator".into(),
-        },
+        actor,
         trace_id: orchestrator::trace::current(),
     };
     store
@@ -114,6 +129,107 @@ pub async fn remove(store: &AnyStore, user: UserId, at: DateTime<Utc>) -> Result
             id: user.to_string(),
         })?;
     command(store, user, tenant, IdentityCommand::RemoveUser { at }).await
+}
+
+/// A new API key: its id and its secret, to show once.
+#[derive(Debug)]
+pub struct IssuedKey {
+    /// The key's id (`X-API-Key`).
+    pub api_key_id: ApiKeyId,
+    /// The secret (never logged: its `Debug` is redacted).
+    pub secret: contracts::reseller_signing::ApiKeySecret,
+}
+
+/// Issues an API key to an active user, for the user's own tenant: the
+/// secret is sealed beside the log first, then `identity.api_key.issued.v1`
+/// (id, prefix, scopes, hash) is appended; a key without that event does
+/// not authenticate, so a crash between the two leaves nothing usable.
+pub async fn issue_api_key(
+    store: &AnyStore,
+    vault: &eventstore::Vault,
+    user: UserId,
+    scopes: Vec<Scope>,
+    expires_at: Option<DateTime<Utc>>,
+    at: DateTime<Utc>,
+) -> Result<IssuedKey, UserError> {
+    let (identity, _) = load(store, user.as_uuid()).await?;
+    let tenant = identity
+        .user()
+        .filter(|_| identity.is_active())
+        .map(|u| u.tenant_id)
+        .ok_or(domain::DomainError::NotFound {
+            entity: "user",
+            id: user.to_string(),
+        })?;
+    let mut random = [0u8; 32];
+    getrandom::fill(&mut random)
+        .map_err(|e| eventstore::StoreError::Corrupt(format!("no randomness: {e}")))?;
+    let secret = contracts::reseller_signing::ApiKeySecret::from_random(random);
+    let api_key_id = ApiKeyId::new(Uuid::new_v4())?;
+    store
+        .add_api_key_secret(
+            &eventstore::ApiKeySecretRow {
+                api_key_id: api_key_id.as_uuid(),
+                tenant_id: tenant.as_uuid(),
+                user_id: user.as_uuid(),
+                secret: secret.expose().as_bytes().to_vec(),
+            },
+            vault,
+        )
+        .await?;
+    let key_hash = Sha256Digest::parse(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        secret.expose().as_bytes(),
+    )))?;
+    command_as(
+        store,
+        user,
+        tenant,
+        IdentityCommand::IssueApiKey {
+            api_key_id,
+            prefix: KeyPrefix::parse(secret.prefix())?,
+            scopes,
+            key_hash,
+            expires_at,
+            at,
+        },
+        Actor::User { id: user.as_uuid() },
+    )
+    .await?;
+    Ok(IssuedKey { api_key_id, secret })
+}
+
+/// Revokes an API key of `tenant` on behalf of `by`: from the next request
+/// of every instance it no longer authenticates (each request reads its
+/// owner's stream). `None`: no such key in that tenant.
+pub async fn revoke_api_key(
+    store: &AnyStore,
+    vault: &eventstore::Vault,
+    tenant: TenantId,
+    api_key_id: ApiKeyId,
+    reason: Option<domain::Note>,
+    by: Actor,
+    at: DateTime<Utc>,
+) -> Result<Option<()>, UserError> {
+    let Some(row) = store.api_key_secret(api_key_id.as_uuid(), vault).await? else {
+        return Ok(None);
+    };
+    if row.tenant_id != tenant.as_uuid() {
+        return Ok(None);
+    }
+    let user = UserId::new(row.user_id)?;
+    command_as(
+        store,
+        user,
+        tenant,
+        IdentityCommand::RevokeApiKey {
+            api_key_id,
+            reason,
+            at,
+        },
+        by,
+    )
+    .await?;
+    Ok(Some(()))
 }
 
 /// An active user's tenant and role (`None`: no such active user).

@@ -4,6 +4,8 @@ pub mod canonical;
 pub mod gateway_public;
 pub mod node_agent;
 pub mod node_signing;
+pub mod reseller_api;
+pub mod reseller_signing;
 pub mod websocket;
 
 pub use canonical::canonical_json;

@@ -141,7 +141,7 @@ pub fn sign_request(secret: &NodeSecret, parts: &SignedParts<'_>) -> String {
     format!("v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-fn check_nonce(nonce: &str) -> Result<(), SignatureError> {
+pub(crate) fn check_nonce(nonce: &str) -> Result<(), SignatureError> {
     let ok = (16..=128).contains(&nonce.len())
         && nonce
             .bytes()
@@ -156,7 +156,7 @@ fn check_nonce(nonce: &str) -> Result<(), SignatureError> {
 }
 
 /// Whether `text` is lower-case hex digits only (and not empty).
-fn is_lower_hex(text: &str) -> bool {
+pub(crate) fn is_lower_hex(text: &str) -> bool {
     !text.is_empty()
         && text
             .bytes()
@@ -165,7 +165,7 @@ fn is_lower_hex(text: &str) -> bool {
 
 /// Whether `text` is a UUID in its one signed spelling: lower-case,
 /// hyphenated (`8c5d1f5e-3b0a-4c55-9a53-0d6b6f1e2a77`).
-fn is_lower_uuid(text: &str) -> bool {
+pub(crate) fn is_lower_uuid(text: &str) -> bool {
     text.len() == 36
         && text.split('-').map(str::len).eq([8, 4, 4, 4, 12])
         && text.split('-').all(is_lower_hex)

@@ -50,6 +50,38 @@ fn webhook_context(endpoint_id: Uuid, secret_key_id: Uuid) -> Vec<u8> {
     out
 }
 
+/// What an API key secret's sealed value is bound to: its row.
+fn api_key_context(api_key_id: Uuid, tenant_id: Uuid) -> Vec<u8> {
+    let mut out = b"api_key_secrets:".to_vec();
+    out.extend_from_slice(api_key_id.as_bytes());
+    out.extend_from_slice(tenant_id.as_bytes());
+    out
+}
+
+/// An API key's secret and whose key it is. `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKeySecretRow {
+    /// The key.
+    pub api_key_id: Uuid,
+    /// The tenant it acts for.
+    pub tenant_id: Uuid,
+    /// The user it was issued to (whose identity stream holds its state).
+    pub user_id: Uuid,
+    /// The secret.
+    pub secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for ApiKeySecretRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeySecretRow")
+            .field("api_key_id", &self.api_key_id)
+            .field("tenant_id", &self.tenant_id)
+            .field("user_id", &self.user_id)
+            .field("secret", &"**redacted**")
+            .finish()
+    }
+}
+
 /// A stored secret as the vault opens it; a plaintext one (written before
 /// secrets were sealed, until [`AnyStore::reseal_secrets`] seals it) as is.
 fn open_secret(vault: &Vault, stored: Vec<u8>, context: &[u8]) -> Result<Vec<u8>, StoreError> {
@@ -143,7 +175,7 @@ impl AnyStore {
         }))
     }
 
-    /// Seals every stored secret (node and webhook secrets) that is not
+    /// Seals every stored secret (node, webhook and API key secrets) that is not
     /// sealed under the vault's current key: plaintext ones of older
     /// stores, and ones sealed under a previous key (a rotation). Each row
     /// is rewritten only if it still holds what was read. Returns how many
@@ -162,6 +194,12 @@ impl AnyStore {
                 "endpoint_id",
                 "secret_key_id",
                 webhook_context,
+            ),
+            (
+                "api_key_secrets",
+                "api_key_id",
+                "tenant_id",
+                api_key_context,
             ),
         ] {
             let select = format!("SELECT {a}, {b}, secret FROM {table}");
@@ -281,6 +319,77 @@ impl AnyStore {
         stored
             .map(|v| open_secret(vault, v, &webhook_context(endpoint_id, secret_key_id)))
             .transpose()
+    }
+
+    /// Stores an API key's secret, sealed by `vault` and bound to the key
+    /// and its tenant.
+    pub async fn add_api_key_secret(
+        &self,
+        row: &ApiKeySecretRow,
+        vault: &Vault,
+    ) -> Result<(), StoreError> {
+        if row.secret.len() < 32 {
+            return Err(crate::vault::VaultError::ShortSecret.into());
+        }
+        let sealed = vault.seal(&row.secret, &api_key_context(row.api_key_id, row.tenant_id))?;
+        let sql = "INSERT INTO api_key_secrets (api_key_id, tenant_id, user_id, secret) VALUES ($1, $2, $3, $4)";
+        match self {
+            AnyStore::Postgres(s) => {
+                sqlx::query(sql)
+                    .bind(row.api_key_id)
+                    .bind(row.tenant_id)
+                    .bind(row.user_id)
+                    .bind(&sealed)
+                    .execute(s.pool())
+                    .await?;
+            }
+            AnyStore::Sqlite(s) => {
+                s.with_writer(async |conn| {
+                    sqlx::query(sql)
+                        .bind(row.api_key_id)
+                        .bind(row.tenant_id)
+                        .bind(row.user_id)
+                        .bind(&sealed)
+                        .execute(&mut *conn)
+                        .await
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// An API key's secret and owner, opened by `vault` (`None`: no such
+    /// key). Whether the key is still active is its owner's identity stream.
+    pub async fn api_key_secret(
+        &self,
+        api_key_id: Uuid,
+        vault: &Vault,
+    ) -> Result<Option<ApiKeySecretRow>, StoreError> {
+        let sql = "SELECT tenant_id, user_id, secret FROM api_key_secrets WHERE api_key_id = $1";
+        let row: Option<(Uuid, Uuid, Vec<u8>)> = match self {
+            AnyStore::Postgres(s) => {
+                sqlx::query_as(sql)
+                    .bind(api_key_id)
+                    .fetch_optional(s.pool())
+                    .await?
+            }
+            AnyStore::Sqlite(s) => {
+                sqlx::query_as(sql)
+                    .bind(api_key_id)
+                    .fetch_optional(s.readers())
+                    .await?
+            }
+        };
+        let Some((tenant_id, user_id, stored)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(ApiKeySecretRow {
+            api_key_id,
+            tenant_id,
+            user_id,
+            secret: open_secret(vault, stored, &api_key_context(api_key_id, tenant_id))?,
+        }))
     }
 
     /// Revokes every key of the node except `keep` (a rotation); returns how many.

@@ -9,6 +9,7 @@ pub mod error;
 pub mod event;
 pub mod hashing;
 mod heads;
+pub mod idempotency;
 mod liveness;
 pub mod postgres;
 pub mod sqlite;
@@ -20,13 +21,14 @@ pub mod vault;
 pub use any::AnyStore;
 pub use audit::{AuditProblem, AuditReport, ExportScope, export_jsonl, verify_all};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use credentials::{NodeKey, UserPassword};
+pub use credentials::{ApiKeySecretRow, NodeKey, UserPassword};
 pub use error::StoreError;
 pub use event::{
     Actor, AppendRequest, AppendResult, AsOf, EventMetadata, ExpectedVersion, NewEvent,
     RecordedEvent,
 };
 pub use hashing::{ChainError, verify_stream};
+pub use idempotency::{IdempotencyBegin, StoredAnswer};
 pub use postgres::{PgOptions, PgStore};
 pub use sqlite::SqliteStore;
 pub use store::EventStore;

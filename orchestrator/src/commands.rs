@@ -13,7 +13,7 @@ use domain::{
 use eventstore::Actor;
 
 use crate::state::State;
-use crate::{MAX_ATTEMPTS, Orchestrator, OrchestratorError, system};
+use crate::{MAX_ATTEMPTS, Orchestrator, OrchestratorError, requester, system};
 
 impl Orchestrator {
     /// Runs a job command against fresh state, retrying on contention.
@@ -191,7 +191,7 @@ impl Orchestrator {
             file_id.as_uuid(),
             tenant,
             &events,
-            system(),
+            requester(),
             |st, e, v| st.apply_file(e, v),
         )
         .await
@@ -216,7 +216,7 @@ impl Orchestrator {
         Self::check_dependencies(&st, &command)?;
         let job_id = command.job_id;
         let events = RenderJob::default().decide(RenderJobCommand::Submit(command))?;
-        self.commit_job(&mut st, job_id, &events, system()).await
+        self.commit_job(&mut st, job_id, &events, requester()).await
     }
 
     /// A submission's dependencies are renders of its tenant that the
@@ -272,6 +272,6 @@ impl Orchestrator {
                 return Err(OrchestratorError::NotFound("job"));
             }
         }
-        self.job_command(job_id, system(), command).await
+        self.job_command(job_id, requester(), command).await
     }
 }

@@ -224,6 +224,12 @@ fn system() -> Actor {
     }
 }
 
+/// Whoever the current request acts for ([`trace::acting_as`]), else the
+/// orchestrator.
+fn requester() -> Actor {
+    trace::actor().unwrap_or_else(system)
+}
+
 /// The metadata of events written for `actor` in the current request.
 fn metadata(actor: Actor) -> EventMetadata {
     metadata_traced(actor, trace::current())

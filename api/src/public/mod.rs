@@ -5,14 +5,15 @@
 //! come from the read models (`projections`), changes go through the
 //! orchestrator; every read is scoped to the token's tenant.
 
-mod archive;
+mod api_keys;
+pub(crate) mod archive;
 pub mod auth;
-mod files;
-mod frames;
-mod logs;
+pub(crate) mod files;
+pub(crate) mod frames;
+pub(crate) mod logs;
 mod nodes;
-mod renders;
-mod tenant;
+pub(crate) mod renders;
+pub(crate) mod tenant;
 mod webhooks;
 pub mod ws;
 
@@ -61,6 +62,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/nodes/{node_id}/drain", post(nodes::drain))
         .route("/v1/nodes/{node_id}/enable", post(nodes::enable))
         .route("/v1/nodes/{node_id}/disable", post(nodes::disable))
+        .route("/v1/api-keys", get(api_keys::list).post(api_keys::issue))
+        .route("/v1/api-keys/{api_key_id}", delete(api_keys::revoke))
         .route("/v1/webhooks", get(webhooks::list).post(webhooks::register))
         .route("/v1/webhooks/{webhook_id}", delete(webhooks::remove))
         .route("/v1/tenant", get(tenant::show))

@@ -13,6 +13,7 @@ mod monitor;
 mod node_auth;
 mod public;
 mod refusals;
+mod reseller;
 mod slow_clients;
 mod studio_cli;
 mod submission;

@@ -191,6 +191,43 @@ async fn a_webhook(api: &Api) -> domain::EndpointId {
     .endpoint_id
 }
 
+/// An admin of `tenant` and a token of theirs.
+pub async fn admin(api: &Api, tenant: Uuid) -> (Uuid, String) {
+    let user = api::users::create(
+        &api.state.store,
+        domain::TenantId::new(tenant).unwrap(),
+        &format!("admin-{}@example.com", Uuid::new_v4().simple()),
+        "Admin",
+        Role::Admin,
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap()
+    .as_uuid();
+    let token = api
+        .jwt
+        .issue(user, tenant, Role::Admin, chrono::Duration::hours(1))
+        .unwrap();
+    (user, token)
+}
+
+/// An API key of an admin of tenant A (its id).
+async fn an_api_key(api: &Api) -> Uuid {
+    let (user, _) = admin(api, api.a).await;
+    api::users::issue_api_key(
+        &api.state.store,
+        &api.state.vault,
+        domain::UserId::new(user).unwrap(),
+        vec![domain::identity::Scope::RendersRead],
+        None,
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap()
+    .api_key_id
+    .as_uuid()
+}
+
 pub fn render_body(scene: &str) -> Value {
     json!({ "scene_file_id": scene, "renderer": "builtin", "frames": { "start": 1, "end": 6 }, "chunk_size": 2 })
 }
@@ -341,7 +378,13 @@ async fn a_studio_uploads_submits_lists_and_controls_a_render() {
 
 /// The public routes as `api/src/public/mod.rs` declares them: (method, path).
 fn declared_routes() -> Vec<(&'static str, String)> {
-    let source = include_str!("../../src/public/mod.rs");
+    let out = routes_in(include_str!("../../src/public/mod.rs"));
+    assert!(out.len() >= 17, "the route table was not found");
+    out
+}
+
+/// The `.route(` calls of a router's source: (method, path).
+pub fn routes_in(source: &str) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     let mut rest = source;
     while let Some(at) = rest.find(".route(") {
@@ -368,7 +411,6 @@ fn declared_routes() -> Vec<(&'static str, String)> {
         }
         rest = &call[end..];
     }
-    assert!(out.len() >= 17, "the route table was not found");
     out
 }
 
@@ -378,8 +420,16 @@ fn routes_with_ids(
     render: &str,
     scene: &str,
     webhook: &str,
+    api_key: &str,
 ) -> Vec<(&'static str, &'static str, String)> {
     vec![
+        ("GET", "/v1/api-keys", "/v1/api-keys".into()),
+        ("POST", "/v1/api-keys", "/v1/api-keys".into()),
+        (
+            "DELETE",
+            "/v1/api-keys/{api_key_id}",
+            format!("/v1/api-keys/{api_key}"),
+        ),
         ("GET", "/v1/webhooks", "/v1/webhooks".into()),
         ("POST", "/v1/webhooks", "/v1/webhooks".into()),
         (
@@ -510,7 +560,8 @@ async fn another_tenants_ids_are_not_found_on_every_route() {
     // The route table in the source: every `.route(` is covered below.
     // A's webhook endpoint (a public address: no receiver needed).
     let webhook = a_webhook(&api).await.to_string();
-    let table = routes_with_ids(&render, &scene, &webhook);
+    let api_key = an_api_key(&api).await.to_string();
+    let table = routes_with_ids(&render, &scene, &webhook, &api_key);
     let declared = declared_routes();
     for (method, path) in &declared {
         assert!(
@@ -528,6 +579,7 @@ async fn another_tenants_ids_are_not_found_on_every_route() {
         let body = match (*method, *template) {
             ("POST", "/v1/renders") => Some(render_body(&scene)),
             ("POST", "/v1/renders/{render_id}/priority") => Some(json!({ "priority": 90 })),
+            ("POST", "/v1/api-keys") => Some(json!({ "scopes": ["renders:read"] })),
             // Refused (a private address): B registers nothing of its own.
             ("POST", "/v1/webhooks") => {
                 Some(json!({ "url": "http://10.0.0.1/", "events": ["render.completed"] }))
@@ -544,7 +596,8 @@ async fn another_tenants_ids_are_not_found_on_every_route() {
         } else {
             api.call(api.b, method, path, body).await
         };
-        if template.starts_with("/v1/nodes") {
+        if template.starts_with("/v1/nodes") || template.starts_with("/v1/api-keys") {
+            // Nodes are the farm's, keys the admins': a member is refused.
             // Nodes are the farm's: a member of any tenant is refused.
             assert_error(status, &value, StatusCode::FORBIDDEN, "forbidden");
         } else if scoped || *template == "/v1/renders" && *method == "POST" {
@@ -1029,6 +1082,35 @@ async fn every_documented_operation_answers_as_documented() {
         r.body(body).unwrap()
     };
     let webhook = a_webhook(&api).await;
+    let (_, admin_token) = admin(&api, api.a).await;
+    let as_admin = |method: &str, path: String, body: Option<Value>| {
+        let r = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {admin_token}"));
+        match body {
+            Some(v) => r
+                .header("content-type", "application/json")
+                .body(Body::from(v.to_string()))
+                .unwrap(),
+            None => r.body(Body::empty()).unwrap(),
+        }
+    };
+    let issued = api
+        .send(as_admin(
+            "POST",
+            "/v1/api-keys".into(),
+            Some(json!({ "scopes": ["renders:read"] })),
+        ))
+        .await
+        .1;
+    let revoked_key = issued["id"].as_str().unwrap().to_string();
+    api.send(as_admin(
+        "DELETE",
+        format!("/v1/api-keys/{revoked_key}"),
+        None,
+    ))
+    .await;
     let frame = task.frames.start;
     let operator = api.operator_token(api.a).await;
     let as_operator = |method: &str, path: String| {
@@ -1244,6 +1326,32 @@ async fn every_documented_operation_answers_as_documented() {
             req("GET", "/v1/ws/renders?token=forged".into(), None),
         ),
         ("getTenant", req("GET", "/v1/tenant".into(), None)),
+        ("listApiKeys", as_admin("GET", "/v1/api-keys".into(), None)),
+        ("listApiKeys", req("GET", "/v1/api-keys".into(), None)),
+        (
+            "issueApiKey",
+            as_admin(
+                "POST",
+                "/v1/api-keys".into(),
+                Some(json!({ "scopes": ["renders:read", "files:write"], "expires_at": "2099-01-01T00:00:00Z" })),
+            ),
+        ),
+        (
+            "issueApiKey",
+            as_admin("POST", "/v1/api-keys".into(), Some(json!({ "scopes": [] }))),
+        ),
+        (
+            "issueApiKey",
+            req("POST", "/v1/api-keys".into(), Some(Body::from(r#"{"scopes":["renders:read"]}"#))),
+        ),
+        (
+            "revokeApiKey",
+            as_admin("DELETE", format!("/v1/api-keys/{revoked_key}"), None),
+        ),
+        (
+            "revokeApiKey",
+            as_admin("DELETE", format!("/v1/api-keys/{}", Uuid::new_v4()), None),
+        ),
         ("listWebhooks", req("GET", "/v1/webhooks".into(), None)),
         (
             "registerWebhook",

@@ -57,6 +57,7 @@ all_backends!(
     append_many_gives_each_request_its_own_result,
     a_large_append_many_reports_the_positions_it_stored,
     node_liveness_is_shared_and_only_moves_forward,
+    idempotency_keys_reserve_answer_and_expire,
 );
 
 pub async fn open(backend: &str) -> Option<TestDb> {
@@ -1005,15 +1006,53 @@ pub async fn node_secrets_are_sealed_at_rest_and_resealed_on_rotation(db: &TestD
             .unwrap(),
         None
     );
+    // An API key's secret, sealed the same way and bound to its tenant.
+    let api_row = eventstore::ApiKeySecretRow {
+        api_key_id: Uuid::new_v4(),
+        tenant_id: Uuid::new_v4(),
+        user_id: Uuid::new_v4(),
+        secret: vec![0x45; 68],
+    };
+    db.store.add_api_key_secret(&api_row, &vault).await.unwrap();
+    assert_eq!(
+        db.store
+            .api_key_secret(api_row.api_key_id, &vault)
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&api_row)
+    );
+    assert!(format!("{api_row:?}").contains("redacted"));
+    assert!(
+        db.store
+            .api_key_secret(api_row.api_key_id, &stranger)
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        db.store
+            .api_key_secret(Uuid::new_v4(), &vault)
+            .await
+            .unwrap(),
+        None
+    );
     // Rotation: the new key current, the old one previous; reseal.
     let rotated = Vault::new(MasterKey::ephemeral().unwrap()).with_previous(old);
-    assert_eq!(db.store.reseal_secrets(&rotated).await.unwrap(), 3);
+    assert_eq!(db.store.reseal_secrets(&rotated).await.unwrap(), 4);
     assert_eq!(
         db.store
             .webhook_secret(endpoint, hook_key, &rotated)
             .await
             .unwrap(),
         Some(vec![0x44; 32])
+    );
+    assert_eq!(
+        db.store
+            .api_key_secret(api_row.api_key_id, &rotated)
+            .await
+            .unwrap()
+            .map(|r| r.secret),
+        Some(api_row.secret.clone())
     );
     assert_eq!(db.store.reseal_secrets(&rotated).await.unwrap(), 0, "once");
     for k in [&sealed_key, &legacy] {
@@ -1272,4 +1311,100 @@ pub async fn node_liveness_is_shared_and_only_moves_forward(db: &TestDb) {
     );
     // Liveness is beside the log, never in it.
     assert!(all_events(db, 0).await.is_empty());
+}
+
+/// An idempotency key is reserved by one request; a retry of the same
+/// request waits (in progress) then gets the kept answer; another request
+/// with the key is refused; a failed request frees it; a reservation that
+/// never answered is taken over after a minute; keys are per tenant and
+/// forgotten after a day; two racing reservations, one wins.
+pub async fn idempotency_keys_reserve_answer_and_expire(db: &TestDb) {
+    use eventstore::{IdempotencyBegin as B, StoredAnswer};
+    let (tenant, other) = (Uuid::new_v4(), Uuid::new_v4());
+    let s = &db.store;
+    let now = t0();
+    assert_eq!(
+        s.idempotency_begin(tenant, "k1", "h1", now).await.unwrap(),
+        B::Run
+    );
+    assert_eq!(
+        s.idempotency_begin(tenant, "k1", "h1", now).await.unwrap(),
+        B::InProgress
+    );
+    assert_eq!(
+        s.idempotency_begin(tenant, "k1", "h2", now).await.unwrap(),
+        B::Reused
+    );
+    // Another tenant's key of the same name is its own.
+    assert_eq!(
+        s.idempotency_begin(other, "k1", "h2", now).await.unwrap(),
+        B::Run
+    );
+    let answer = StoredAnswer {
+        status: 201,
+        content_type: Some("application/json".into()),
+        body: br#"{"id":1}"#.to_vec(),
+    };
+    s.idempotency_finish(tenant, "k1", &answer).await.unwrap();
+    let later = now + Duration::minutes(5);
+    assert_eq!(
+        s.idempotency_begin(tenant, "k1", "h1", later)
+            .await
+            .unwrap(),
+        B::Answered(answer.clone())
+    );
+    assert_eq!(
+        s.idempotency_begin(tenant, "k1", "h2", later)
+            .await
+            .unwrap(),
+        B::Reused
+    );
+    // A failure frees the key; an answered key is not freed.
+    assert_eq!(
+        s.idempotency_begin(tenant, "k2", "h", now).await.unwrap(),
+        B::Run
+    );
+    s.idempotency_abandon(tenant, "k2").await.unwrap();
+    assert_eq!(
+        s.idempotency_begin(tenant, "k2", "h", now).await.unwrap(),
+        B::Run
+    );
+    s.idempotency_abandon(tenant, "k1").await.unwrap();
+    assert_eq!(
+        s.idempotency_begin(tenant, "k1", "h1", later)
+            .await
+            .unwrap(),
+        B::Answered(answer)
+    );
+    // A reservation that never answered: taken over after a minute only.
+    assert_eq!(
+        s.idempotency_begin(tenant, "k2", "h", now + Duration::seconds(30))
+            .await
+            .unwrap(),
+        B::InProgress
+    );
+    assert_eq!(
+        s.idempotency_begin(tenant, "k2", "h", now + Duration::seconds(61))
+            .await
+            .unwrap(),
+        B::Run
+    );
+    // After a day the key is free for anything.
+    assert_eq!(
+        s.idempotency_begin(tenant, "k1", "h9", now + Duration::hours(25))
+            .await
+            .unwrap(),
+        B::Run
+    );
+    // Racing reservations of one key: exactly one runs.
+    let racers = (0..8).map(|_| {
+        let s = s.clone();
+        tokio::spawn(async move { s.idempotency_begin(tenant, "race", "h", now).await.unwrap() })
+    });
+    let results = futures_util::future::join_all(racers).await;
+    let runs = results
+        .into_iter()
+        .filter(|r| r.as_ref().unwrap() == &B::Run)
+        .count();
+    assert_eq!(runs, 1);
 }

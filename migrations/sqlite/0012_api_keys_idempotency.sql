@@ -1,0 +1,28 @@
+-- The reseller API (issue 13).
+--
+-- API keys' secrets: the server checks each request's HMAC with the key's
+-- secret, so it must read it back; it is kept here sealed under the master
+-- key (see eventstore/src/vault.rs), bound to its row, never in the log
+-- (identity.api_key.issued.v1 carries the key's id, prefix and hash). The
+-- key's state (active, revoked, expired) is its owner's identity stream.
+CREATE TABLE api_key_secrets (
+    api_key_id BLOB PRIMARY KEY,
+    tenant_id BLOB NOT NULL,
+    user_id BLOB NOT NULL,
+    secret BLOB NOT NULL,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+
+-- Idempotency-Key of reseller POSTs: a request reserves its key (status
+-- NULL) before it runs, and keeps its answer once answered; a retry with
+-- the same key and request answers the kept answer.
+CREATE TABLE idempotency_keys (
+    tenant_id BLOB NOT NULL,
+    key TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    status INTEGER,
+    content_type TEXT,
+    body BLOB,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, key)
+);
