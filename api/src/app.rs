@@ -239,8 +239,8 @@ async fn healthz() -> Json<serde_json::Value> {
 const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Readiness: the event store answers and has every migration of this
-/// binary applied, and the broker answers when a relay is configured (503
-/// while not).
+/// binary applied, the object storage answers when blobs live there, and
+/// the broker answers when a relay is configured (503 while not).
 async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     // A store that hangs (a network partition) is as unready as one that
     // refuses.
@@ -261,6 +261,12 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
             "migrations not applied: {missing:?}"
         )));
     }
+    tokio::time::timeout(READY_TIMEOUT, state.blobs.ready())
+        .await
+        .map_err(|_| {
+            ApiError::Unavailable(anyhow::anyhow!("the blob storage did not answer in time"))
+        })?
+        .map_err(|e| ApiError::Unavailable(e.into()))?;
     if let Some(broker) = &state.broker {
         broker
             .ready()

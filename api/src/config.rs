@@ -97,6 +97,13 @@ pub struct ServeConfig {
     /// Address to listen on.
     #[arg(long, env = "FLATRENDER_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Keep blobs (scenes, frames) in S3-compatible object storage shared by
+    /// every instance, e.g. `s3://bucket` or `s3://bucket/prefix`, with the
+    /// usual `AWS_ENDPOINT`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_REGION` (and `AWS_ALLOW_HTTP=true` for an `http://` endpoint).
+    /// Without it, blobs live in `<data dir>/blobs`.
+    #[arg(long, env = "FLATRENDER_BLOB_URL")]
+    pub blob_url: Option<String>,
     /// Largest accepted upload, in bytes.
     #[arg(long, env = "FLATRENDER_MAX_UPLOAD_BYTES", default_value_t = 512 * 1024 * 1024)]
     pub max_upload_bytes: u64,

@@ -1,13 +1,22 @@
-//! Scene uploads and rendered outputs, stored content-addressed on local disk
-//! under the data directory: a file's name is its SHA-256, so the same bytes
-//! are stored once and a download can be checked against its name.
+//! Scene uploads and rendered outputs, stored content-addressed: a file's
+//! name is its SHA-256, so the same bytes are stored once and a download
+//! can be checked against its name. On local disk under the data directory
+//! (the embedded default), or in S3-compatible object storage shared by
+//! every instance (`FLATRENDER_BLOB_URL=s3://bucket`, through the
+//! `object_store` crate's [`ObjectStore`] trait): uploads still stream into
+//! a local temporary file first (hashed, counted, checked), and only a
+//! checked blob is put under `blobs/<aa>/<sha256>`.
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
+use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
+use object_store::{ObjectStore, ObjectStoreExt};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
@@ -38,6 +47,9 @@ pub enum FileError {
     /// The disk failed.
     #[error(transparent)]
     Io(#[from] io::Error),
+    /// The object storage failed or refused.
+    #[error("object storage: {0}")]
+    Remote(#[from] object_store::Error),
 }
 
 /// A stored blob.
@@ -49,11 +61,83 @@ pub struct StoredBlob {
     pub size_bytes: u64,
 }
 
-/// A content-addressed blob store in a directory.
+/// A content-addressed blob store: in a directory, or in object storage
+/// with the directory holding temporary files (and per-instance caches:
+/// thumbnails, task logs).
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     root: PathBuf,
     max_bytes: u64,
+    remote: Option<Arc<dyn ObjectStore>>,
+}
+
+/// Object storage for the URL `FLATRENDER_BLOB_URL` gives (`s3://bucket`
+/// or `s3://bucket/prefix`), with the usual `AWS_*` settings from the
+/// environment (`AWS_ENDPOINT`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_REGION`, `AWS_ALLOW_HTTP` for an `http://` endpoint).
+pub fn object_storage(url: &str) -> Result<Arc<dyn ObjectStore>, FileError> {
+    let parsed = url::Url::parse(url).map_err(|e| {
+        FileError::Remote(object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(e),
+        })
+    })?;
+    if parsed.scheme() != "s3" {
+        return Err(FileError::Remote(object_store::Error::NotImplemented {
+            operation: format!(
+                "blob URL scheme {}: only s3:// is supported",
+                parsed.scheme()
+            ),
+            implementer: "flatrender".into(),
+        }));
+    }
+    let s3 = object_store::aws::AmazonS3Builder::from_env()
+        .with_url(url)
+        .build()?;
+    let prefix = parsed.path().trim_matches('/');
+    Ok(if prefix.is_empty() {
+        Arc::new(s3)
+    } else {
+        Arc::new(object_store::prefix::PrefixStore::new(s3, prefix))
+    })
+}
+
+/// The key of a blob in object storage.
+fn key_of(sha256: &str) -> object_store::path::Path {
+    object_store::path::Path::from(format!("blobs/{}/{sha256}", &sha256[..2]))
+}
+
+/// `stream`, ending with an error unless its bytes hash to `expected`.
+fn checked(
+    stream: BoxStream<'static, io::Result<Bytes>>,
+    expected: String,
+) -> BoxStream<'static, io::Result<Bytes>> {
+    let state = (stream, Sha256::new(), expected, false);
+    Box::pin(futures_util::stream::try_unfold(
+        state,
+        |(mut stream, mut hasher, expected, done)| async move {
+            if done {
+                return Ok(None);
+            }
+            match stream.next().await {
+                Some(chunk) => {
+                    let chunk = chunk?;
+                    hasher.update(&chunk);
+                    Ok(Some((chunk, (stream, hasher, expected, false))))
+                }
+                None => {
+                    if hex::encode(hasher.finalize()) != expected {
+                        tracing::error!(sha256 = %expected, "a stored blob does not match its digest");
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "the stored blob does not match its digest",
+                        ));
+                    }
+                    Ok(None)
+                }
+            }
+        },
+    ))
 }
 
 impl BlobStore {
@@ -82,7 +166,35 @@ impl BlobStore {
         Ok(Self {
             root: root.to_path_buf(),
             max_bytes,
+            remote: None,
         })
+    }
+
+    /// The same store keeping its blobs in `remote` (its directory keeps
+    /// temporary files and caches only).
+    pub fn with_remote(mut self, remote: Arc<dyn ObjectStore>) -> Self {
+        self.remote = Some(remote);
+        self
+    }
+
+    /// Where blobs are kept, for logs and `/readyz`: a directory or the
+    /// object store.
+    pub fn describe(&self) -> String {
+        match &self.remote {
+            Some(r) => r.to_string(),
+            None => self.root.display().to_string(),
+        }
+    }
+
+    /// Whether the blobs can be reached (object storage answers).
+    pub async fn ready(&self) -> Result<(), FileError> {
+        let Some(remote) = &self.remote else {
+            return Ok(());
+        };
+        match remote.head(&key_of(&"0".repeat(64))).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The directory blobs are kept in.
@@ -162,6 +274,19 @@ impl BlobStore {
     ) -> Result<Option<(u64, BoxStream<'static, io::Result<Bytes>>)>, FileError> {
         const CHUNK: usize = 64 * 1024;
         let path = self.path_of(sha256)?;
+        if let Some(remote) = &self.remote {
+            let got = match remote.get(&key_of(sha256)).await {
+                Ok(got) => got,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            let size = got.meta.size;
+            let stream = got
+                .into_stream()
+                .map(|c| c.map_err(io::Error::from))
+                .boxed();
+            return Ok(Some((size, checked(stream, sha256.to_owned()))));
+        }
         let file = match tokio::fs::File::open(&path).await {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -196,6 +321,17 @@ impl BlobStore {
     /// Reads a blob by digest, checking the bytes against it.
     pub async fn get(&self, sha256: &str) -> Result<Option<Vec<u8>>, FileError> {
         let path = self.path_of(sha256)?;
+        if let Some(remote) = &self.remote {
+            let bytes = match remote.get(&key_of(sha256)).await {
+                Ok(got) => got.bytes().await?,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            if hex::encode(Sha256::digest(&bytes)) != sha256 {
+                return Err(FileError::DigestMismatch);
+            }
+            return Ok(Some(bytes.to_vec()));
+        }
         match tokio::fs::read(&path).await {
             Ok(bytes) if hex::encode(Sha256::digest(&bytes)) == sha256 => Ok(Some(bytes)),
             Ok(_) => Err(FileError::DigestMismatch),
@@ -314,6 +450,29 @@ impl TempBlob {
             sha256: self.sha256.clone(),
             size_bytes: self.size_bytes,
         };
+        if let Some(remote) = &self.store.remote {
+            let key = key_of(&self.sha256);
+            match remote.head(&key).await {
+                Ok(_) => return Ok(stored),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            // Streamed from the file in parts; an object appears whole or
+            // not at all. The temporary file goes when `self` drops.
+            let mut upload = object_store::WriteMultipart::new(remote.put_multipart(&key).await?);
+            let mut file = tokio::fs::File::open(&self.path).await?;
+            let mut chunk = vec![0u8; 1024 * 1024];
+            loop {
+                let n = file.read(&mut chunk).await?;
+                if n == 0 {
+                    break;
+                }
+                upload.wait_for_capacity(4).await?;
+                upload.write(&chunk[..n]);
+            }
+            upload.finish().await?;
+            return Ok(stored);
+        }
         if tokio::fs::try_exists(&path).await? {
             return Ok(stored);
         }
@@ -339,16 +498,131 @@ impl Drop for TempBlob {
 
 #[cfg(test)]
 mod tests {
+    //! One conformance suite for every place blobs can live: the local
+    //! directory, object storage in memory, and a real S3-compatible server
+    //! (`FLATRENDER_TEST_S3_URL`, started by `.ci/run`; each test under its
+    //! own prefix).
     use super::*;
 
-    async fn store(limit: u64) -> (BlobStore, PathBuf) {
-        let dir = std::env::temp_dir().join(format!("flatrender-blobs-{}", Uuid::new_v4()));
-        (BlobStore::open(&dir, limit).await.unwrap(), dir)
+    /// Instantiates every test for each backend.
+    macro_rules! every_backend {
+        ($($test:ident),* $(,)?) => {
+            mod local { $( #[tokio::test] async fn $test() { super::$test(super::Backend::Local).await } )* }
+            mod memory { $( #[tokio::test] async fn $test() { super::$test(super::Backend::Memory).await } )* }
+            mod s3 { $( #[tokio::test] async fn $test() { if let Some(b) = super::s3() { super::$test(b).await } } )* }
+        };
     }
 
-    #[tokio::test]
-    async fn stores_by_digest_once_and_reads_back() {
-        let (blobs, dir) = store(1024).await;
+    every_backend!(
+        stores_by_digest_once_and_reads_back,
+        refuses_oversize_mismatched_and_malformed,
+        a_streamed_blob_is_stored_by_digest_and_leaves_no_temporary,
+        a_streamed_blob_over_the_limit_or_abandoned_leaves_nothing,
+        a_corrupted_blob_is_refused_on_read,
+        a_blob_streams_in_chunks_with_its_size,
+        two_stores_on_one_backend_share_their_blobs,
+    );
+
+    #[derive(Clone)]
+    enum Backend {
+        Local,
+        Memory,
+        S3(Arc<dyn ObjectStore>),
+    }
+
+    /// The test S3 server under a new prefix, or `None` (said loudly)
+    /// when there is none and services are not required.
+    fn s3() -> Option<Backend> {
+        match std::env::var("FLATRENDER_TEST_S3_URL") {
+            Ok(url) if !url.is_empty() => {
+                let url = format!("{}/test-{}", url.trim_end_matches('/'), Uuid::new_v4());
+                Some(Backend::S3(object_storage(&url).expect("the test S3 URL")))
+            }
+            _ if std::env::var("FLATRENDER_REQUIRE_SERVICES").as_deref() == Ok("1") => {
+                panic!("FLATRENDER_REQUIRE_SERVICES=1 but FLATRENDER_TEST_S3_URL is not set")
+            }
+            _ => {
+                eprintln!(
+                    "!!! SKIPPED: FLATRENDER_TEST_S3_URL is not set; S3 blob checks did not run"
+                );
+                None
+            }
+        }
+    }
+
+    /// A store on `backend` in a new directory; stores opened with the
+    /// same `remote` share their blobs.
+    async fn on(
+        backend: &Backend,
+        limit: u64,
+        remote: &Arc<dyn ObjectStore>,
+    ) -> (BlobStore, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("flatrender-blobs-{}", Uuid::new_v4()));
+        let blobs = BlobStore::open(&dir, limit).await.unwrap();
+        let blobs = match backend {
+            Backend::Local => blobs,
+            Backend::Memory | Backend::S3(_) => blobs.with_remote(remote.clone()),
+        };
+        (blobs, dir)
+    }
+
+    fn remote_of(backend: &Backend) -> Arc<dyn ObjectStore> {
+        match backend {
+            Backend::S3(r) => r.clone(),
+            _ => Arc::new(object_store::memory::InMemory::new()),
+        }
+    }
+
+    async fn store(backend: Backend, limit: u64) -> (BlobStore, PathBuf) {
+        on(&backend, limit, &remote_of(&backend)).await
+    }
+
+    /// Replaces a stored blob's bytes behind the store's back.
+    async fn tamper(blobs: &BlobStore, sha256: &str, bytes: &'static [u8]) {
+        match &blobs.remote {
+            Some(remote) => {
+                remote
+                    .put(
+                        &key_of(sha256),
+                        object_store::PutPayload::from_static(bytes),
+                    )
+                    .await
+                    .unwrap();
+            }
+            None => std::fs::write(blobs.path_of(sha256).unwrap(), bytes).unwrap(),
+        }
+    }
+
+    /// Two instances (own directories) on one object store: what one
+    /// stores the other reads; a local store keeps to its directory.
+    async fn two_stores_on_one_backend_share_their_blobs(backend: Backend) {
+        let remote = remote_of(&backend);
+        let (one, dir_one) = on(&backend, 1 << 20, &remote).await;
+        let (two, dir_two) = on(&backend, 1 << 20, &remote).await;
+        let stored = one.put(b"a frame from instance one", None).await.unwrap();
+        let read = two.get(&stored.sha256).await.unwrap();
+        match backend {
+            Backend::Local => assert_eq!(read, None),
+            _ => {
+                assert_eq!(read.as_deref(), Some(&b"a frame from instance one"[..]));
+                assert!(
+                    !two.path_of(&stored.sha256).unwrap().exists(),
+                    "not on local disk"
+                );
+                // Stored again through the other: kept once.
+                assert_eq!(
+                    two.put(b"a frame from instance one", None).await.unwrap(),
+                    stored
+                );
+                two.ready().await.unwrap();
+            }
+        }
+        std::fs::remove_dir_all(dir_one).unwrap();
+        std::fs::remove_dir_all(dir_two).unwrap();
+    }
+
+    async fn stores_by_digest_once_and_reads_back(backend: Backend) {
+        let (blobs, dir) = store(backend, 1024).await;
         let a = blobs.put(b"hello", None).await.unwrap();
         assert_eq!(
             a.sha256,
@@ -363,9 +637,8 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
-    #[tokio::test]
-    async fn refuses_oversize_mismatched_and_malformed() {
-        let (blobs, dir) = store(4).await;
+    async fn refuses_oversize_mismatched_and_malformed(backend: Backend) {
+        let (blobs, dir) = store(backend, 4).await;
         assert!(matches!(
             blobs.put(b"hello", None).await,
             Err(FileError::TooLarge { size: 5, limit: 4 })
@@ -384,9 +657,8 @@ mod tests {
         std::fs::read_dir(dir.join("tmp")).unwrap().count()
     }
 
-    #[tokio::test]
-    async fn a_streamed_blob_is_stored_by_digest_and_leaves_no_temporary() {
-        let (blobs, dir) = store(1024).await;
+    async fn a_streamed_blob_is_stored_by_digest_and_leaves_no_temporary(backend: Backend) {
+        let (blobs, dir) = store(backend, 1024).await;
         let mut writer = blobs.writer().await.unwrap();
         writer.write(b"hel").await.unwrap();
         writer.write(b"lo").await.unwrap();
@@ -399,9 +671,8 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
-    #[tokio::test]
-    async fn a_streamed_blob_over_the_limit_or_abandoned_leaves_nothing() {
-        let (blobs, dir) = store(4).await;
+    async fn a_streamed_blob_over_the_limit_or_abandoned_leaves_nothing(backend: Backend) {
+        let (blobs, dir) = store(backend, 4).await;
         let mut writer = blobs.writer().await.unwrap();
         writer.write(b"hey").await.unwrap();
         assert!(matches!(
@@ -427,7 +698,7 @@ mod tests {
 
     #[tokio::test]
     async fn opening_removes_stale_temporaries_and_keeps_recent_ones() {
-        let (_, dir) = store(1024).await;
+        let (_, dir) = store(Backend::Local, 1024).await;
         let old = dir.join("tmp").join("left-by-a-killed-process");
         let recent = dir.join("tmp").join("another-instance-writing");
         std::fs::write(&old, b"partial").unwrap();
@@ -447,11 +718,10 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
-    #[tokio::test]
-    async fn a_corrupted_blob_is_refused_on_read() {
-        let (blobs, dir) = store(1024).await;
+    async fn a_corrupted_blob_is_refused_on_read(backend: Backend) {
+        let (blobs, dir) = store(backend, 1024).await;
         let a = blobs.put(b"frame", None).await.unwrap();
-        std::fs::write(blobs.path_of(&a.sha256).unwrap(), b"tampered").unwrap();
+        tamper(&blobs, &a.sha256, b"tampered").await;
         assert!(matches!(
             blobs.get(&a.sha256).await,
             Err(FileError::DigestMismatch)
@@ -463,15 +733,17 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
-    #[tokio::test]
-    async fn a_blob_streams_in_chunks_with_its_size() {
-        let (blobs, dir) = store(1 << 20).await;
+    async fn a_blob_streams_in_chunks_with_its_size(backend: Backend) {
+        let local = matches!(backend, Backend::Local);
+        let (blobs, dir) = store(backend, 1 << 20).await;
         let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         let a = blobs.put(&bytes, None).await.unwrap();
         let (size, stream) = blobs.read_stream(&a.sha256).await.unwrap().unwrap();
         assert_eq!(size, bytes.len() as u64);
         let chunks: Vec<io::Result<Bytes>> = futures_util::StreamExt::collect(stream).await;
-        assert!(chunks.len() > 1, "read in chunks");
+        // From disk never whole in memory (object storage streams as the
+        // server sends).
+        assert!(!local || chunks.len() > 1, "read in chunks");
         let read: Vec<u8> = chunks
             .into_iter()
             .flat_map(|c| c.unwrap().to_vec())

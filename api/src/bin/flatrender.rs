@@ -64,6 +64,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 config.max_upload_bytes,
             )
             .await?;
+            let blobs = match &config.blob_url {
+                Some(url) => blobs.with_remote(api::files::object_storage(url)?),
+                None => blobs,
+            };
+            tracing::info!(blobs = %blobs.describe(), "blob storage");
             let auth = config.auth()?;
             let vault = config.storage.vault()?;
             let resealed = store.reseal_secrets(&vault).await?;

@@ -1,6 +1,7 @@
 //! The api crate's integration tests: one binary.
 
 mod audit;
+mod blobs;
 mod conformance;
 mod contract_examples;
 mod e2e;

@@ -1713,7 +1713,9 @@ async fn operators_drain_enable_and_disable_nodes_and_nobody_else_does() {
 
 /// A render of tenant A with its first task leased to a new node and
 /// started: (scene, render id, the assignment, its lease).
-async fn started_task(api: &Api) -> (String, String, orchestrator::Assignment, domain::LeaseRef) {
+pub async fn started_task(
+    api: &Api,
+) -> (String, String, orchestrator::Assignment, domain::LeaseRef) {
     let node = crate::builtin_node(&api.state.orchestrator, "n1").await;
     let scene = api.scene(api.a).await;
     let (_, submitted) = api
@@ -1735,7 +1737,7 @@ async fn started_task(api: &Api) -> (String, String, orchestrator::Assignment, d
 }
 
 /// Stores `png` as the lease's output of `frame` and reports the frame done.
-async fn frame_done(api: &Api, lease: domain::LeaseRef, frame: u32, png: &[u8]) -> String {
+pub async fn frame_done(api: &Api, lease: domain::LeaseRef, frame: u32, png: &[u8]) -> String {
     let stored = api.state.blobs.put(png, None).await.unwrap();
     let file = api
         .state
