@@ -143,7 +143,7 @@ fn append_request(
 /// Decides `command` on the endpoint as the log has it and appends the
 /// events at its exact version (read again and retried if another writer
 /// got there first). For the API's rare changes; the dispatcher decides on
-/// its own view instead ([`Dispatcher::record`]).
+/// its own view instead ([`Dispatcher::record_many`]).
 async fn command(
     store: &AnyStore,
     endpoint: EndpointId,
@@ -397,6 +397,25 @@ pub struct Dispatcher {
     counts: Arc<std::sync::Mutex<WebhookCounts>>,
     /// One writer per endpoint stream at a time.
     writing: Arc<std::sync::Mutex<HashMap<EndpointId, Arc<Mutex<()>>>>>,
+    /// Attempts' outcomes waiting to be recorded, per endpoint, and
+    /// whether a task is recording them (it takes all that wait, so many
+    /// outcomes become one append).
+    outcomes: Arc<std::sync::Mutex<HashMap<EndpointId, Outcomes>>>,
+    /// One HTTP client (and its kept-alive connections) per host and
+    /// pinned address.
+    clients: Arc<std::sync::Mutex<HashMap<(String, std::net::SocketAddr), reqwest::Client>>>,
+    /// Endpoints' signing secrets once opened.
+    secrets: Arc<std::sync::Mutex<Secrets>>,
+}
+
+/// Signing secrets by endpoint and secret key id.
+type Secrets = HashMap<(EndpointId, Uuid), Arc<Vec<u8>>>;
+
+/// Outcomes of one endpoint waiting to be recorded.
+#[derive(Debug, Default)]
+struct Outcomes {
+    writing: bool,
+    waiting: Vec<(NotificationId, domain::TenantId, NotificationCommand)>,
 }
 
 impl Dispatcher {
@@ -411,17 +430,22 @@ impl Dispatcher {
             slots: Arc::new(Semaphore::new(16)),
             counts: Arc::default(),
             writing: Arc::default(),
+            outcomes: Arc::default(),
+            clients: Arc::default(),
+            secrets: Arc::default(),
         }
     }
 
-    /// Decides `cmd` on this dispatcher's view of the endpoint and appends
-    /// it at that version (no read of the stream: its length does not
-    /// matter); a stream changed by someone else is read again.
-    async fn record(
+    /// Decides each of `cmds` in turn on this dispatcher's view of the
+    /// endpoint (one the endpoint's state refuses is left out: requested
+    /// before a restart, or the endpoint removed) and appends them all at
+    /// once at that version; a stream changed by someone else is read
+    /// again.
+    async fn record_many(
         &self,
         endpoint: EndpointId,
         tenant: domain::TenantId,
-        cmd: NotificationCommand,
+        cmds: Vec<NotificationCommand>,
     ) -> Result<(), WebhookError> {
         let lock = self
             .writing
@@ -435,10 +459,24 @@ impl Dispatcher {
             let (events, version) = {
                 let reg = self.registry.lock().await;
                 let version = reg.versions.get(&endpoint).copied().unwrap_or(0);
-                let events = match reg.endpoints.get(&endpoint) {
-                    Some(state) => state.decide(cmd.clone())?,
-                    None => NotificationEndpoint::default().decide(cmd.clone())?,
-                };
+                let mut state = reg.endpoints.get(&endpoint).cloned().unwrap_or_default();
+                let mut events = Vec::new();
+                let mut refused = None;
+                for cmd in &cmds {
+                    match state.decide(cmd.clone()) {
+                        Ok(new) => {
+                            state = new.iter().fold(state, |s, e| s.evolve(e));
+                            events.extend(new);
+                        }
+                        Err(e) => refused = Some(e),
+                    }
+                }
+                if events.is_empty() {
+                    return match refused {
+                        Some(e) => Err(e.into()),
+                        None => Ok(()),
+                    };
+                }
                 (events, version)
             };
             let request = append_request(endpoint, tenant, version, &events, dispatcher());
@@ -550,6 +588,8 @@ impl Dispatcher {
                 .map_err(|e| WebhookError::Store(eventstore::StoreError::Corrupt(e.to_string())))?,
         };
         let todo = self.store.read_all(from, 500).await?;
+        let mut requests: HashMap<EndpointId, (domain::TenantId, Vec<NotificationCommand>)> =
+            HashMap::new();
         for event in &todo {
             let Some((kind, tenant, job, balance)) = wanted(event, self.config.credit_low_minor)
             else {
@@ -573,25 +613,26 @@ impl Dispatcher {
             for (endpoint, tenant_id) in endpoints {
                 let notification_id = notification_id(endpoint, event.event_id);
                 let job_id = job.and_then(|j| domain::JobId::new(j).ok());
-                let result = self
-                    .record(
-                        endpoint,
-                        tenant_id,
-                        NotificationCommand::Request {
-                            notification_id,
-                            kind,
-                            job_id,
-                            balance_minor: balance
-                                .and_then(|b| domain::AmountMinor::new(b.max(0)).ok()),
-                            at: Utc::now(),
-                        },
-                    )
-                    .await;
-                match result {
-                    // Requested before a restart, or removed meanwhile.
-                    Ok(_) | Err(WebhookError::Domain(_)) => {}
-                    Err(e) => return Err(e),
-                }
+                requests
+                    .entry(endpoint)
+                    .or_insert_with(|| (tenant_id, Vec::new()))
+                    .1
+                    .push(NotificationCommand::Request {
+                        notification_id,
+                        kind,
+                        job_id,
+                        balance_minor: balance
+                            .and_then(|b| domain::AmountMinor::new(b.max(0)).ok()),
+                        at: Utc::now(),
+                    });
+            }
+        }
+        // One append per endpoint for all of this round's requests.
+        for (endpoint, (tenant_id, cmds)) in requests {
+            match self.record_many(endpoint, tenant_id, cmds).await {
+                // Requested before a restart, or removed meanwhile.
+                Ok(_) | Err(WebhookError::Domain(_)) => {}
+                Err(e) => return Err(e),
             }
         }
         if let Some(last) = todo.last() {
@@ -629,27 +670,71 @@ impl Dispatcher {
             }
             let this = self.clone();
             tokio::spawn(async move {
-                let _slot = this.slots.clone().acquire_owned().await;
-                if let Err(e) = this.deliver(endpoint, &n, &url).await {
-                    tracing::warn!(error = %e, notification = %id, "webhooks: recording an attempt failed");
-                }
-                this.in_flight.lock().expect("in flight").remove(&id);
+                let cmd = {
+                    let _slot = this.slots.clone().acquire_owned().await;
+                    this.attempt(endpoint, &n, &url).await
+                };
+                this.submit_outcome(endpoint, id, n.requested.tenant_id, cmd)
+                    .await;
             });
         }
     }
 
-    /// One attempt, and its event.
-    async fn deliver(
+    /// Records an attempt's outcome: with those of the endpoint's other
+    /// attempts that finished meanwhile, in one append, by whichever task
+    /// finds no other recording. A notification is in flight until its
+    /// outcome is recorded (so that the next round does not start it
+    /// again); one whose outcome could not be recorded is tried again.
+    async fn submit_outcome(
+        &self,
+        endpoint: EndpointId,
+        id: NotificationId,
+        tenant: domain::TenantId,
+        cmd: NotificationCommand,
+    ) {
+        {
+            let mut outcomes = self.outcomes.lock().expect("outcomes");
+            let entry = outcomes.entry(endpoint).or_default();
+            entry.waiting.push((id, tenant, cmd));
+            if entry.writing {
+                return;
+            }
+            entry.writing = true;
+        }
+        loop {
+            let batch = {
+                let mut outcomes = self.outcomes.lock().expect("outcomes");
+                let entry = outcomes.entry(endpoint).or_default();
+                if entry.waiting.is_empty() {
+                    entry.writing = false;
+                    return;
+                }
+                std::mem::take(&mut entry.waiting)
+            };
+            let tenant = batch[0].1;
+            let ids: Vec<NotificationId> = batch.iter().map(|(id, _, _)| *id).collect();
+            let cmds = batch.into_iter().map(|(_, _, c)| c).collect();
+            if let Err(e) = self.record_many(endpoint, tenant, cmds).await {
+                tracing::warn!(error = %e, endpoint = %endpoint, "webhooks: recording attempts failed");
+            }
+            let mut in_flight = self.in_flight.lock().expect("in flight");
+            for id in ids {
+                in_flight.remove(&id);
+            }
+        }
+    }
+
+    /// One attempt, and the command that records it.
+    async fn attempt(
         &self,
         endpoint: EndpointId,
         n: &domain::notification::Notification,
         url: &str,
-    ) -> Result<(), WebhookError> {
+    ) -> NotificationCommand {
         let attempt = n.attempts + 1;
-        let tenant = n.requested.tenant_id;
         let outcome = self.post(endpoint, n, url).await;
         let at = Utc::now();
-        let cmd = match outcome {
+        match outcome {
             Ok(status) => {
                 self.counts.lock().expect("counts").delivered += 1;
                 NotificationCommand::RecordDelivery {
@@ -676,10 +761,7 @@ impl Dispatcher {
                     at,
                 }
             }
-        };
-        // Applied to the view at once, so that the next round does not
-        // start it again.
-        self.record(endpoint, tenant, cmd).await
+        }
     }
 
     fn backoff(&self, attempt: u32) -> chrono::Duration {
@@ -717,21 +799,32 @@ impl Dispatcher {
         let Some(key_id) = key_id else {
             return Err((None, "the endpoint is gone".into()));
         };
-        let secret = match self
-            .store
-            .webhook_secret(endpoint.as_uuid(), key_id, &self.vault)
-            .await
-        {
-            Ok(Some(s)) => s,
-            Ok(None) => return Err((None, "the endpoint has no secret".into())),
-            Err(e) => return Err((None, format!("its secret does not open: {e}"))),
+        let cached = self
+            .secrets
+            .lock()
+            .expect("secrets")
+            .get(&(endpoint, key_id))
+            .cloned();
+        let secret = match cached {
+            Some(s) => s,
+            None => match self
+                .store
+                .webhook_secret(endpoint.as_uuid(), key_id, &self.vault)
+                .await
+            {
+                Ok(Some(s)) => {
+                    let s = Arc::new(s);
+                    self.secrets
+                        .lock()
+                        .expect("secrets")
+                        .insert((endpoint, key_id), s.clone());
+                    s
+                }
+                Ok(None) => return Err((None, "the endpoint has no secret".into())),
+                Err(e) => return Err((None, format!("its secret does not open: {e}"))),
+            },
         };
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(self.config.timeout)
-            .resolve(&host, addr)
-            .build()
-            .map_err(|e| (None, e.to_string()))?;
+        let client = self.client(&host, addr).map_err(|e| (None, e))?;
         let body = body(&n.requested);
         let id = n.requested.notification_id.to_string();
         let timestamp = Utc::now().timestamp();
@@ -757,6 +850,26 @@ impl Dispatcher {
             Err(e) if e.is_timeout() => Err((None, "timed out".into())),
             Err(e) => Err((None, format!("could not send: {e}"))),
         }
+    }
+
+    /// The client for `host` pinned to `addr` (checked by the guard), kept
+    /// for its connections.
+    fn client(&self, host: &str, addr: std::net::SocketAddr) -> Result<reqwest::Client, String> {
+        let mut clients = self.clients.lock().expect("clients");
+        if let Some(c) = clients.get(&(host.to_string(), addr)) {
+            return Ok(c.clone());
+        }
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(self.config.timeout)
+            .resolve(host, addr)
+            .build()
+            .map_err(|e| e.to_string())?;
+        if clients.len() > 10_000 {
+            clients.clear();
+        }
+        clients.insert((host.to_string(), addr), client.clone());
+        Ok(client)
     }
 
     /// The endpoints of a tenant, as this instance last read the log.
