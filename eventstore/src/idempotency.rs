@@ -228,3 +228,56 @@ impl AnyStore {
         Ok(())
     }
 }
+
+impl AnyStore {
+    /// Spends `nonce` in `scope` (e.g. one API key) until `expires_at`:
+    /// `false` if it was spent before and has not expired (a replay), on
+    /// this instance or any other sharing the database. Expired nonces of
+    /// the scope are forgotten on the way.
+    pub async fn spend_nonce(
+        &self,
+        scope: &str,
+        nonce: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let forget = "DELETE FROM spent_nonces WHERE scope = $1 AND expires_at < $2";
+        let spend = "INSERT INTO spent_nonces (scope, nonce, expires_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT DO NOTHING";
+        let spent = match self {
+            AnyStore::Postgres(s) => {
+                sqlx::query(forget)
+                    .bind(scope)
+                    .bind(now)
+                    .execute(s.pool())
+                    .await?;
+                sqlx::query(spend)
+                    .bind(scope)
+                    .bind(nonce)
+                    .bind(expires_at)
+                    .execute(s.pool())
+                    .await?
+                    .rows_affected()
+            }
+            AnyStore::Sqlite(s) => {
+                let (now, expires_at) = (format_time(now), format_time(expires_at));
+                s.with_writer(async |conn| -> Result<u64, sqlx::Error> {
+                    sqlx::query(forget)
+                        .bind(scope)
+                        .bind(&now)
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(sqlx::query(spend)
+                        .bind(scope)
+                        .bind(nonce)
+                        .bind(&expires_at)
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected())
+                })
+                .await?
+            }
+        };
+        Ok(spent == 1)
+    }
+}

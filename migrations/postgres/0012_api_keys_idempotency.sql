@@ -26,3 +26,13 @@ CREATE TABLE idempotency_keys (
     created_at timestamptz NOT NULL,
     PRIMARY KEY (tenant_id, key)
 );
+
+-- Nonces of signed reseller requests, shared by every instance so that a
+-- request replayed to another instance behind a balancer is refused too;
+-- a nonce is kept until its request's timestamp leaves the window.
+CREATE TABLE spent_nonces (
+    scope text NOT NULL,
+    nonce text NOT NULL,
+    expires_at timestamptz NOT NULL,
+    PRIMARY KEY (scope, nonce)
+);

@@ -3,7 +3,8 @@
 //! from the vault), the key and its user checked active in the owner's
 //! identity stream on every request (so a revocation holds on every
 //! instance from its next request), the operation's scope (the contract's
-//! `x-scope`) among the key's, the nonce spent, and the body checked
+//! `x-scope`) among the key's, the nonce spent (in the store, so a copy
+//! replayed to another instance is refused too), and the body checked
 //! against its signed SHA-256: read whole for JSON operations, checked as
 //! it streams for uploads. A refused request changes nothing.
 
@@ -115,17 +116,17 @@ async fn verify(state: &AppState, parts: &Parts) -> Result<(Caller, Signed, bool
         .limit
         .take(tenant_id.as_uuid())
         .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
-    state
-        .nonces
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .check_and_insert(
-            &format!("api-key:{api_key}"),
-            nonce,
-            timestamp,
-            now.timestamp(),
-        )
-        .map_err(|_| ApiError::Unauthorized("nonce already used"))?;
+    // Spent in the store, so that a copy sent to another instance is
+    // refused too; kept until the request's time leaves the window.
+    let expires_at = chrono::DateTime::from_timestamp(timestamp, 0).unwrap_or(now)
+        + chrono::Duration::seconds(signing::WINDOW_SECONDS + 1);
+    let fresh = state
+        .store
+        .spend_nonce(&format!("api-key:{api_key}"), nonce, now, expires_at)
+        .await?;
+    if !fresh {
+        return Err(ApiError::Unauthorized("nonce already used"));
+    }
     let caller = Caller {
         user_id: row.user_id,
         tenant_id,

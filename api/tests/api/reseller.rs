@@ -691,8 +691,12 @@ async fn a_revoked_key_is_refused_by_every_instance_from_its_next_request() {
     .unwrap();
     second.vault = api.state.vault.clone();
     let list = || Call::new("GET", "/v1/reseller/renders");
-    let (status, _, _) = send(&second, signed(&key, &list(), |_| {})).await;
+    let first = list();
+    let (status, _, _) = send(&second, signed(&key, &first, |_| {})).await;
     assert_eq!(status, StatusCode::OK);
+    // The same request replayed to the other instance: refused there too.
+    let (status, body, _) = send(&api.state, signed(&key, &first, |_| {})).await;
+    assert_refused(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
     // Another tenant's admin cannot revoke it.
     let (_, other_admin) = admin(&api, api.b).await;
     let revoke = |token: &str| {

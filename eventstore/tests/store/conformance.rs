@@ -58,6 +58,7 @@ all_backends!(
     a_large_append_many_reports_the_positions_it_stored,
     node_liveness_is_shared_and_only_moves_forward,
     idempotency_keys_reserve_answer_and_expire,
+    a_nonce_is_spent_once_per_scope_until_it_expires,
 );
 
 pub async fn open(backend: &str) -> Option<TestDb> {
@@ -1407,4 +1408,43 @@ pub async fn idempotency_keys_reserve_answer_and_expire(db: &TestDb) {
         .filter(|r| r.as_ref().unwrap() == &B::Run)
         .count();
     assert_eq!(runs, 1);
+}
+
+/// A nonce is spent once per scope, by whichever instance (two stores on
+/// one database) sees it first, until it expires.
+pub async fn a_nonce_is_spent_once_per_scope_until_it_expires(db: &TestDb) {
+    let other = db.second_instance().await;
+    let now = t0();
+    let until = now + Duration::minutes(10);
+    assert!(
+        db.store
+            .spend_nonce("key-a", "n1", now, until)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !db.store
+            .spend_nonce("key-a", "n1", now, until)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !other.spend_nonce("key-a", "n1", now, until).await.unwrap(),
+        "replayed to another instance"
+    );
+    assert!(other.spend_nonce("key-b", "n1", now, until).await.unwrap());
+    assert!(
+        db.store
+            .spend_nonce("key-a", "n2", now, until)
+            .await
+            .unwrap()
+    );
+    // Once its request's time has left the window, it is forgotten.
+    let later = until + Duration::seconds(1);
+    assert!(
+        db.store
+            .spend_nonce("key-a", "n1", later, later + Duration::minutes(10))
+            .await
+            .unwrap()
+    );
 }
