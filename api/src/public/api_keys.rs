@@ -37,6 +37,29 @@ pub struct RevokeBody {
     reason: Option<String>,
 }
 
+/// The optional revocation body: none, or JSON in the contract's error
+/// body when it does not parse.
+fn revoke_body(bytes: &[u8]) -> Result<RevokeBody, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(RevokeBody::default());
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            ApiError::BadRequest {
+                code: "malformed_json",
+                message: e.to_string(),
+                details: json!({}),
+            }
+        } else {
+            ApiError::Unprocessable {
+                code: "invalid_body",
+                message: e.to_string(),
+                details: json!({}),
+            }
+        }
+    })
+}
+
 fn admin(caller: &Caller) -> Result<(), ApiError> {
     match caller.role {
         Role::Admin => Ok(()),
@@ -81,6 +104,12 @@ pub async fn issue(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     admin(&caller)?;
     let b = body(request)?;
+    if b.scopes.contains(&Scope::AuditRead) {
+        return Err(field(
+            "scopes",
+            "audit:read is not a scope of the reseller API",
+        ));
+    }
     let user = UserId::new(caller.user_id).map_err(|_| ApiError::Forbidden)?;
     let at = state.clock.now();
     let issued = crate::users::issue_api_key(
@@ -122,12 +151,12 @@ pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
     Path(key): Path<String>,
-    request: Option<Json<RevokeBody>>,
+    request: axum::body::Bytes,
 ) -> Result<StatusCode, ApiError> {
     admin(&caller)?;
     let api_key_id = ApiKeyId::new(id(&key, "api_key_id")?).map_err(|_| ApiError::NotFound)?;
-    let reason = request
-        .and_then(|Json(b)| b.reason)
+    let reason = revoke_body(&request)?
+        .reason
         .map(Note::parse)
         .transpose()
         .map_err(|e| field("reason", &e.reason))?;

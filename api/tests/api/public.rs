@@ -1352,6 +1352,22 @@ async fn every_documented_operation_answers_as_documented() {
             "revokeApiKey",
             as_admin("DELETE", format!("/v1/api-keys/{}", Uuid::new_v4()), None),
         ),
+        (
+            "revokeApiKey",
+            Request::delete(format!("/v1/api-keys/{revoked_key}"))
+                .header("authorization", format!("Bearer {admin_token}"))
+                .header("content-type", "application/json")
+                .body(Body::from("{not json"))
+                .unwrap(),
+        ),
+        (
+            "issueApiKey",
+            as_admin(
+                "POST",
+                "/v1/api-keys".into(),
+                Some(json!({ "scopes": ["audit:read"] })),
+            ),
+        ),
         ("listWebhooks", req("GET", "/v1/webhooks".into(), None)),
         (
             "registerWebhook",
