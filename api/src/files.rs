@@ -293,29 +293,16 @@ impl BlobStore {
             Err(e) => return Err(e.into()),
         };
         let size = file.metadata().await?.len();
-        let expected = sha256.to_owned();
-        let state = (file, Sha256::new(), expected);
-        let stream = futures_util::stream::try_unfold(
-            state,
-            |(mut file, mut hasher, expected)| async move {
-                let mut chunk = vec![0u8; CHUNK];
-                let n = file.read(&mut chunk).await?;
-                if n == 0 {
-                    if hex::encode(hasher.finalize()) != expected {
-                        tracing::error!(sha256 = %expected, "a stored blob does not match its digest");
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            "the stored blob does not match its digest",
-                        ));
-                    }
-                    return Ok(None);
-                }
-                chunk.truncate(n);
-                hasher.update(&chunk);
-                Ok(Some((Bytes::from(chunk), (file, hasher, expected))))
-            },
-        );
-        Ok(Some((size, Box::pin(stream))))
+        let chunks = futures_util::stream::try_unfold(file, |mut file| async move {
+            let mut chunk = vec![0u8; CHUNK];
+            let n = file.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            chunk.truncate(n);
+            Ok(Some((Bytes::from(chunk), file)))
+        });
+        Ok(Some((size, checked(Box::pin(chunks), sha256.to_owned()))))
     }
 
     /// Reads a blob by digest, checking the bytes against it.
