@@ -243,6 +243,40 @@ fn lease_of(
     Ok((lease, body))
 }
 
+/// The scheduler's answer about a lease, with a task its view no longer
+/// holds told apart from one no render has: the view keeps only renders
+/// that are not finished, so a report on a task of a finished render (a
+/// node that did not hear of the cancellation yet) is found in the read
+/// model and refused as a stale lease (409), as the contract says; a task
+/// no render has is 404.
+async fn about_lease<T>(
+    state: &AppState,
+    lease: LeaseRef,
+    result: Result<T, orchestrator::OrchestratorError>,
+) -> Result<T, ApiError> {
+    match result {
+        Err(orchestrator::OrchestratorError::NotFound("task")) => {
+            let known = projections::query::rows::<projections::TaskRow>(
+                &state.store,
+                "task_id = $1",
+                &[projections::query::Param::Text(lease.task_id.to_string())],
+            )
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?;
+            Err(if known.is_empty() {
+                ApiError::NotFound
+            } else {
+                ApiError::Domain(domain::DomainError::StaleLease {
+                    task_id: lease.task_id,
+                    presented: lease.lease_epoch,
+                    current: None,
+                })
+            })
+        }
+        other => other.map_err(ApiError::from),
+    }
+}
+
 /// `POST /v1/agent/tasks/{task_id}/progress`: without a frame, the node
 /// started (or goes on); with one, that frame is finished (an event).
 pub async fn progress(
@@ -266,10 +300,8 @@ pub async fn progress(
         .map(FileId::new)
         .transpose()
         .map_err(bad_body)?;
-    state
-        .orchestrator
-        .progress(lease, body.frame, output)
-        .await?;
+    let reported = state.orchestrator.progress(lease, body.frame, output).await;
+    about_lease(&state, lease, reported).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -281,7 +313,8 @@ async fn fine_progress(
     frame: u32,
     percent: f64,
 ) -> Result<StatusCode, ApiError> {
-    let (job_id, tenant_id) = state.orchestrator.heard_on_lease(lease).await?;
+    let heard = state.orchestrator.heard_on_lease(lease).await;
+    let (job_id, tenant_id) = about_lease(state, lease, heard).await?;
     let render = job_id.as_uuid();
     state.live.publish(
         tenant_id.as_uuid(),
@@ -325,7 +358,8 @@ pub async fn logs(
         node_id: node_id_of(&node)?,
         lease_epoch: body.lease_epoch,
     };
-    let (job_id, tenant_id) = state.orchestrator.heard_on_lease(lease).await?;
+    let heard = state.orchestrator.heard_on_lease(lease).await;
+    let (job_id, tenant_id) = about_lease(&state, lease, heard).await?;
     let attempt = crate::task_logs::Attempt {
         tenant_id: tenant_id.as_uuid(),
         render_id: job_id.as_uuid(),
@@ -363,7 +397,8 @@ pub async fn complete(
     node: SignedNode,
 ) -> Result<StatusCode, ApiError> {
     let (lease, _) = lease_of(&node, &task_id, "complete")?;
-    state.orchestrator.complete(lease).await?;
+    let completed = state.orchestrator.complete(lease).await;
+    about_lease(&state, lease, completed).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -377,10 +412,8 @@ pub async fn fail(
     // The contract requires `error`: 1 to 1000 characters, not blank, no
     // control characters but newline and tab; longer is refused, not cut.
     let note = Note::parse(body.error.unwrap_or_default()).map_err(bad_body)?;
-    state
-        .orchestrator
-        .fail_with(lease, note, body.cause)
-        .await?;
+    let failed = state.orchestrator.fail_with(lease, note, body.cause).await;
+    about_lease(&state, lease, failed).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -391,7 +424,8 @@ pub async fn release(
     node: SignedNode,
 ) -> Result<StatusCode, ApiError> {
     let (lease, _) = lease_of(&node, &task_id, "release")?;
-    state.orchestrator.release(lease).await?;
+    let released = state.orchestrator.release(lease).await;
+    about_lease(&state, lease, released).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -424,7 +458,8 @@ pub async fn upload_output(
         })?,
         lease_epoch,
     };
-    let expected_size = state.orchestrator.check_upload(lease, frame).await?;
+    let checked = state.orchestrator.check_upload(lease, frame).await;
+    let expected_size = about_lease(&state, lease, checked).await?;
     let temp = upload.receive(&state).await?;
     let path = temp.path().to_path_buf();
     tokio::task::spawn_blocking(move || crate::output_image::check_png(&path, expected_size))
@@ -449,10 +484,8 @@ pub async fn upload_output(
         sha256: Sha256Digest::parse(stored.sha256.clone()).map_err(bad_body)?,
     };
     // The lease is checked again as the output is recorded.
-    let file_id = state
-        .orchestrator
-        .record_output(lease, frame, output)
-        .await?;
+    let recorded = state.orchestrator.record_output(lease, frame, output).await;
+    let file_id = about_lease(&state, lease, recorded).await?;
     Ok((
         StatusCode::CREATED,
         Json(

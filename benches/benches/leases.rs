@@ -4,6 +4,13 @@
 //! process, against PostgreSQL and
 //! SQLite. Reports leases per second and claim latency p50/p99.
 //!
+//! `FLATRENDER_BENCH_SCALE=1` runs three rounds per backend instead (issue
+//! 14): the default sizes on an empty store; the same on a store that
+//! already holds a long history (`FLATRENDER_BENCH_HISTORY_RENDERS`, default
+//! 5,000 finished renders of 20 frames, over 1,000,000 events), with a new
+//! orchestrator opened on it; and 10,000 queued renders of 10 frames on an
+//! empty store. Each round reports its ratio to the empty-store round.
+//!
 //! `cargo bench -p benches --bench leases`. Sizes: `FLATRENDER_BENCH_NODES`
 //! (default 1,000), `FLATRENDER_BENCH_RENDERS` (100), `FLATRENDER_BENCH_FRAMES`
 //! (frames per render, 1,000), `FLATRENDER_BENCH_TENANTS` (10);
@@ -19,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use domain::node::{Capabilities, RendererInfo};
 use domain::{Identifier, Label, LeaseRef, NodeId, SecretKeyId, TaskId};
-use eventstore::{AnyStore, SqliteStore, SystemClock};
+use eventstore::{AnyStore, EventStore, SqliteStore, SystemClock};
 use orchestrator::{Config, Orchestrator};
 use uuid::Uuid;
 
@@ -110,16 +117,31 @@ fn frame_output(frame: u32) -> orchestrator::FileOutput {
     }
 }
 
-async fn run(backend: &str, store: AnyStore, sizes: Sizes) {
+/// One round's figures.
+#[derive(Debug, Clone, Copy)]
+struct Round {
+    leases_per_s: f64,
+    p99_ms: f64,
+    /// `Orchestrator::open` on the round's store, seconds.
+    open_s: f64,
+}
+
+async fn run(backend: &str, store: AnyStore, sizes: Sizes) -> Round {
+    run_round(backend, "", store, sizes).await
+}
+
+async fn run_round(backend: &str, label: &str, store: AnyStore, sizes: Sizes) -> Round {
     let config = Config {
         // Nothing expires during the run.
         lease_ttl: chrono::Duration::hours(1),
         offline_after: chrono::Duration::hours(1),
         ..Config::default()
     };
+    let opening = Instant::now();
     let orch = Orchestrator::open(store.clone(), Arc::new(SystemClock), config)
         .await
         .expect("orchestrator");
+    let open_s = opening.elapsed().as_secs_f64();
     let nodes = setup(&orch, &store, sizes).await;
     let started = Instant::now();
     let mut workers = Vec::new();
@@ -175,16 +197,93 @@ async fn run(backend: &str, store: AnyStore, sizes: Sizes) {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let leases = sizes.renders * sizes.frames as usize;
-    println!(
-        "| {backend:<8} | {:>5} | {:>6} | {:>7} | {:>8.1} | {:>9.0} | {:>8.2} | {:>8.2} | {:>10.2} |",
-        sizes.nodes,
-        sizes.render_ms,
-        leases,
-        elapsed,
-        leases as f64 / elapsed,
-        percentile(&mut latencies, 0.50),
-        percentile(&mut latencies, 0.99),
-        percentile(&mut later, 0.99),
+    let round = Round {
+        leases_per_s: leases as f64 / elapsed,
+        p99_ms: percentile(&mut latencies, 0.99),
+        open_s,
+    };
+    if label.is_empty() {
+        println!(
+            "| {backend:<8} | {:>5} | {:>6} | {:>7} | {:>8.1} | {:>9.0} | {:>8.2} | {:>8.2} | {:>10.2} |",
+            sizes.nodes,
+            sizes.render_ms,
+            leases,
+            elapsed,
+            round.leases_per_s,
+            percentile(&mut latencies, 0.50),
+            round.p99_ms,
+            percentile(&mut later, 0.99),
+        );
+    }
+    let stats = orch.view_stats().await;
+    note_view(label, &stats);
+    round
+}
+
+/// The view's size after a round (it should follow the live work only).
+fn note_view(label: &str, stats: &orchestrator::ViewStats) {
+    if !label.is_empty() {
+        eprintln!(
+            "  {label}: view after the round: {} jobs, {} retired, {} files, {} leases",
+            stats.jobs, stats.retired, stats.files, stats.leases
+        );
+    }
+}
+
+/// Events in the store (positions are not dense on PostgreSQL: counted).
+async fn count_events(store: &AnyStore) -> usize {
+    let mut after = 0;
+    let mut n = 0;
+    loop {
+        let batch = store.read_all(after, 10_000).await.expect("read");
+        let Some(last) = batch.last() else {
+            return n;
+        };
+        after = last.global_position;
+        n += batch.len();
+    }
+}
+
+/// The three rounds of issue 14 on one backend: empty store, long
+/// history, many small renders.
+async fn scale(backend: &str, open: impl AsyncFn() -> AnyStore, sizes: Sizes, history: Sizes) {
+    let empty = run_round(backend, "empty", open().await, sizes).await;
+    let store = open().await;
+    let making = Instant::now();
+    run_round(backend, "history (making it)", store.clone(), history).await;
+    let events = count_events(&store).await;
+    let making_s = making.elapsed().as_secs_f64();
+    let with_history = run_round(backend, "after the history", store, sizes).await;
+    let wide_sizes = Sizes {
+        renders: sizes.renders * sizes.frames as usize / 10,
+        frames: 10,
+        ..sizes
+    };
+    let wide = run_round(backend, "many renders", open().await, wide_sizes).await;
+    let row = |name: &str, r: Round| {
+        println!(
+            "| {backend:<8} | {name:<44} | {:>9.0} ({:.2}) | {:>8.1} ({:.2}) | {:>7.2} |",
+            r.leases_per_s,
+            r.leases_per_s / empty.leases_per_s,
+            r.p99_ms,
+            empty.p99_ms / r.p99_ms.max(f64::MIN_POSITIVE),
+            r.open_s,
+        );
+    };
+    row(
+        &format!("empty, {} × {}", sizes.renders, sizes.frames),
+        empty,
+    );
+    row(
+        &format!(
+            "{} finished renders, {events} events ({making_s:.0} s to make)",
+            history.renders
+        ),
+        with_history,
+    );
+    row(
+        &format!("empty, {} × {}", wide_sizes.renders, wide_sizes.frames),
+        wide,
     );
 }
 
@@ -216,6 +315,51 @@ async fn main() {
         }
     };
     let only = std::env::var("FLATRENDER_BENCH_BACKEND").unwrap_or_default();
+    // Under `cargo test` the three rounds run tiny (the default round is
+    // their first).
+    if !full || std::env::var("FLATRENDER_BENCH_SCALE").is_ok_and(|v| v == "1") {
+        let history = Sizes {
+            renders: if full {
+                env_or("FLATRENDER_BENCH_HISTORY_RENDERS", 5_000)
+            } else {
+                40
+            },
+            frames: if full { 20 } else { 5 },
+            ..sizes
+        };
+        println!("FlatRender scheduler over history ({sizes:?}; history {history:?})");
+        println!(
+            "| backend  | round                                        | leases/s (ratio) | p99 ms (empty ÷ this) | open s |"
+        );
+        println!(
+            "|----------|----------------------------------------------|------------------|-----------------------|--------|"
+        );
+        if only.is_empty() || only == "postgres" {
+            let dbs = std::sync::Mutex::new(Vec::new());
+            let open = async || {
+                let db = benches::FreshPg::create(16).await;
+                let store = AnyStore::Postgres(db.store.clone());
+                dbs.lock().expect("dbs").push(db);
+                store
+            };
+            scale("postgres", open, sizes, history).await;
+            let dbs: Vec<benches::FreshPg> = std::mem::take(&mut *dbs.lock().expect("dbs"));
+            for db in dbs {
+                db.drop_now().await;
+            }
+        }
+        if only.is_empty() || only == "sqlite" {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let n = std::sync::atomic::AtomicUsize::new(0);
+            let open = async || {
+                let i = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let path = dir.path().join(format!("events-{i}.sqlite"));
+                AnyStore::Sqlite(SqliteStore::open(&path).await.expect("sqlite"))
+            };
+            scale("sqlite", open, sizes, history).await;
+        }
+        return;
+    }
     println!("FlatRender scheduler benchmark: claim → complete of every task ({sizes:?})");
     // "p99 later": every claim but each node's first, which at the start
     // all 1,000 nodes make in the same instant (one in a hundred claims of
@@ -228,7 +372,7 @@ async fn main() {
     );
     if only.is_empty() || only == "postgres" {
         let db = benches::FreshPg::create(16).await;
-        run("postgres", AnyStore::Postgres(db.store.clone()), sizes).await;
+        let _ = run("postgres", AnyStore::Postgres(db.store.clone()), sizes).await;
         db.drop_now().await;
     }
     if only.is_empty() || only == "sqlite" {
@@ -236,6 +380,6 @@ async fn main() {
         let store = SqliteStore::open(&dir.path().join("events.sqlite"))
             .await
             .expect("sqlite");
-        run("sqlite", AnyStore::Sqlite(store), sizes).await;
+        let _ = run("sqlite", AnyStore::Sqlite(store), sizes).await;
     }
 }

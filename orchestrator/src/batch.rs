@@ -362,5 +362,6 @@ pub(crate) async fn committer(
         let orch = Orchestrator { inner };
         let mut st = orch.inner.state.lock().await;
         orch.process(&mut st, batch).await;
+        st.retire_settled();
     }
 }

@@ -25,18 +25,26 @@ impl Orchestrator {
     ) -> Result<Vec<RenderJobEvent>, OrchestratorError> {
         for _ in 0..MAX_ATTEMPTS {
             let mut st = self.inner.state.lock().await;
+            if !self.ensure_job(&mut st, job_id).await? {
+                return Err(OrchestratorError::NotFound("job"));
+            }
             let entry = st
                 .jobs
                 .get(&job_id)
                 .ok_or(OrchestratorError::NotFound("job"))?;
-            let events = entry.job.decide(command(self.now()))?;
-            match self
-                .commit_job(&mut st, job_id, &events, actor.clone())
-                .await
-            {
-                Ok(()) => return Ok(events),
+            let decided = entry.job.decide(command(self.now()));
+            let result = match decided {
+                Ok(events) => self
+                    .commit_job(&mut st, job_id, &events, actor.clone())
+                    .await
+                    .map(|()| events),
+                Err(e) => Err(e.into()),
+            };
+            // A job read back for a refused command leaves again.
+            st.retire_settled();
+            match result {
                 Err(OrchestratorError::Contention) => continue,
-                Err(e) => return Err(e),
+                other => return other,
             }
         }
         Err(OrchestratorError::Contention)
@@ -235,16 +243,13 @@ impl Orchestrator {
             if !seen.insert(job) {
                 continue;
             }
+            // A retired render is finished: it waits for nothing.
             if let Some(s) = st.jobs.get(&job).and_then(|j| j.job.submission()) {
                 stack.extend(s.depends_on.iter().copied());
             }
         }
         for dependency in &command.depends_on {
-            let owned = st
-                .jobs
-                .get(dependency)
-                .and_then(|j| j.job.submission())
-                .is_some_and(|s| s.tenant_id == command.tenant_id);
+            let owned = st.job_tenant(*dependency) == Some(command.tenant_id);
             if !owned {
                 return Err(OrchestratorError::InvalidDependency(format!(
                     "depends_on names {dependency}, which is not a render of this tenant"
@@ -263,11 +268,7 @@ impl Orchestrator {
     ) -> Result<Vec<RenderJobEvent>, OrchestratorError> {
         {
             let st = self.inner.state.lock().await;
-            let owned = st
-                .jobs
-                .get(&job_id)
-                .and_then(|j| j.job.submission())
-                .is_some_and(|s| s.tenant_id == tenant_id);
+            let owned = st.job_tenant(job_id) == Some(tenant_id);
             if !owned {
                 return Err(OrchestratorError::NotFound("job"));
             }

@@ -186,6 +186,22 @@ pub struct JobProgress {
     pub leased: usize,
 }
 
+/// What the scheduler's view holds: its size follows the live work, not
+/// the history (finished renders retire from it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ViewStats {
+    /// Renders in the view (not finished, or finished a moment ago).
+    pub jobs: usize,
+    /// Renders with a queued task that accept assignments.
+    pub schedulable: usize,
+    /// Finished renders that left the view (their status and tenant kept).
+    pub retired: usize,
+    /// Files the view holds (uploads, and frames of renders in the view).
+    pub files: usize,
+    /// Live leases.
+    pub leases: usize,
+}
+
 struct Inner {
     store: AnyStore,
     clock: Arc<dyn Clock>,

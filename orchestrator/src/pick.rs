@@ -37,36 +37,57 @@ pub(crate) fn any_capable_node(st: &State, job_id: JobId) -> bool {
 /// meets and whose tenant may lease, the highest priority, then the tenant
 /// furthest below its fair share (running tasks ÷ weight), then the oldest
 /// job; within a job, the lowest frames first.
+///
+/// Only schedulable jobs are looked at, through the index that keeps each
+/// tenant's in the order above (within one tenant the share is the same for
+/// every job): each tenant's first job the node can run is its candidate,
+/// and the best candidate wins. Jobs with nothing queued, paused, waiting or
+/// finished cost nothing here.
 pub(crate) fn pick(st: &State, node_id: NodeId) -> Option<(JobId, TaskId)> {
     let (node, _) = st.nodes.get(&node_id)?;
     let caps = node.capabilities()?;
     let mut best: Option<(Key, JobId, TaskId)> = None;
-    for (job_id, entry) in &st.jobs {
-        let Some(&(_, task_id)) = entry.queue.first() else {
+    for &tenant_id in st.schedulable.keys() {
+        let Some((tenant, _)) = st.tenants.get(&tenant_id) else {
             continue;
         };
-        let Some(job) = entry.job.submission() else {
-            continue;
-        };
-        if !entry.job.accepts_assignments() || node.is_blocklisted(*job_id) || !meets(caps, job) {
-            continue;
-        }
-        let Some((tenant, _)) = st.tenants.get(&job.tenant_id) else {
-            continue;
-        };
-        let running = st.running.get(&job.tenant_id).copied().unwrap_or(0);
+        let running = st.running.get(&tenant_id).copied().unwrap_or(0);
         if !tenant.can_lease() || running >= tenant.max_running_tasks() {
             continue;
         }
-        let key = Key {
-            priority: entry.job.priority().unwrap_or(job.priority).get(),
-            running: u64::from(running),
-            weight: u64::from(tenant.weight().get().max(1)),
-            submitted_at: entry.submitted_at,
-            job_id: job_id.as_uuid(),
-        };
-        if best.as_ref().is_none_or(|(b, _, _)| key.before(b)) {
-            best = Some((key, *job_id, task_id));
+        let weight = u64::from(tenant.weight().get().max(1));
+        if let Some((b, _, _)) = &best {
+            // A tenant whose best job is below the best found so far
+            // cannot win.
+            let top = st.schedulable_of(tenant_id).next().map(|(p, _)| p);
+            if top.is_some_and(|p| p < b.priority) {
+                continue;
+            }
+        }
+        for (priority, job_id) in st.schedulable_of(tenant_id) {
+            let Some(entry) = st.jobs.get(&job_id) else {
+                continue;
+            };
+            let Some(&(_, task_id)) = entry.queue.first() else {
+                continue;
+            };
+            let Some(job) = entry.job.submission() else {
+                continue;
+            };
+            if node.is_blocklisted(job_id) || !meets(caps, job) {
+                continue;
+            }
+            let key = Key {
+                priority,
+                running: u64::from(running),
+                weight,
+                submitted_at: entry.submitted_at,
+                job_id: job_id.as_uuid(),
+            };
+            if best.as_ref().is_none_or(|(b, _, _)| key.before(b)) {
+                best = Some((key, job_id, task_id));
+            }
+            break;
         }
     }
     best.map(|(_, j, t)| (j, t))

@@ -500,6 +500,10 @@ impl Orchestrator {
             })
             .await?;
         let mut st = self.inner.state.lock().await;
+        // The failure may have failed the job and retired it.
+        if !self.ensure_job(&mut st, job_id).await? {
+            return Ok(());
+        }
         let Some(entry) = st.jobs.get(&job_id) else {
             return Ok(());
         };

@@ -16,6 +16,12 @@ use domain::{
 use eventstore::RecordedEvent;
 use uuid::Uuid;
 
+mod index;
+mod retire;
+
+pub(crate) use index::IndexKey;
+pub(crate) use retire::Retired;
+
 /// A job as the scheduler needs it.
 #[derive(Debug, Clone)]
 pub(crate) struct JobEntry {
@@ -25,6 +31,8 @@ pub(crate) struct JobEntry {
     pub queue: BTreeSet<(u32, TaskId)>,
     /// Order of submission in this view (ties broken by job id).
     pub submitted_at: DateTime<Utc>,
+    /// Where the job is in the index of schedulable jobs, if it is.
+    pub indexed: Option<(TenantId, IndexKey)>,
 }
 
 /// A lease the scheduler watches.
@@ -85,7 +93,15 @@ pub(crate) struct PendingCharge {
 /// Everything the scheduler knows.
 #[derive(Debug, Default)]
 pub(crate) struct State {
+    /// Jobs not finished (and finished ones not retired yet).
     pub jobs: HashMap<JobId, JobEntry>,
+    /// Each tenant's schedulable jobs in the order a claim prefers them
+    /// (see `index`).
+    pub schedulable: HashMap<TenantId, BTreeSet<IndexKey>>,
+    /// Finished jobs that left the view (see `retire`).
+    pub retired: HashMap<JobId, Retired>,
+    /// Jobs that reached a final state since the last retirement.
+    pub settling: HashSet<JobId>,
     pub tenants: HashMap<TenantId, (Tenant, u64)>,
     pub nodes: HashMap<NodeId, (Node, u64)>,
     pub files: HashMap<FileId, (SceneFile, u64)>,
@@ -165,10 +181,13 @@ impl State {
     /// The version this view holds of a stream it models (0 if unknown).
     pub fn version_of(&self, stream_type: &str, stream_id: Uuid) -> u64 {
         match stream_type {
-            "render_job" => JobId::new(stream_id)
-                .ok()
-                .and_then(|id| self.jobs.get(&id))
-                .map_or(0, |j| j.version),
+            "render_job" => JobId::new(stream_id).ok().map_or(0, |id| {
+                self.jobs
+                    .get(&id)
+                    .map(|j| j.version)
+                    .or_else(|| self.retired.get(&id).map(|r| r.version))
+                    .unwrap_or(0)
+            }),
             "tenant" => TenantId::new(stream_id)
                 .ok()
                 .and_then(|id| self.tenants.get(&id))
@@ -209,6 +228,10 @@ impl State {
                 // Completions this view applied but the store refused are
                 // not charged; the reload brings back those that stand.
                 self.uncharged.retain(|_, c| c.job_id != job_id);
+                self.unindex(job_id);
+                self.retired.remove(&job_id);
+                self.settling.remove(&job_id);
+                // Its outputs are streams of their own: they stay.
                 self.jobs.remove(&job_id);
             }
             "tenant" => {
@@ -222,13 +245,8 @@ impl State {
                 }
             }
             "file" => {
-                if let Ok(id) = FileId::new(stream_id)
-                    && let Some((file, _)) = self.files.remove(&id)
-                    && let Some(o) = file.output
-                    && let Some(epoch) = o.lease_epoch
-                    && self.lease_outputs.get(&(o.task_id, epoch, o.frame)) == Some(&id)
-                {
-                    self.lease_outputs.remove(&(o.task_id, epoch, o.frame));
+                if let Ok(id) = FileId::new(stream_id) {
+                    self.forget_output(id);
                 }
             }
             _ => {}
@@ -243,6 +261,14 @@ impl State {
         let known = self.version_of(&event.stream_type, event.stream_id);
         if known == u64::MAX || event.stream_version <= known {
             return Ok(None);
+        }
+        if event.stream_type == "render_job"
+            && let Ok(job_id) = JobId::new(event.stream_id)
+            && self.retired.remove(&job_id).is_some()
+        {
+            // A retired job changes again (a failed render retried or
+            // cancelled): its whole stream is read back into the view.
+            return Err(Gap);
         }
         if event.stream_version != known + 1 {
             return Err(Gap);
@@ -278,6 +304,14 @@ impl State {
         let Ok(job_id) = JobId::new(event.stream_id()) else {
             return Applied::default();
         };
+        if self.retired.remove(&job_id).is_some() {
+            // Decided without the job in the view (it never should be):
+            // the stream is read back before the next decision.
+            tracing::error!(%job_id, "an event for a retired job; reloading it");
+            self.dropped
+                .insert(("render_job".to_owned(), job_id.as_uuid()));
+            return Applied { work: true };
+        }
         let submitted_at = match event {
             E::Submitted(e) => e.submitted_at,
             _ => at,
@@ -287,6 +321,7 @@ impl State {
             version: 0,
             queue: BTreeSet::new(),
             submitted_at,
+            indexed: None,
         });
         entry.job = std::mem::take(&mut entry.job).evolve(event);
         entry.version = version;
@@ -400,6 +435,8 @@ impl State {
                 entry.queue.clear();
             }
         }
+        self.reindex(job_id);
+        self.settle(job_id);
         applied
     }
 

@@ -48,6 +48,7 @@ impl Orchestrator {
                 }
             }
             st.position = last;
+            st.retire_settled();
         }
         if work {
             self.signal_work();
@@ -102,6 +103,79 @@ impl Orchestrator {
                 }
             }
         }
+    }
+
+    /// Reads a retired job's stream back into the view before a command
+    /// on it (it leaves again once the command is done, if still final:
+    /// see [`State::retire_settled`]). `false` if the view has no such job.
+    pub(crate) async fn ensure_job(
+        &self,
+        st: &mut State,
+        job_id: JobId,
+    ) -> Result<bool, OrchestratorError> {
+        if st.jobs.contains_key(&job_id) {
+            return Ok(true);
+        }
+        if st.retired.remove(&job_id).is_none() {
+            return Ok(false);
+        }
+        self.reload(st, "render_job", job_id.as_uuid()).await?;
+        st.settle(job_id);
+        Ok(st.jobs.contains_key(&job_id))
+    }
+
+    /// A job as its stream in the store has it, without putting it into
+    /// the view (for reads about retired jobs).
+    async fn job_from_store(&self, job_id: JobId) -> Option<domain::RenderJob> {
+        use domain::Aggregate;
+        let mut job = domain::RenderJob::default();
+        let mut from = 1;
+        loop {
+            let batch = match self
+                .inner
+                .store
+                .read_stream(job_id.as_uuid(), from, eventstore::store::READ_BATCH)
+                .await
+            {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::warn!(%job_id, error = %e, "reading a finished render's stream failed");
+                    return None;
+                }
+            };
+            let Some(last) = batch.last().map(|e| e.stream_version) else {
+                break;
+            };
+            for event in &batch {
+                match event.to_domain::<RenderJobEvent>() {
+                    Ok(e) => job = job.evolve(&e),
+                    Err(e) => {
+                        tracing::error!(event_id = %event.event_id, error = %e, "undecodable event in a render's stream");
+                    }
+                }
+            }
+            from = last + 1;
+        }
+        job.submission().is_some().then_some(job)
+    }
+
+    /// `read` of the job in the view, or of the job read from the store if
+    /// it retired.
+    async fn read_job<R>(
+        &self,
+        job_id: JobId,
+        read: impl Fn(&domain::RenderJob) -> R,
+    ) -> Option<R> {
+        {
+            let st = self.inner.state.lock().await;
+            if let Some(entry) = st.jobs.get(&job_id) {
+                return Some(read(&entry.job));
+            }
+            if !st.retired.contains_key(&job_id) {
+                return None;
+            }
+        }
+        self.job_from_store(job_id).await.map(|job| read(&job))
     }
 
     /// Keeps the view current with other instances' appends until the
@@ -163,6 +237,7 @@ impl Orchestrator {
                 for (event, v) in events.iter().zip(result.first_version..) {
                     apply(st, event, v);
                 }
+                st.retire_settled();
                 Ok(())
             }
             Err(StoreError::WrongExpectedVersion { .. }) => {
@@ -209,10 +284,7 @@ impl Orchestrator {
 
     /// Progress of a job, for displays and tests.
     pub async fn job_progress(&self, job_id: JobId) -> Option<JobProgress> {
-        let st = self.inner.state.lock().await;
-        let entry = st.jobs.get(&job_id)?;
-        let job = &entry.job;
-        Some(JobProgress {
+        self.read_job(job_id, |job| JobProgress {
             status: job.status().as_str(),
             tasks: job.tasks().count(),
             tasks_completed: job
@@ -223,25 +295,23 @@ impl Orchestrator {
             frames_done: job.tasks().map(|t| t.frames_done.len() as u64).sum(),
             leased: job.leased_task_count(),
         })
+        .await
     }
 
     /// The current output of each frame of a job that has one (a frame
     /// re-rendered under a later lease has the later output), in frame
     /// order.
     pub async fn current_outputs(&self, job_id: JobId) -> Vec<(u32, FileId)> {
-        let st = self.inner.state.lock().await;
-        st.jobs
-            .get(&job_id)
-            .map(|j| j.job.current_outputs().collect())
+        self.read_job(job_id, |j| j.current_outputs().collect())
+            .await
             .unwrap_or_default()
     }
 
     /// A job's submission as the view holds it.
     pub async fn submission(&self, job_id: JobId) -> Option<domain::render_job::JobSubmitted> {
-        let st = self.inner.state.lock().await;
-        st.jobs
-            .get(&job_id)
-            .and_then(|j| j.job.submission().cloned())
+        self.read_job(job_id, |j| j.submission().cloned())
+            .await
+            .flatten()
     }
 
     /// A tenant's uploaded file (a scene or input), as the view holds it:
@@ -281,12 +351,24 @@ impl Orchestrator {
     /// Whether the job reached a final state.
     pub async fn is_finished(&self, job_id: JobId) -> bool {
         let st = self.inner.state.lock().await;
-        st.jobs.get(&job_id).is_some_and(|j| {
+        st.job_status(job_id).is_some_and(|s| {
             matches!(
-                j.job.status(),
+                s,
                 JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled
             )
         })
+    }
+
+    /// What the view holds.
+    pub async fn view_stats(&self) -> crate::ViewStats {
+        let st = self.inner.state.lock().await;
+        crate::ViewStats {
+            jobs: st.jobs.len(),
+            schedulable: st.schedulable.values().map(|s| s.len()).sum(),
+            retired: st.retired.len(),
+            files: st.files.len(),
+            leases: st.leases.len(),
+        }
     }
 
     /// The position up to which the view has read the log.
@@ -304,9 +386,7 @@ impl Orchestrator {
     /// A job's tenant, if the view holds the job.
     pub async fn tenant_of(&self, job_id: JobId) -> Option<TenantId> {
         let st = self.inner.state.lock().await;
-        st.jobs
-            .get(&job_id)
-            .and_then(|j| j.job.submission().map(|s| s.tenant_id))
+        st.job_tenant(job_id)
     }
 
     /// A tenant's jobs that have not finished (active or paused), oldest

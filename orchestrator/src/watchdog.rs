@@ -82,7 +82,7 @@ impl Orchestrator {
                     let depends_on = &j.job.submission()?.depends_on;
                     let mut all_done = true;
                     for dependency in depends_on {
-                        let status = st.jobs.get(dependency).map(|d| d.job.status());
+                        let status = st.job_status(*dependency);
                         let ended = match status {
                             Some(JobStatus::Completed) => continue,
                             Some(JobStatus::Failed) => "failed",

@@ -259,5 +259,39 @@ async fn forged_claims_and_reports_lease_nothing_and_a_stale_completion_is_a_409
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(body["error"]["code"], "stale_lease");
     assert_eq!(events(&state).await, before);
+    // The render is cancelled: finished, it leaves the scheduler's view.
+    // A report on its task (from a node that did not hear of it yet) is
+    // still a stale lease, told from an unknown task by the read model.
+    let job = domain::JobId::new(assignment["job_id"].as_str().unwrap().parse().unwrap()).unwrap();
+    orch.control(job, tenant, |at| domain::RenderJobCommand::Cancel {
+        reason: None,
+        at,
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        orch.view_stats().await.jobs,
+        0,
+        "the cancelled render retired"
+    );
+    let mut runner =
+        projections::Runner::new(state.store.clone(), projections::RunnerOptions::default());
+    runner.catch_up(|_, _, _| {}).await.unwrap();
+    let epoch = assignment["lease_epoch"].as_u64().unwrap();
+    let body = format!("{{\"lease_epoch\":{epoch}}}").into_bytes();
+    let before = events(&state).await;
+    for operation in ["complete", "progress", "release"] {
+        let path = format!("/v1/agent/tasks/{task_id}/{operation}");
+        let report = sign(&enrolment, &path, now, body.clone());
+        let (status, answer) = send(&state, &path, &report).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{operation}: {answer}");
+        assert_eq!(answer["error"]["code"], "stale_lease", "{operation}");
+    }
+    let unknown = format!("/v1/agent/tasks/{}/complete", uuid::Uuid::new_v4());
+    let report = sign(&enrolment, &unknown, now, body);
+    let (status, answer) = send(&state, &unknown, &report).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+    assert_eq!(answer["error"]["code"], "not_found");
+    assert_eq!(events(&state).await, before, "nothing appended");
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -7,6 +7,7 @@
 mod support;
 
 mod concurrency;
+mod history;
 mod outputs;
 mod rules;
 
