@@ -567,62 +567,79 @@ impl Agent {
             samples: assignment.params.samples,
             options: Default::default(),
         };
+        // The renderer runs the whole chunk (Blender in one process) and
+        // hands over each frame as it is written; each is uploaded and
+        // reported while the next renders.
+        let (first, last) = (assignment.frames.start, assignment.frames.end);
+        let job = FrameJob {
+            scene,
+            frame: first,
+            output_dir,
+            params,
+        };
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+        let renderers = self.renderers.clone();
+        let name = assignment.renderer.clone();
+        let token = cancel.clone();
+        let to = sink.clone();
+        let renderer = tokio::task::spawn_blocking(move || {
+            renderers.render_frames_logged(
+                &name,
+                &job,
+                last,
+                &mut |frame, rendered| {
+                    let _ = done_tx.send((frame, rendered));
+                },
+                &mut |frame, p| to.progress(frame, p.fraction),
+                &mut |stream, text| to.line(stream, text),
+                &token,
+            )
+        });
         let mut frames = 0;
-        for frame in assignment.frames.start..=assignment.frames.end {
-            if cancel.is_cancelled() {
-                return Step::End(TaskEnd::Revoked);
-            }
-            let job = FrameJob {
-                scene: scene.clone(),
-                frame,
-                output_dir: output_dir.clone(),
-                params: params.clone(),
-            };
-            let renderers = self.renderers.clone();
-            let name = assignment.renderer.clone();
-            let token = cancel.clone();
-            let to = sink.clone();
-            let rendered = tokio::task::spawn_blocking(move || {
-                renderers.render_logged(
-                    &name,
-                    &job,
-                    &mut |p| to.progress(frame, p.fraction),
-                    &mut |stream, text| to.line(stream, text),
-                    &token,
-                )
-            })
-            .await;
-            let rendered = match rendered {
-                Ok(Ok(r)) => r,
-                Ok(Err(RenderError::Cancelled)) => return Step::End(TaskEnd::Revoked),
-                Ok(Err(e)) => return Step::Fail(e.to_string(), None),
-                Err(e) => return Step::Fail(format!("renderer crashed: {e}"), None),
-            };
-            let png = match read(&rendered.path).await {
-                Ok(b) => b,
-                Err(message) => return Step::Fail(message, None),
-            };
-            let (client, settings) = (&self.client, &self.settings);
-            let uploaded = retrying(client, settings, cancel, || {
-                client.upload_output(lease, frame, png.clone())
-            })
-            .await;
-            let file_id = match uploaded {
-                Ok(id) => id,
-                Err(e) => return Step::End(self.lost(lease, cancel, e)),
-            };
-            let reported = retrying(client, settings, cancel, || {
-                client.progress(lease, Some(frame), Some(file_id))
-            })
-            .await;
-            if let Err(e) = reported {
-                return Step::End(self.lost(lease, cancel, e));
+        // Ends when the renderer returns (it drops the sender).
+        while let Some((frame, rendered)) = done_rx.recv().await {
+            if let Err(step) = self.deliver(lease, frame, &rendered, cancel).await {
+                // Stops the renderer; the lease is gone or given back.
+                cancel.cancel();
+                return step;
             }
             // A finished frame is progress too.
             sink.touch();
             frames += 1;
         }
+        match renderer.await {
+            Ok(Ok(())) => {}
+            Ok(Err(RenderError::Cancelled)) => return Step::End(TaskEnd::Revoked),
+            Ok(Err(e)) => return Step::Fail(e.to_string(), None),
+            Err(e) => return Step::Fail(format!("renderer crashed: {e}"), None),
+        }
         Step::End(TaskEnd::Completed(frames))
+    }
+
+    /// Uploads a rendered frame and reports it under the lease; `Err` with
+    /// how the task ends when that failed for good.
+    async fn deliver(
+        &self,
+        lease: LeaseRef,
+        frame: u32,
+        rendered: &crate::renderer::RenderedFrame,
+        cancel: &CancelToken,
+    ) -> Result<(), Step> {
+        let png = read(&rendered.path)
+            .await
+            .map_err(|message| Step::Fail(message, None))?;
+        let (client, settings) = (&self.client, &self.settings);
+        let file_id = retrying(client, settings, cancel, || {
+            client.upload_output(lease, frame, png.clone())
+        })
+        .await
+        .map_err(|e| Step::End(self.lost(lease, cancel, e)))?;
+        retrying(client, settings, cancel, || {
+            client.progress(lease, Some(frame), Some(file_id))
+        })
+        .await
+        .map_err(|e| Step::End(self.lost(lease, cancel, e)))?;
+        Ok(())
     }
 
     /// An upload or report during the task failed for good: a refusal (or

@@ -48,6 +48,36 @@ pub trait Renderer: Send + Sync + std::fmt::Debug {
         cancel: &CancelToken,
     ) -> Result<RenderedFrame, RenderError>;
 
+    /// Renders the frames `job.frame..=last` (a task's chunk), handing each
+    /// to `on_frame` as soon as it is written and checked, in order;
+    /// `progress` hears the frame it concerns. The default renders frame by
+    /// frame with [`Renderer::render_frame_logged`]; a renderer that pays a
+    /// start-up per process (Blender) renders the whole chunk in one.
+    /// `Ok` only when every frame was handed over.
+    fn render_frames_logged(
+        &self,
+        job: &FrameJob,
+        last: u32,
+        on_frame: &mut dyn FnMut(u32, RenderedFrame),
+        progress: &mut dyn FnMut(u32, Progress),
+        log: &mut dyn FnMut(OutputStream, &str),
+        cancel: &CancelToken,
+    ) -> Result<(), RenderError> {
+        for frame in job.frame..=last {
+            if cancel.is_cancelled() {
+                return Err(RenderError::Cancelled);
+            }
+            let one = FrameJob {
+                frame,
+                ..job.clone()
+            };
+            let rendered =
+                self.render_frame_logged(&one, &mut |p| progress(frame, p), log, cancel)?;
+            on_frame(frame, rendered);
+        }
+        Ok(())
+    }
+
     /// [`Renderer::render_frame_logged`] without the printed lines.
     fn render_frame(
         &self,

@@ -1,13 +1,17 @@
-//! `blender`: Blender in background mode, one process per frame.
+//! `blender`: Blender in background mode, one process per task's chunk of
+//! frames (about two seconds of start-up per process, paid once).
 //!
 //! The executable comes from the node's own configuration, never from a
 //! job. The command is built argument by argument with no shell:
 //!
 //! ```text
 //! <blender> -b -Y <scene.blend> [-E <engine>] -o <output_dir>/frame_#### -F PNG -x 1
-//!           [-t <threads>] [--python-expr <resolution/samples from integers>] -f <N>
-//!           [-- --cycles-device <device>]
+//!           [-t <threads>] [--python-expr <resolution/samples from integers>]
+//!           (-f <N> | -s <first> -e <last> -a) [-- --cycles-device <device>]
 //! ```
+//!
+//! Each frame is handed over as Blender reports it saved (`Saved: '<path>'`)
+//! and its PNG decodes, while the next renders.
 //!
 //! `-Y` keeps Python scripts embedded in the (tenant's) scene file from
 //! running. Engine and device are chosen from fixed tables by the job's
@@ -107,8 +111,25 @@ impl BlenderRenderer {
     /// The exact command that renders `job`: validated first, no shell,
     /// stdin closed, stdout and stderr piped, in a new process group.
     pub fn command(&self, job: &FrameJob) -> Result<Command, RenderError> {
+        self.command_for(job, job.frame)
+    }
+
+    /// The command that renders the frames `job.frame..=last` in one
+    /// process (`-f N` for one frame, `-s first -e last -a` for more).
+    pub fn command_for(&self, job: &FrameJob, last: u32) -> Result<Command, RenderError> {
         self.validate(&job.params)?;
         job.check()?;
+        FrameJob {
+            frame: last,
+            ..job.clone()
+        }
+        .check()?;
+        if last < job.frame {
+            return Err(RenderError::invalid(format!(
+                "frames {}..={last} are empty",
+                job.frame
+            )));
+        }
         let dir = job.output_dir.to_str().ok_or_else(|| {
             RenderError::invalid("output directory is not valid UTF-8".to_owned())
         })?;
@@ -133,7 +154,13 @@ impl BlenderRenderer {
         if let Some(expr) = python_expr(params) {
             cmd.arg("--python-expr").arg(expr);
         }
-        cmd.arg("-f").arg(job.frame.to_string());
+        if last == job.frame {
+            cmd.arg("-f").arg(job.frame.to_string());
+        } else {
+            cmd.arg("-s").arg(job.frame.to_string());
+            cmd.arg("-e").arg(last.to_string());
+            cmd.arg("-a");
+        }
         if let Some(device) = lookup(CYCLES_DEVICES, params.option("cycles_device")) {
             cmd.args(["--", "--cycles-device", device]);
         }
@@ -192,7 +219,6 @@ impl Renderer for BlenderRenderer {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, fields(frame = job.frame, scene = %job.scene.display()))]
     fn render_frame_logged(
         &self,
         job: &FrameJob,
@@ -200,7 +226,31 @@ impl Renderer for BlenderRenderer {
         log: &mut dyn FnMut(crate::renderer::OutputStream, &str),
         cancel: &CancelToken,
     ) -> Result<RenderedFrame, RenderError> {
-        let mut cmd = self.command(job)?;
+        let mut done = None;
+        self.render_frames_logged(
+            job,
+            job.frame,
+            &mut |_, frame| done = Some(frame),
+            &mut |_, p| progress(p),
+            log,
+            cancel,
+        )?;
+        done.ok_or_else(|| RenderError::OutputMissing {
+            path: job.output_path(),
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(first = job.frame, last, scene = %job.scene.display()))]
+    fn render_frames_logged(
+        &self,
+        job: &FrameJob,
+        last: u32,
+        on_frame: &mut dyn FnMut(u32, RenderedFrame),
+        progress: &mut dyn FnMut(u32, Progress),
+        log: &mut dyn FnMut(crate::renderer::OutputStream, &str),
+        cancel: &CancelToken,
+    ) -> Result<(), RenderError> {
+        let mut cmd = self.command_for(job, last)?;
         match std::fs::metadata(&job.scene) {
             Ok(m) if m.is_file() => {}
             Ok(_) => {
@@ -218,27 +268,32 @@ impl Renderer for BlenderRenderer {
         }
         std::fs::create_dir_all(&job.output_dir)
             .map_err(|e| RenderError::io(format!("creating {}", job.output_dir.display()), e))?;
-        // A file left by an earlier attempt must not pass for this one.
-        let out = job.output_path();
-        match std::fs::remove_file(&out) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(RenderError::io(
-                    format!("removing stale {}", out.display()),
-                    e,
-                ));
+        // Files left by an earlier attempt must not pass for this one.
+        let path_of = |frame: u32| job.output_dir.join(super::frame_file_name(frame));
+        for frame in job.frame..=last {
+            let out = path_of(frame);
+            match std::fs::remove_file(&out) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(RenderError::io(
+                        format!("removing stale {}", out.display()),
+                        e,
+                    ));
+                }
             }
         }
         if cancel.is_cancelled() {
             return Err(RenderError::Cancelled);
         }
 
-        let started = Instant::now();
         let (mut group, lines) = Group::spawn(&mut cmd).map_err(|e| {
             RenderError::io(format!("starting {}", self.config.executable.display()), e)
         })?;
-        progress(Progress::new(0.0));
+        // The frame Blender works on: the first not handed over yet.
+        let mut next = job.frame;
+        let mut frame_started = Instant::now();
+        progress(next, Progress::new(0.0));
         let mut best = 0.0_f64;
         let mut errors: Vec<String> = Vec::new();
         let mut stderr_tail: Vec<String> = Vec::new();
@@ -249,12 +304,33 @@ impl Renderer for BlenderRenderer {
                     log(line.stream, &line.text);
                     parse_line(&line.text)
                 }) {
-                    (Stream::Stdout, Some(BlenderLine::Progress(f))) => {
+                    (Stream::Stdout, Some(BlenderLine::Progress(f))) if next <= last => {
                         // Keep the last percent for checking the output.
                         let f = f * 0.99;
                         if f > best {
                             best = f;
-                            progress(Progress::new(f));
+                            progress(next, Progress::new(f));
+                        }
+                    }
+                    (Stream::Stdout, Some(BlenderLine::Saved(saved)))
+                        if next <= last && std::path::Path::new(&saved) == path_of(next) =>
+                    {
+                        // Checked and handed over while the next renders.
+                        let seconds = frame_started.elapsed().as_secs_f64();
+                        let frame = match RenderedFrame::from_output(&path_of(next), seconds) {
+                            Ok(frame) => frame,
+                            Err(e) => {
+                                group.kill();
+                                return Err(e);
+                            }
+                        };
+                        progress(next, Progress::new(1.0));
+                        on_frame(next, frame);
+                        next += 1;
+                        best = 0.0;
+                        frame_started = Instant::now();
+                        if next <= last {
+                            progress(next, Progress::new(0.0));
                         }
                     }
                     (_, Some(BlenderLine::Error(msg))) => {
@@ -280,11 +356,12 @@ impl Renderer for BlenderRenderer {
                 return Err(RenderError::Cancelled);
             }
             if let Some(limit) = self.config.timeout
-                && started.elapsed() > limit
+                && drain_until.is_none()
+                && frame_started.elapsed() > limit
             {
                 group.kill();
                 return Err(RenderError::RendererFailed {
-                    reason: format!("timed out after {} s", limit.as_secs_f64()),
+                    reason: format!("frame {next} timed out after {} s", limit.as_secs_f64()),
                 });
             }
             match drain_until {
@@ -300,7 +377,6 @@ impl Renderer for BlenderRenderer {
         let status = group
             .finish()
             .map_err(|e| RenderError::io("waiting for blender", e))?;
-        let seconds = started.elapsed().as_secs_f64();
         if !errors.is_empty() {
             return Err(RenderError::RendererFailed {
                 reason: errors.join("; "),
@@ -314,8 +390,15 @@ impl Renderer for BlenderRenderer {
             }
             return Err(RenderError::RendererFailed { reason });
         }
-        let frame = RenderedFrame::from_output(&out, seconds)?;
-        progress(Progress::new(1.0));
-        Ok(frame)
+        // Frames whose `Saved:` line was not seen count only if their file
+        // is there and decodes.
+        for frame in next..=last {
+            let seconds = frame_started.elapsed().as_secs_f64();
+            let rendered = RenderedFrame::from_output(&path_of(frame), seconds)?;
+            progress(frame, Progress::new(1.0));
+            on_frame(frame, rendered);
+            frame_started = Instant::now();
+        }
+        Ok(())
     }
 }

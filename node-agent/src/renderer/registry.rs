@@ -62,6 +62,23 @@ impl Renderers {
         self.get(name)?.render_frame(job, progress, cancel)
     }
 
+    /// Looks up `name` and renders the frames `job.frame..=last` with it in
+    /// one go ([`Renderer::render_frames_logged`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn render_frames_logged(
+        &self,
+        name: &str,
+        job: &FrameJob,
+        last: u32,
+        on_frame: &mut dyn FnMut(u32, RenderedFrame),
+        progress: &mut dyn FnMut(u32, Progress),
+        log: &mut dyn FnMut(super::OutputStream, &str),
+        cancel: &CancelToken,
+    ) -> Result<(), RenderError> {
+        self.get(name)?
+            .render_frames_logged(job, last, on_frame, progress, log, cancel)
+    }
+
     /// Looks up `name` and renders `job` with it, every printed line to `log`.
     pub fn render_logged(
         &self,

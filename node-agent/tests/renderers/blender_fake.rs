@@ -377,3 +377,141 @@ fn a_frame_over_its_time_limit_is_killed() {
     );
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+/// A fake that renders frames `first..=last` as Blender's `-a` does: each
+/// frame's progress, its file, its `Saved:` line; after frame `first` it
+/// waits (up to 5 s) for `gate` to exist before going on.
+fn chunk_script(fx: &Fixture, first: u32, last: u32, gate: &Path) -> String {
+    let mut body = format!("echo run >> '{}'\n", fx.path("runs.txt").display());
+    for frame in first..=last {
+        let out = fx.path(&format!("out/frame_{frame:04}.png"));
+        body.push_str(&format!(
+            "echo 'Fra:{frame} Mem:9M | Time:00:00.01 | Scene, ViewLayer | Sample 2/4'\n\
+             cp '{}' '{}'\n\
+             echo \"Saved: '{}'\"\n",
+            fx.path("fixture.png").display(),
+            out.display(),
+            out.display()
+        ));
+        if frame == first {
+            body.push_str(&format!(
+                "i=0; while [ ! -e '{}' ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done\n\
+                 [ -e '{}' ] || exit 3\n",
+                gate.display(),
+                gate.display()
+            ));
+        }
+    }
+    body
+}
+
+#[test]
+fn a_chunk_renders_in_one_process_and_hands_over_each_frame_as_it_is_saved() {
+    let _lock = spawn_lock();
+    let fx = Fixture::new();
+    let gate = fx.path("frame-2-received");
+    let r = fx.blender(&chunk_script(&fx, 2, 4, &gate));
+    let mut handed = Vec::new();
+    let mut progress = Vec::new();
+    r.render_frames_logged(
+        &fx.job(2, RenderParams::default()),
+        4,
+        &mut |frame, rendered| {
+            assert_eq!(rendered.path, fx.path(&format!("out/frame_{frame:04}.png")));
+            assert_eq!((rendered.width, rendered.height), (4, 3));
+            // The fake goes on only once frame 2 was handed over: frames
+            // come out while Blender still runs, not after it exits.
+            std::fs::write(&gate, b"").expect("gate");
+            handed.push(frame);
+        },
+        &mut |frame, p| progress.push((frame, p.fraction)),
+        &mut |_, _| {},
+        &CancelToken::new(),
+    )
+    .expect("rendered");
+    assert_eq!(handed, [2, 3, 4]);
+    let runs = std::fs::read_to_string(fx.path("runs.txt")).expect("runs");
+    assert_eq!(runs.lines().count(), 1, "one Blender process for the chunk");
+    let args = fx.received_args();
+    assert_eq!(args[args.len() - 5..], ["-s", "2", "-e", "4", "-a"]);
+    for frame in 2..=4 {
+        let mine: Vec<f64> = progress
+            .iter()
+            .filter(|(f, _)| *f == frame)
+            .map(|(_, p)| *p)
+            .collect();
+        assert_eq!(mine.first(), Some(&0.0), "frame {frame}: {progress:?}");
+        assert_eq!(mine.last(), Some(&1.0), "frame {frame}: {progress:?}");
+        assert!(mine.windows(2).all(|w| w[0] <= w[1]), "{progress:?}");
+    }
+}
+
+#[test]
+fn a_chunk_missing_a_frame_fails_after_handing_over_those_it_has() {
+    let _lock = spawn_lock();
+    let fx = Fixture::new();
+    let gate = fx.path("gate");
+    std::fs::write(&gate, b"").expect("gate");
+    // Frames 1 and 2 are saved; 3 never is, and Blender exits 0.
+    let r = fx.blender(&chunk_script(&fx, 1, 2, &gate));
+    let mut handed = Vec::new();
+    let err = r
+        .render_frames_logged(
+            &fx.job(1, RenderParams::default()),
+            3,
+            &mut |frame, _| handed.push(frame),
+            &mut |_, _| {},
+            &mut |_, _| {},
+            &CancelToken::new(),
+        )
+        .expect_err("frame 3 is missing");
+    assert_eq!(handed, [1, 2]);
+    assert!(
+        matches!(&err, RenderError::OutputMissing { path } if path.ends_with("frame_0003.png")),
+        "{err}"
+    );
+}
+
+#[test]
+fn cancelling_a_chunk_kills_blender_after_the_frames_already_saved() {
+    let _lock = spawn_lock();
+    let fx = Fixture::new();
+    let pidfile = fx.path("grandchild.pid");
+    let gate = fx.path("never");
+    let script = format!(
+        "sleep 60 &\necho $! > '{}'\n{}",
+        pidfile.display(),
+        chunk_script(&fx, 1, 5, &gate)
+    );
+    let r = fx.blender(&script);
+    let cancel = CancelToken::new();
+    let c = cancel.clone();
+    let started = Instant::now();
+    let mut handed = Vec::new();
+    let err = r
+        .render_frames_logged(
+            &fx.job(1, RenderParams::default()),
+            5,
+            &mut |frame, _| {
+                handed.push(frame);
+                c.cancel();
+            },
+            &mut |_, _| {},
+            &mut |_, _| {},
+            &cancel,
+        )
+        .expect_err("cancelled");
+    assert!(matches!(err, RenderError::Cancelled), "{err}");
+    assert_eq!(handed, [1]);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "killed, not waited for"
+    );
+    let pid = std::fs::read_to_string(&pidfile).expect("pid");
+    let pid = pid.trim();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !is_dead(pid) {
+        assert!(Instant::now() < deadline, "grandchild {pid} survived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

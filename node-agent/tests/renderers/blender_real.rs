@@ -1,5 +1,6 @@
 //! The real Blender, when installed: a tiny scene built with Blender's own
-//! Python, two frames rendered through the renderer.
+//! Python, two frames rendered through the renderer one process each, then
+//! three as one chunk in one process.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -81,4 +82,21 @@ fn real_blender_renders_frames_that_decode() {
         pixels[0], pixels[1],
         "the cube turns between frames 1 and 3"
     );
+    // The same frames as one chunk, in one process: each handed over as
+    // Blender saves it, with the pixels of the frame-by-frame renders.
+    let chunk_out = tmp.path().join("chunk");
+    let mut handed = Vec::new();
+    r.render_frames_logged(
+        &job(&scene, 1, &chunk_out, params.clone()),
+        3,
+        &mut |frame, done| handed.push((frame, decode(&done.path).2)),
+        &mut |_, _| {},
+        &mut |_, _| {},
+        &CancelToken::new(),
+    )
+    .unwrap_or_else(|e| panic!("chunk 1-3: {e}"));
+    let frames: Vec<u32> = handed.iter().map(|(f, _)| *f).collect();
+    assert_eq!(frames, [1, 2, 3]);
+    assert_eq!(handed[0].1, pixels[0], "frame 1 as in its own process");
+    assert_eq!(handed[2].1, pixels[1], "frame 3 as in its own process");
 }
