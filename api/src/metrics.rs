@@ -237,6 +237,12 @@ impl Collector for Snapshot {
         )?;
         counter(
             &mut encoder,
+            "claims_empty",
+            "Claims this instance answered without a task since it started",
+            self.totals.claims_empty,
+        )?;
+        counter(
+            &mut encoder,
             "lease_expiries",
             "Leases this instance requeued because they expired, since it started",
             self.totals.lease_expiries,

@@ -185,26 +185,20 @@ pub async fn claim(
         .and_then(serde_json::Value::as_u64)
         .unwrap_or(0)
         .min(MAX_CLAIM_WAIT_SECONDS);
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait);
-    let mut work = state.orchestrator.work_signal();
-    loop {
-        work.borrow_and_update();
-        if let Some(assignment) = state.orchestrator.claim(node_id).await? {
-            let mut value =
-                serde_json::to_value(&assignment).map_err(|e| ApiError::Internal(e.into()))?;
-            let signature = node_signing::sign_assignment(&node.secret, &value);
-            value["orchestrator_signature"] = json!(signature);
-            return Ok(Json(value).into_response());
-        }
-        // Wait for a change that may bring work (or for the deadline); a
-        // second's poll also covers work appended by other instances.
-        let now = tokio::time::Instant::now();
-        if now >= deadline {
-            return Ok(StatusCode::NO_CONTENT.into_response());
-        }
-        let nap = (deadline - now).min(std::time::Duration::from_secs(1));
-        let _ = tokio::time::timeout(nap, work.changed()).await;
-    }
+    // Waits queued in the scheduler: woken only when a task this node can
+    // run appears (work from other instances arrives through the view's
+    // follower), never polled.
+    let claimed = state
+        .orchestrator
+        .claim_waiting(node_id, std::time::Duration::from_secs(wait))
+        .await?;
+    let Some(assignment) = claimed else {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    };
+    let mut value = serde_json::to_value(&assignment).map_err(|e| ApiError::Internal(e.into()))?;
+    let signature = node_signing::sign_assignment(&node.secret, &value);
+    value["orchestrator_signature"] = json!(signature);
+    Ok(Json(value).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]

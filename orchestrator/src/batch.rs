@@ -158,7 +158,7 @@ impl Orchestrator {
                 continue;
             };
             let v = st.jobs.get(&job_id).map_or(0, |j| j.version) + 1;
-            work |= st.apply_job(e, v, now).work;
+            work |= st.apply_job(e, v, now).wakes();
         }
         work
     }

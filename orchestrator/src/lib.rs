@@ -9,6 +9,7 @@ mod reports;
 mod state;
 pub mod trace;
 mod view;
+mod waiters;
 mod watchdog;
 
 use std::collections::BTreeMap;
@@ -211,6 +212,8 @@ struct Inner {
     state: Mutex<State>,
     /// Bumped whenever work may have become available.
     work: watch::Sender<u64>,
+    /// Claims waiting for work (see `waiters`).
+    waiters: Arc<waiters::Waiters>,
     /// Claims and completions for the committer (see `batch`).
     ops: tokio::sync::mpsc::UnboundedSender<(batch::Op, Option<String>)>,
     /// What this instance did, for `/metrics`.
@@ -282,6 +285,7 @@ impl Orchestrator {
                 config,
                 state: Mutex::new(state),
                 work: watch::channel(0).0,
+                waiters: Arc::default(),
                 ops,
                 counters: metrics::Counters::default(),
             }),
@@ -289,6 +293,10 @@ impl Orchestrator {
         eventstore::task::spawn_named(
             "orchestrator-committer",
             batch::committer(Arc::downgrade(&this.inner), queued),
+        );
+        eventstore::task::spawn_named(
+            "orchestrator-waker",
+            waiters::waker(Arc::downgrade(&this.inner), this.inner.waiters.clone()),
         );
         this.catch_up().await?;
         // Nodes online in the log get a full grace period from now.
@@ -327,6 +335,7 @@ impl Orchestrator {
 
     fn signal_work(&self) {
         self.inner.work.send_modify(|n| *n = n.wrapping_add(1));
+        self.inner.waiters.signal();
     }
 }
 

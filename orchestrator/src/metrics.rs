@@ -13,6 +13,7 @@ use crate::Orchestrator;
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub leases_granted: AtomicU64,
+    pub claims_empty: AtomicU64,
     pub lease_expiries: AtomicU64,
     pub append: Latency,
 }
@@ -86,6 +87,9 @@ pub struct Gauges {
 pub struct CounterTotals {
     /// Leases this instance granted (claims answered with a task).
     pub leases_granted: u64,
+    /// Claims this instance answered without a task (a waiting claim that
+    /// is not woken makes none while it waits).
+    pub claims_empty: u64,
     /// Leases this instance ended because they expired.
     pub lease_expiries: u64,
     /// How long the store took to answer this instance's appends (a
@@ -138,6 +142,7 @@ impl Orchestrator {
         let c = &self.inner.counters;
         CounterTotals {
             leases_granted: c.leases_granted.load(Ordering::Relaxed),
+            claims_empty: c.claims_empty.load(Ordering::Relaxed),
             lease_expiries: c.lease_expiries.load(Ordering::Relaxed),
             append_latency: c.append.snapshot(),
         }
@@ -147,6 +152,13 @@ impl Orchestrator {
         self.inner
             .counters
             .leases_granted
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_claim_empty(&self) {
+        self.inner
+            .counters
+            .claims_empty
             .fetch_add(1, Ordering::Relaxed);
     }
 

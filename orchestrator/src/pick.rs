@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use domain::node::Capabilities;
-use domain::{JobId, NodeId, TaskId};
+use domain::{JobId, NodeId, TaskId, TenantId};
 use uuid::Uuid;
 
 use crate::state::State;
@@ -44,6 +44,18 @@ pub(crate) fn any_capable_node(st: &State, job_id: JobId) -> bool {
 /// and the best candidate wins. Jobs with nothing queued, paused, waiting or
 /// finished cost nothing here.
 pub(crate) fn pick(st: &State, node_id: NodeId) -> Option<(JobId, TaskId)> {
+    pick_with(st, node_id, |_| false, |_| 0)
+}
+
+/// [`pick`] as if the jobs `taken` says had nothing queued and each tenant
+/// had `promised` more tasks running (for waking waiting claims: tasks
+/// already promised to claims woken before are not offered again).
+pub(crate) fn pick_with(
+    st: &State,
+    node_id: NodeId,
+    taken: impl Fn(JobId) -> bool,
+    promised: impl Fn(TenantId) -> u32,
+) -> Option<(JobId, TaskId)> {
     let (node, _) = st.nodes.get(&node_id)?;
     let caps = node.capabilities()?;
     let mut best: Option<(Key, JobId, TaskId)> = None;
@@ -51,7 +63,7 @@ pub(crate) fn pick(st: &State, node_id: NodeId) -> Option<(JobId, TaskId)> {
         let Some((tenant, _)) = st.tenants.get(&tenant_id) else {
             continue;
         };
-        let running = st.running.get(&tenant_id).copied().unwrap_or(0);
+        let running = st.running.get(&tenant_id).copied().unwrap_or(0) + promised(tenant_id);
         if !tenant.can_lease() || running >= tenant.max_running_tasks() {
             continue;
         }
@@ -65,6 +77,9 @@ pub(crate) fn pick(st: &State, node_id: NodeId) -> Option<(JobId, TaskId)> {
             }
         }
         for (priority, job_id) in st.schedulable_of(tenant_id) {
+            if taken(job_id) {
+                continue;
+            }
             let Some(entry) = st.jobs.get(&job_id) else {
                 continue;
             };

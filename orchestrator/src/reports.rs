@@ -167,8 +167,10 @@ impl Orchestrator {
             match answer.await.map_err(|_| OrchestratorError::Contention)? {
                 Err(OrchestratorError::Contention) => continue,
                 other => {
-                    if matches!(other, Ok(Some(_))) {
-                        self.count_lease_granted();
+                    match other {
+                        Ok(Some(_)) => self.count_lease_granted(),
+                        Ok(None) => self.count_claim_empty(),
+                        Err(_) => {}
                     }
                     return other;
                 }

@@ -145,6 +145,16 @@ pub(crate) struct State {
 pub(crate) struct Applied {
     /// Work may have become available.
     pub work: bool,
+    /// A running task ended: its tenant may lease another (waiting claims
+    /// are woken; the job's queue did not change).
+    pub freed: bool,
+}
+
+impl Applied {
+    /// Whether waiting claims should look again.
+    pub fn wakes(self) -> bool {
+        self.work || self.freed
+    }
 }
 
 impl State {
@@ -278,11 +288,17 @@ impl State {
                 .map(|e| self.apply_job(&e, event.stream_version, event.recorded_at)),
             "tenant" => decode::<TenantEvent>(event).map(|e| {
                 self.apply_tenant(&e, event.stream_version);
-                Applied { work: true }
+                Applied {
+                    work: true,
+                    freed: false,
+                }
             }),
             "node" => decode::<NodeEvent>(event).map(|e| {
                 self.apply_node(&e, event.stream_version);
-                Applied { work: true }
+                Applied {
+                    work: true,
+                    freed: false,
+                }
             }),
             "file" => decode::<FileEvent>(event).map(|e| {
                 self.apply_file(&e, event.stream_version);
@@ -310,7 +326,10 @@ impl State {
             tracing::error!(%job_id, "an event for a retired job; reloading it");
             self.dropped
                 .insert(("render_job".to_owned(), job_id.as_uuid()));
-            return Applied { work: true };
+            return Applied {
+                work: true,
+                freed: false,
+            };
         }
         let submitted_at = match event {
             E::Submitted(e) => e.submitted_at,
@@ -354,6 +373,7 @@ impl State {
             }
             E::TaskCompleted(e) => {
                 ended.push(e.task_id);
+                applied.freed = true;
                 let charged = self
                     .tenants
                     .get(&e.tenant_id)
@@ -372,7 +392,10 @@ impl State {
                     );
                 }
             }
-            E::TaskFailed(e) => ended.push(e.task_id),
+            E::TaskFailed(e) => {
+                ended.push(e.task_id);
+                applied.freed = true;
+            }
             E::TaskRequeued(e) => {
                 ended.push(e.task_id);
                 applied.work = true;
@@ -398,6 +421,7 @@ impl State {
             }
             E::TaskRetried(_) | E::Resumed(_) | E::Released(_) => applied.work = true,
             E::Cancelled(_) => {
+                applied.freed = true;
                 ended.extend(
                     self.leases
                         .iter()

@@ -37,7 +37,7 @@ impl Orchestrator {
                 match st.apply_recorded(event) {
                     Ok(Some(a)) => {
                         applied += 1;
-                        work |= a.work;
+                        work |= a.wakes();
                     }
                     Ok(None) => {}
                     Err(Gap) => {
@@ -274,7 +274,7 @@ impl Orchestrator {
             actor,
             |st, e, v| {
                 let a = st.apply_job(e, v, now);
-                if a.work {
+                if a.wakes() {
                     self.signal_work();
                 }
             },
