@@ -7,7 +7,7 @@
 //! `FLATRENDER_BENCH_SCALE=1` runs three rounds per backend instead (issue
 //! 14): the default sizes on an empty store; the same on a store that
 //! already holds a long history (`FLATRENDER_BENCH_HISTORY_RENDERS`, default
-//! 5,000 finished renders of 20 frames, over 1,000,000 events), with a new
+//! 8,500 finished renders of 20 frames, about 1,000,000 events), with a new
 //! orchestrator opened on it; and 10,000 queued renders of 10 frames on an
 //! empty store. Each round reports its ratio to the empty-store round.
 //!
@@ -320,7 +320,7 @@ async fn main() {
     if !full || std::env::var("FLATRENDER_BENCH_SCALE").is_ok_and(|v| v == "1") {
         let history = Sizes {
             renders: if full {
-                env_or("FLATRENDER_BENCH_HISTORY_RENDERS", 5_000)
+                env_or("FLATRENDER_BENCH_HISTORY_RENDERS", 8_500)
             } else {
                 40
             },
