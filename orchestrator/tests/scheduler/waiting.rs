@@ -5,9 +5,8 @@
 
 use std::time::Duration;
 
-use domain::node::{Capabilities, RendererInfo};
+use domain::NodeId;
 use domain::render_job::Requirements;
-use domain::{Identifier, NodeId};
 
 use crate::{Farm, TestDb, finish};
 
@@ -100,18 +99,7 @@ async fn a_slot_freed_under_a_quota_wakes_a_waiting_claim() {
     farm.render(tenant, 3, 1).await;
     let busy = farm.node().await;
     let a = farm.claim(busy).await.expect("the first task");
-    let other = farm.node_with(Capabilities {
-        cores: 8,
-        memory_bytes: 16 << 30,
-        gpus: vec![],
-        renderers: vec![RendererInfo {
-            name: Identifier::parse("builtin").unwrap(),
-            version: Identifier::parse("1").unwrap(),
-        }],
-        tags: vec![],
-        node_class: Identifier::parse("standard").unwrap(),
-    });
-    let other = other.await;
+    let other = farm.node().await;
     let waiting = wait_all(&farm, &[other]);
     until("the claim waits", async || farm.orch.waiting_claims() == 1).await;
     // At its quota: the tenant's queued tasks wait. The running one ends.
