@@ -111,6 +111,17 @@ pub struct ServeConfig {
     /// and dropped; logs live in `<data dir>/blobs/logs`).
     #[arg(long, env = "FLATRENDER_TASK_LOG_CAP_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub task_log_cap_bytes: u64,
+    /// How often, in seconds, the scheduler writes a snapshot of its view
+    /// beside the log (when the log grew by `--snapshot-min-events` since
+    /// the last one; also when `serve` stops), so that a restart replays
+    /// only the events after it. 0 writes none (every start then reads
+    /// the whole log).
+    #[arg(long, env = "FLATRENDER_SNAPSHOT_SECONDS", default_value_t = 60)]
+    pub snapshot_seconds: u64,
+    /// Events the log must grow by before the next snapshot.
+    #[arg(long, env = "FLATRENDER_SNAPSHOT_MIN_EVENTS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub snapshot_min_events: i64,
     /// How long a lease lives unless the node renews it (heartbeat or
     /// progress), in seconds.
     #[arg(long, env = "FLATRENDER_LEASE_SECONDS",

@@ -297,7 +297,7 @@ pub enum NodeCommand {
 }
 
 /// Whether heartbeats arrive.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Connectivity {
     /// No heartbeats (also right after registration).
     #[default]
@@ -307,7 +307,7 @@ pub enum Connectivity {
 }
 
 /// Whether the scheduler may give the node work.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Availability {
     /// May get work.
     #[default]
@@ -318,8 +318,9 @@ pub enum Availability {
     Disabled,
 }
 
-/// A node as evolved from its events.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A node as evolved from its events (serializable for snapshots of a
+/// view, like [`crate::RenderJob`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
     registered: Option<NodeRegistered>,
     capabilities: Option<Capabilities>,

@@ -744,7 +744,7 @@ pub enum RenderJobCommand {
 // ---------------------------------------------------------------- state
 
 /// The state of a job.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum JobStatus {
     /// Not submitted (empty stream).
     #[default]
@@ -779,7 +779,7 @@ impl JobStatus {
 }
 
 /// The state of a task.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TaskStatus {
     /// Waiting for a node.
     #[default]
@@ -811,7 +811,7 @@ impl TaskStatus {
 }
 
 /// The current lease of a task: at most one per task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Lease {
     /// The node holding it.
     pub node_id: NodeId,
@@ -820,7 +820,7 @@ pub struct Lease {
 }
 
 /// One task of a job, as evolved from its events.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Task {
     /// The task.
     pub id: TaskId,
@@ -843,8 +843,10 @@ pub struct Task {
     pub render_seconds: u64,
 }
 
-/// A render job and its tasks.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A render job and its tasks. Serializable for snapshots of a view
+/// (what a snapshot holds is what the events evolved; nothing checks it
+/// again, so only a verified snapshot may be read back).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RenderJob {
     submitted: Option<JobSubmitted>,
     status: JobStatus,

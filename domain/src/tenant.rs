@@ -188,7 +188,7 @@ pub enum TenantCommand {
 }
 
 /// Whether a tenant may work.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TenantStatus {
     /// Not created (empty stream).
     #[default]
@@ -210,8 +210,9 @@ impl TenantStatus {
     }
 }
 
-/// A tenant as evolved from its events.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A tenant as evolved from its events (serializable for snapshots of a
+/// view, like [`crate::RenderJob`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tenant {
     id: Option<TenantId>,
     name: Option<Label>,

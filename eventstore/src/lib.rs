@@ -12,6 +12,7 @@ mod heads;
 pub mod idempotency;
 mod liveness;
 pub mod postgres;
+pub mod snapshots;
 pub mod sqlite;
 pub mod store;
 pub mod subscription;
@@ -30,6 +31,7 @@ pub use event::{
 pub use hashing::{ChainError, verify_stream};
 pub use idempotency::{IdempotencyBegin, StoredAnswer};
 pub use postgres::{PgOptions, PgStore};
+pub use snapshots::{SnapshotRead, ViewSnapshot};
 pub use sqlite::SqliteStore;
 pub use store::EventStore;
 pub use subscription::Subscription;

@@ -6,6 +6,7 @@ mod leases;
 mod metrics;
 mod pick;
 mod reports;
+mod snapshot;
 mod state;
 pub mod trace;
 mod view;
@@ -26,6 +27,7 @@ use pick::{any_capable_node, assignment, pick};
 use state::State;
 
 pub use metrics::{CounterTotals, Gauges, LATENCY_BOUNDS, LatencySnapshot};
+pub use snapshot::{SNAPSHOT_NAME, StartReport};
 
 /// How the scheduler behaves; every default runs on a laptop.
 #[derive(Debug, Clone)]
@@ -218,6 +220,8 @@ struct Inner {
     ops: tokio::sync::mpsc::UnboundedSender<(batch::Op, Option<String>)>,
     /// What this instance did, for `/metrics`.
     counters: metrics::Counters,
+    /// How the view was built at start.
+    start: std::sync::OnceLock<StartReport>,
 }
 
 /// The scheduler. Cheap to clone; every clone shares one view.
@@ -288,6 +292,7 @@ impl Orchestrator {
                 waiters: Arc::default(),
                 ops,
                 counters: metrics::Counters::default(),
+                start: std::sync::OnceLock::new(),
             }),
         };
         eventstore::task::spawn_named(
@@ -298,7 +303,25 @@ impl Orchestrator {
             "orchestrator-waker",
             waiters::waker(Arc::downgrade(&this.inner), this.inner.waiters.clone()),
         );
-        this.catch_up().await?;
+        // From a verified snapshot and the events after it, else from
+        // position 0 (see `snapshot`).
+        let started = std::time::Instant::now();
+        let (snapshot_position, snapshot_ignored) = this.restore_snapshot().await;
+        if let Some(why) = &snapshot_ignored {
+            tracing::warn!(reason = %why, "ignored the scheduler's snapshot; rebuilding the view from the log");
+        }
+        let replayed = this.catch_up().await?;
+        tracing::info!(
+            snapshot_position,
+            replayed,
+            seconds = started.elapsed().as_secs_f64(),
+            "scheduler's view built"
+        );
+        let _ = this.inner.start.set(StartReport {
+            snapshot_position,
+            snapshot_ignored,
+            replayed,
+        });
         // Nodes online in the log get a full grace period from now.
         let mut st = this.inner.state.lock().await;
         let online: Vec<NodeId> = st

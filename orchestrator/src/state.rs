@@ -18,9 +18,11 @@ use uuid::Uuid;
 
 mod index;
 mod retire;
+mod snapshot;
 
 pub(crate) use index::IndexKey;
 pub(crate) use retire::Retired;
+pub(crate) use snapshot::{Body as SnapshotBody, FORMAT as SNAPSHOT_FORMAT};
 
 /// A job as the scheduler needs it.
 #[derive(Debug, Clone)]
@@ -514,6 +516,12 @@ impl State {
             }
         };
         let (tenant_id, sha256, size_bytes, content_type, input) = file;
+        if output.is_some_and(|o| self.retired.contains_key(&o.job_id)) {
+            // A frame of a finished render that left the view (this
+            // instance reads its own uploads back after the render retired):
+            // it left with the render.
+            return;
+        }
         if let Some(o) = output
             && let Some(epoch) = o.lease_epoch
         {

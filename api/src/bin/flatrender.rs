@@ -108,12 +108,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let ticker = state
                 .orchestrator
                 .spawn_ticker(std::time::Duration::from_secs(1));
+            let snapshots = (config.snapshot_seconds > 0).then(|| {
+                state.orchestrator.spawn_snapshotter(
+                    std::time::Duration::from_secs(config.snapshot_seconds),
+                    config.snapshot_min_events,
+                )
+            });
+            let orchestrator = state.orchestrator.clone();
             let app = api::router(state);
             let listener = tokio::net::TcpListener::bind(config.listen).await?;
             tracing::info!(address = %listener.local_addr()?, "flatrender listening");
             api::server::serve(listener, app, config.server_limits(), shutdown_signal()).await?;
             follower.abort();
             ticker.abort();
+            if let Some(task) = snapshots {
+                task.abort();
+                // The next start replays only what comes after this.
+                if let Err(e) = orchestrator.write_snapshot().await {
+                    tracing::warn!(error = %e, "writing a snapshot of the view at shutdown failed");
+                }
+            }
             read_models.stop().await;
             let _ = stop_webhooks.send(true);
             if let Some(task) = webhooks {

@@ -59,6 +59,7 @@ all_backends!(
     node_liveness_is_shared_and_only_moves_forward,
     idempotency_keys_reserve_answer_and_expire,
     a_nonce_is_spent_once_per_scope_until_it_expires,
+    view_snapshots_are_kept_newest_and_verified_against_the_log,
 );
 
 pub async fn open(backend: &str) -> Option<TestDb> {
@@ -1446,5 +1447,121 @@ pub async fn a_nonce_is_spent_once_per_scope_until_it_expires(db: &TestDb) {
             .spend_nonce("key-a", "n1", later, later + Duration::minutes(10))
             .await
             .unwrap()
+    );
+}
+
+/// A view snapshot is kept beside the log (not an event), an older one
+/// never replaces a newer one, and reading it back checks it: bytes changed
+/// at rest, an event at its position that is not the one it covers, and a
+/// position past the log's end are each rejected, never handed out.
+pub async fn view_snapshots_are_kept_newest_and_verified_against_the_log(db: &TestDb) {
+    use eventstore::{SnapshotRead, ViewSnapshot};
+    let tenant = Uuid::new_v4();
+    db.store
+        .append(tenant_append(
+            tenant,
+            ExpectedVersion::NoStream,
+            (0..3).map(tenant_event).collect(),
+        ))
+        .await
+        .unwrap();
+    let events = all_events(db, 3).await;
+    let at = |e: &eventstore::RecordedEvent, body: &[u8]| ViewSnapshot {
+        format: 1,
+        position: e.global_position,
+        event_id: e.event_id,
+        event_hash: e.hash,
+        body: body.to_vec(),
+    };
+    assert_eq!(
+        db.store.load_view_snapshot("scheduler").await.unwrap(),
+        SnapshotRead::Missing
+    );
+    let second = at(&events[1], b"view at two");
+    assert!(
+        db.store
+            .save_view_snapshot("scheduler", &second)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        db.store.load_view_snapshot("scheduler").await.unwrap(),
+        SnapshotRead::Verified(second.clone())
+    );
+    // An older view (a slower instance) does not replace it; a newer does.
+    let first = at(&events[0], b"view at one");
+    assert!(
+        !db.store
+            .save_view_snapshot("scheduler", &first)
+            .await
+            .unwrap()
+    );
+    let third = at(&events[2], b"view at three");
+    assert!(
+        db.store
+            .save_view_snapshot("scheduler", &third)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        db.store.load_view_snapshot("scheduler").await.unwrap(),
+        SnapshotRead::Verified(third.clone())
+    );
+    // Names are separate; nothing of this is in the log.
+    assert_eq!(
+        db.store.load_view_snapshot("other").await.unwrap(),
+        SnapshotRead::Missing
+    );
+    assert_eq!(all_events(db, 0).await.len(), 3);
+
+    // Bytes changed at rest.
+    db.corrupt_view_snapshot("scheduler").await;
+    assert!(matches!(
+        db.store.load_view_snapshot("scheduler").await.unwrap(),
+        SnapshotRead::Rejected(_)
+    ));
+    // The log's event at that position is another one (a snapshot of
+    // another database, or of a log restored from an older backup).
+    let mut foreign = at(&events[2], b"view of another log");
+    foreign.event_hash[0] ^= 1;
+    assert!(
+        db.store
+            .save_view_snapshot("scheduler", &foreign)
+            .await
+            .unwrap()
+    );
+    assert!(matches!(
+        db.store.load_view_snapshot("scheduler").await.unwrap(),
+        SnapshotRead::Rejected(_)
+    ));
+    let mut other_event = at(&events[2], b"view of another log");
+    other_event.event_id = events[1].event_id;
+    assert!(
+        db.store
+            .save_view_snapshot("scheduler", &other_event)
+            .await
+            .unwrap()
+    );
+    assert!(matches!(
+        db.store.load_view_snapshot("scheduler").await.unwrap(),
+        SnapshotRead::Rejected(_)
+    ));
+    // Past the log's end.
+    let mut ahead = at(&events[2], b"view of a longer log");
+    ahead.position += 1_000;
+    assert!(
+        db.store
+            .save_view_snapshot("scheduler", &ahead)
+            .await
+            .unwrap()
+    );
+    assert!(matches!(
+        db.store.load_view_snapshot("scheduler").await.unwrap(),
+        SnapshotRead::Rejected(_)
+    ));
+    assert!(db.store.delete_view_snapshot("scheduler").await.unwrap());
+    assert_eq!(
+        db.store.load_view_snapshot("scheduler").await.unwrap(),
+        SnapshotRead::Missing
     );
 }

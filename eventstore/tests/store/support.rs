@@ -159,6 +159,51 @@ impl TestDb {
         }
     }
 
+    /// Flips the first byte of a stored view snapshot's body behind the
+    /// store's back (a disk or an operator corrupting it at rest).
+    pub async fn corrupt_view_snapshot(&self, name: &str) {
+        let sql = "UPDATE view_snapshots SET body = $1 WHERE name = $2";
+        let body: Vec<u8> = match &self.store {
+            AnyStore::Postgres(s) => {
+                sqlx::query_scalar("SELECT body FROM view_snapshots WHERE name = $1")
+                    .bind(name)
+                    .fetch_one(s.pool())
+                    .await
+                    .unwrap()
+            }
+            AnyStore::Sqlite(s) => {
+                sqlx::query_scalar("SELECT body FROM view_snapshots WHERE name = $1")
+                    .bind(name)
+                    .fetch_one(s.readers())
+                    .await
+                    .unwrap()
+            }
+        };
+        let mut body = body;
+        body[0] ^= 0xff;
+        match &self.store {
+            AnyStore::Postgres(s) => {
+                sqlx::query(sql)
+                    .bind(body)
+                    .bind(name)
+                    .execute(s.pool())
+                    .await
+                    .unwrap();
+            }
+            AnyStore::Sqlite(s) => {
+                s.with_writer(async |conn| {
+                    sqlx::query(sql)
+                        .bind(body)
+                        .bind(name)
+                        .execute(conn)
+                        .await
+                        .unwrap()
+                })
+                .await;
+            }
+        }
+    }
+
     /// Tries to change and delete a stored event through plain SQL.
     pub async fn try_rewrite(&self, position: i64) -> (bool, bool) {
         match &self.store {

@@ -10,6 +10,7 @@ mod concurrency;
 mod history;
 mod outputs;
 mod rules;
+mod snapshots;
 mod waiting;
 
 use std::sync::Arc;
