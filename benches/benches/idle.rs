@@ -22,8 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use domain::node::{Capabilities, RendererInfo};
-use domain::{Identifier, Label, NodeId, SecretKeyId};
+use domain::{Label, NodeId, SecretKeyId};
 use eventstore::{AnyStore, SqliteStore, SystemClock};
 use orchestrator::{Config, Orchestrator};
 use uuid::Uuid;
@@ -107,17 +106,7 @@ async fn run(way: Way, nodes: usize, tasks: u32, idle: Duration) {
     let scene = api::seed::scene(&orch, &blobs, tenant, "scene.json", b"{}")
         .await
         .expect("scene");
-    let capabilities = Capabilities {
-        cores: 16,
-        memory_bytes: 64 << 30,
-        gpus: vec![],
-        renderers: vec![RendererInfo {
-            name: Identifier::parse("builtin").expect("id"),
-            version: Identifier::parse("1").expect("id"),
-        }],
-        tags: vec![],
-        node_class: Identifier::parse("standard").expect("id"),
-    };
+    let capabilities = benches::farm::capabilities();
     let leased = Arc::new(AtomicUsize::new(0));
     let mut agents = Vec::new();
     for n in 0..nodes {

@@ -24,8 +24,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use domain::node::{Capabilities, RendererInfo};
-use domain::{Identifier, Label, LeaseRef, NodeId, SecretKeyId, TaskId};
+use domain::{Label, LeaseRef, NodeId, SecretKeyId, TaskId};
 use eventstore::{AnyStore, EventStore, SqliteStore, SystemClock};
 use orchestrator::{Config, Orchestrator};
 use uuid::Uuid;
@@ -45,20 +44,6 @@ fn env_or(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn capabilities() -> Capabilities {
-    Capabilities {
-        cores: 16,
-        memory_bytes: 64 << 30,
-        gpus: vec![],
-        renderers: vec![RendererInfo {
-            name: Identifier::parse("builtin").expect("id"),
-            version: Identifier::parse("1").expect("id"),
-        }],
-        tags: vec![],
-        node_class: Identifier::parse("standard").expect("id"),
-    }
 }
 
 /// Sets up tenants, renders and online nodes (not timed).
@@ -94,7 +79,7 @@ async fn setup(orch: &Orchestrator, store: &AnyStore, sizes: Sizes) -> Vec<NodeI
         orch.register_node(
             node,
             Label::parse(format!("node-{n}")).expect("label"),
-            capabilities(),
+            benches::farm::capabilities(),
             SecretKeyId::new(Uuid::new_v4()).expect("id"),
         )
         .await
@@ -104,17 +89,6 @@ async fn setup(orch: &Orchestrator, store: &AnyStore, sizes: Sizes) -> Vec<NodeI
     }
     let _ = store;
     nodes
-}
-
-/// What a node stores for a frame (the bytes are not looked at here).
-fn frame_output(frame: u32) -> orchestrator::FileOutput {
-    orchestrator::FileOutput {
-        name: domain::FileName::parse(format!("frame_{frame:04}.png")).expect("name"),
-        content_type: domain::ContentType::parse("image/png").expect("type"),
-        size_bytes: 100,
-        sha256: domain::Sha256Digest::parse(format!("{:064x}", u128::from(frame) + 1))
-            .expect("digest"),
-    }
 }
 
 /// One round's figures.
@@ -172,19 +146,7 @@ async fn run_round(backend: &str, label: &str, store: AnyStore, sizes: Sizes) ->
                     let ms = sizes.render_ms / 2 + spread;
                     tokio::time::sleep(Duration::from_millis(ms)).await;
                 }
-                // A task completes only with each frame's output reported
-                // under its lease: start, store and report every frame.
-                orch.progress(lease, None, None).await.expect("start");
-                for frame in a.frames.start..=a.frames.end {
-                    let file = orch
-                        .record_output(lease, frame, frame_output(frame))
-                        .await
-                        .expect("output");
-                    orch.progress(lease, Some(frame), Some(file))
-                        .await
-                        .expect("frame");
-                }
-                orch.complete(lease).await.expect("complete");
+                benches::farm::render_leased(&orch, lease, (a.frames.start, a.frames.end)).await;
             }
         }));
     }

@@ -41,7 +41,7 @@ use api::files::BlobStore;
 use api::public::auth::{Auth, Jwt, RateLimit};
 use contracts::node_signing::NodeSecret;
 use domain::identity::Role;
-use domain::{JobId, LeaseRef, NodeId, TaskId, TenantId};
+use domain::{JobId, NodeId, TenantId};
 use eventstore::{AnyStore, SqliteStore, SystemClock};
 use futures_util::StreamExt;
 use node_agent::client::AgentClient;
@@ -208,40 +208,6 @@ impl Farm {
     }
 }
 
-/// One task, claim to complete (four events of its render's stream).
-async fn one_task(orch: &orchestrator::Orchestrator, node: NodeId) -> bool {
-    let Some(a) = orch.claim(node).await.expect("claim") else {
-        return false;
-    };
-    let lease = LeaseRef {
-        task_id: TaskId::new(a.task_id).expect("id"),
-        node_id: node,
-        lease_epoch: a.lease_epoch,
-    };
-    orch.progress(lease, None, None).await.expect("start");
-    for frame in a.frames.start..=a.frames.end {
-        let file = orch
-            .record_output(
-                lease,
-                frame,
-                orchestrator::FileOutput {
-                    name: domain::FileName::parse(format!("frame_{frame:04}.png")).expect("name"),
-                    content_type: domain::ContentType::parse("image/png").expect("type"),
-                    size_bytes: 100,
-                    sha256: domain::Sha256Digest::parse(format!("{:064x}", a.task_id.as_u128()))
-                        .expect("digest"),
-                },
-            )
-            .await
-            .expect("output");
-        orch.progress(lease, Some(frame), Some(file))
-            .await
-            .expect("frame");
-    }
-    orch.complete(lease).await.expect("complete");
-    true
-}
-
 /// Nodes rendering tasks at `tasks_per_second` in all for `seconds`;
 /// answers the tasks done.
 async fn paced(
@@ -262,7 +228,7 @@ async fn paced(
             let mut done = 0;
             let mut next = Instant::now();
             while Instant::now() < deadline {
-                if !one_task(&orch, node).await {
+                if !benches::farm::one_task(&orch, node).await {
                     break;
                 }
                 done += 1;
@@ -460,7 +426,7 @@ fn logs(farm: &Farm, server: &Runtime, clients: &Runtime, agents: usize, seconds
                 let (orch, node) = (orch.clone(), *node);
                 workers.push(tokio::spawn(async move {
                     let mut done = 0usize;
-                    while Instant::now() < deadline && one_task(&orch, node).await {
+                    while Instant::now() < deadline && benches::farm::one_task(&orch, node).await {
                         done += 1;
                     }
                     done
@@ -594,7 +560,7 @@ fn notifications(farm: &Farm, server: &Runtime, clients: &Runtime, rate: u64, se
                 let (orch, node) = (orch.clone(), *node);
                 workers.push(tokio::spawn(async move {
                     let mut done = 0usize;
-                    while Instant::now() < deadline && one_task(&orch, node).await {
+                    while Instant::now() < deadline && benches::farm::one_task(&orch, node).await {
                         done += 1;
                     }
                     done

@@ -1,5 +1,7 @@
 //! Benchmarks live in `benches/benches/`; see `benches/README.md`.
 
+pub mod farm;
+
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -49,6 +51,19 @@ impl FreshPg {
         .await
         .expect("store");
         Self { admin, name, store }
+    }
+
+    /// The database's URL (for a server started on it).
+    pub fn url(&self) -> String {
+        let base = pg_url();
+        let (head, query) = base
+            .split_once('?')
+            .map_or((base.as_str(), None), |(h, q)| (h, Some(q)));
+        let root = head.rsplit_once('/').map_or(head, |(r, _)| r);
+        match query {
+            Some(q) => format!("{root}/{}?{q}", self.name),
+            None => format!("{root}/{}", self.name),
+        }
     }
 
     /// Closes the store and drops the database.
