@@ -22,10 +22,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use domain::{Label, NodeId, SecretKeyId};
+use domain::NodeId;
 use eventstore::{AnyStore, SqliteStore, SystemClock};
 use orchestrator::{Config, Orchestrator};
-use uuid::Uuid;
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -106,20 +105,10 @@ async fn run(way: Way, nodes: usize, tasks: u32, idle: Duration) {
     let scene = api::seed::scene(&orch, &blobs, tenant, "scene.json", b"{}")
         .await
         .expect("scene");
-    let capabilities = benches::farm::capabilities();
     let leased = Arc::new(AtomicUsize::new(0));
     let mut agents = Vec::new();
     for n in 0..nodes {
-        let node = NodeId::new(Uuid::new_v4()).expect("id");
-        orch.register_node(
-            node,
-            Label::parse(format!("node-{n}")).expect("label"),
-            capabilities.clone(),
-            SecretKeyId::new(Uuid::new_v4()).expect("id"),
-        )
-        .await
-        .expect("register");
-        orch.heartbeat(node, &[]).await.expect("online");
+        let node = benches::farm::online_node(&orch, n).await;
         agents.push(tokio::spawn(agent(orch.clone(), node, way, leased.clone())));
     }
     // Let every agent make its first claim and settle into waiting.

@@ -24,10 +24,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use domain::{Label, LeaseRef, NodeId, SecretKeyId, TaskId};
+use domain::{LeaseRef, NodeId, TaskId};
 use eventstore::{AnyStore, EventStore, SqliteStore, SystemClock};
 use orchestrator::{Config, Orchestrator};
-use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy)]
 struct Sizes {
@@ -75,17 +74,7 @@ async fn setup(orch: &Orchestrator, store: &AnyStore, sizes: Sizes) -> Vec<NodeI
     }
     let mut nodes = Vec::new();
     for n in 0..sizes.nodes {
-        let node = NodeId::new(Uuid::new_v4()).expect("id");
-        orch.register_node(
-            node,
-            Label::parse(format!("node-{n}")).expect("label"),
-            benches::farm::capabilities(),
-            SecretKeyId::new(Uuid::new_v4()).expect("id"),
-        )
-        .await
-        .expect("register");
-        orch.heartbeat(node, &[]).await.expect("online");
-        nodes.push(node);
+        nodes.push(benches::farm::online_node(orch, n).await);
     }
     let _ = store;
     nodes

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use domain::{Label, NodeId, SecretKeyId};
+use domain::NodeId;
 use eventstore::{AnyStore, EventStore, SnapshotRead, SystemClock};
 use orchestrator::{Config, Orchestrator};
 use uuid::Uuid;
@@ -69,17 +69,7 @@ impl Farm {
         }
         let mut nodes = Vec::new();
         for n in 0..NODES {
-            let node = NodeId::new(Uuid::new_v4()).expect("id");
-            orch.register_node(
-                node,
-                Label::parse(format!("node-{n}")).expect("label"),
-                benches::farm::capabilities(),
-                SecretKeyId::new(Uuid::new_v4()).expect("id"),
-            )
-            .await
-            .expect("register");
-            orch.heartbeat(node, &[]).await.expect("online");
-            nodes.push(node);
+            nodes.push(benches::farm::online_node(&orch, n).await);
         }
         Self {
             orch,

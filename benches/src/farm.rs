@@ -2,8 +2,9 @@
 //! a frame's output, one task from claim to completion.
 
 use domain::node::{Capabilities, RendererInfo};
-use domain::{Identifier, LeaseRef, NodeId, TaskId};
+use domain::{Identifier, Label, LeaseRef, NodeId, SecretKeyId, TaskId};
 use orchestrator::Orchestrator;
+use uuid::Uuid;
 
 /// A 16-core CPU node with the builtin renderer.
 pub fn capabilities() -> Capabilities {
@@ -18,6 +19,21 @@ pub fn capabilities() -> Capabilities {
         tags: vec![],
         node_class: Identifier::parse("standard").expect("id"),
     }
+}
+
+/// Registers node number `n` with [`capabilities`] and brings it online.
+pub async fn online_node(orch: &Orchestrator, n: usize) -> NodeId {
+    let node = NodeId::new(Uuid::new_v4()).expect("id");
+    orch.register_node(
+        node,
+        Label::parse(format!("node-{n}")).expect("label"),
+        capabilities(),
+        SecretKeyId::new(Uuid::new_v4()).expect("id"),
+    )
+    .await
+    .expect("register");
+    orch.heartbeat(node, &[]).await.expect("online");
+    node
 }
 
 /// What a node stores for a frame (the bytes are not looked at here).
