@@ -243,6 +243,18 @@ impl Collector for Snapshot {
         )?;
         counter(
             &mut encoder,
+            "scheduler_batches_pipelined",
+            "Batches of claims and reports decided while the batch before was being appended",
+            self.totals.batches_pipelined,
+        )?;
+        counter(
+            &mut encoder,
+            "scheduler_batches_discarded",
+            "Pipelined batches decided again because the store refused the batch before them",
+            self.totals.batches_discarded,
+        )?;
+        counter(
+            &mut encoder,
             "lease_expiries",
             "Leases this instance requeued because they expired, since it started",
             self.totals.lease_expiries,

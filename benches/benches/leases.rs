@@ -2,7 +2,9 @@
 //! tasks and completing each (claim → start → store and report the frame's
 //! output → complete, every step an event, every completion charged), in
 //! process, against PostgreSQL and
-//! SQLite. Reports leases per second and claim latency p50/p99.
+//! SQLite. Reports leases per second and claim latency p50/p99, with the
+//! committer unpipelined and pipelined (alternating on fresh stores,
+//! `FLATRENDER_BENCH_REPEAT` times each, default 2) and their ratio.
 //!
 //! `FLATRENDER_BENCH_SCALE=1` runs three rounds per backend instead (issue
 //! 14): the default sizes on an empty store; the same on a store that
@@ -89,15 +91,21 @@ struct Round {
     open_s: f64,
 }
 
-async fn run(backend: &str, store: AnyStore, sizes: Sizes) -> Round {
-    run_round(backend, "", store, sizes).await
+/// One row of the default table: the committer pipelined or not.
+async fn run(backend: &str, store: AnyStore, sizes: Sizes, pipeline: bool) -> Round {
+    let label = if pipeline { "" } else { UNPIPELINED };
+    run_round(backend, label, store, sizes).await
 }
+
+/// The label of a round run with the committer unpipelined.
+const UNPIPELINED: &str = "unpipelined";
 
 async fn run_round(backend: &str, label: &str, store: AnyStore, sizes: Sizes) -> Round {
     let config = Config {
         // Nothing expires during the run.
         lease_ttl: chrono::Duration::hours(1),
         offline_after: chrono::Duration::hours(1),
+        pipeline: label != UNPIPELINED,
         ..Config::default()
     };
     let opening = Instant::now();
@@ -153,9 +161,11 @@ async fn run_round(backend: &str, label: &str, store: AnyStore, sizes: Sizes) ->
         p99_ms: percentile(&mut latencies, 0.99),
         open_s,
     };
-    if label.is_empty() {
+    if label.is_empty() || label == UNPIPELINED {
+        let totals = orch.counter_totals();
         println!(
-            "| {backend:<8} | {:>5} | {:>6} | {:>7} | {:>8.1} | {:>9.0} | {:>8.2} | {:>8.2} | {:>10.2} |",
+            "| {backend:<8} | {:<11} | {:>5} | {:>6} | {:>7} | {:>8.1} | {:>9.0} | {:>8.2} | {:>8.2} | {:>10.2} | {:>7} | {:>9} | {:>10.2} |",
+            if label.is_empty() { "pipelined" } else { label },
             sizes.nodes,
             sizes.render_ms,
             leases,
@@ -164,7 +174,11 @@ async fn run_round(backend: &str, label: &str, store: AnyStore, sizes: Sizes) ->
             percentile(&mut latencies, 0.50),
             round.p99_ms,
             percentile(&mut later, 0.99),
+            totals.append_latency.count(),
+            totals.batches_pipelined,
+            totals.append_latency.sum_seconds / elapsed,
         );
+        return round;
     }
     let stats = orch.view_stats().await;
     note_view(label, &stats);
@@ -315,22 +329,58 @@ async fn main() {
     // "p99 later": every claim but each node's first, which at the start
     // all 1,000 nodes make in the same instant (one in a hundred claims of
     // the default run, so it alone can set the p99).
+    // "appends": batches appended; "pipelined": of them, decided while the
+    // one before was appended; "store busy": the time an append was in
+    // flight ÷ the run's (1.0: the committer always waited on the store).
     println!(
-        "| backend  | nodes | render | leases  | seconds  | leases/s  | p50 ms   | p99 ms   | p99 later  |"
+        "| backend  | commit      | nodes | render | leases  | seconds  | leases/s  | p50 ms   | p99 ms   | p99 later  | appends | pipelined | store busy |"
     );
     println!(
-        "|----------|-------|--------|---------|----------|-----------|----------|----------|------------|"
+        "|----------|-------------|-------|--------|---------|----------|-----------|----------|----------|------------|---------|-----------|------------|"
     );
+    // Unpipelined and pipelined alternate on fresh stores, twice each
+    // (`FLATRENDER_BENCH_REPEAT`), so that both see the same machine.
+    let repeat = env_or("FLATRENDER_BENCH_REPEAT", 2);
+    let mut ratios = Vec::new();
     if only.is_empty() || only == "postgres" {
-        let db = benches::FreshPg::create(16).await;
-        let _ = run("postgres", AnyStore::Postgres(db.store.clone()), sizes).await;
-        db.drop_now().await;
+        let mut sums = [0.0, 0.0];
+        for _ in 0..repeat {
+            for (i, pipeline) in [false, true].into_iter().enumerate() {
+                let db = benches::FreshPg::create(16).await;
+                sums[i] += run(
+                    "postgres",
+                    AnyStore::Postgres(db.store.clone()),
+                    sizes,
+                    pipeline,
+                )
+                .await
+                .leases_per_s;
+                db.drop_now().await;
+            }
+        }
+        ratios.push(("postgres", sums));
     }
     if only.is_empty() || only == "sqlite" {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(&dir.path().join("events.sqlite"))
-            .await
-            .expect("sqlite");
-        let _ = run("sqlite", AnyStore::Sqlite(store), sizes).await;
+        let mut sums = [0.0, 0.0];
+        for _ in 0..repeat {
+            for (i, pipeline) in [false, true].into_iter().enumerate() {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let store = SqliteStore::open(&dir.path().join("events.sqlite"))
+                    .await
+                    .expect("sqlite");
+                sums[i] += run("sqlite", AnyStore::Sqlite(store), sizes, pipeline)
+                    .await
+                    .leases_per_s;
+            }
+        }
+        ratios.push(("sqlite", sums));
+    }
+    for (backend, [unpipelined, pipelined]) in ratios {
+        println!(
+            "{backend}: pipelined {:.0} leases/s vs unpipelined {:.0} (mean of {repeat}): {:.2}x",
+            pipelined / repeat as f64,
+            unpipelined / repeat as f64,
+            pipelined / unpipelined
+        );
     }
 }

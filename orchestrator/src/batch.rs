@@ -1,9 +1,9 @@
 //! Group commit of the hot path (claims and completions).
 //!
-//! A caller queues its operation and then takes the scheduler's lock; the
-//! lock holder drains every queued operation, decides each one in the
-//! domain against the view (applying its events to the view as it goes, so
-//! the next operation sees them), and appends everything in one
+//! A caller queues its operation for the committer task, which drains
+//! every queued operation under the scheduler's lock, decides each one in
+//! the domain against the view (applying its events to the view as it
+//! goes, so the next operation sees them), and appends everything in one
 //! `append_many` — one request per stream at the version the view held
 //! before the batch. A stream whose append fails (another instance wrote to
 //! it) is forgotten and reloaded from the store, and every operation that
@@ -11,6 +11,14 @@
 //! caller decides again on fresh state. No lease is ever granted without its
 //! append succeeding at the exact version: the fencing holds across
 //! instances.
+//!
+//! Pipelined: while batch n is appended, the operations that arrive are
+//! decided as batch n+1 on the view holding n's tentative events, and
+//! answered only once n's outcome is known. n+1 is appended only if every
+//! stream of n was; otherwise it is discarded — its streams reloaded, its
+//! operations answered `Contention` — because its expected versions count
+//! n's events, and another instance's events may now hold those versions
+//! (see [`committer`]).
 //!
 //! Charges ride in the batch after their completion's: a completion is
 //! charged only once the store took it (so a refused completion is never
@@ -23,14 +31,18 @@ use std::collections::HashMap;
 
 use domain::render_job::RenderJobEvent;
 use domain::{DomainEvent, FileId, JobId, LeaseRef, NodeId, TaskId, TenantEvent, TenantId};
-use eventstore::{Actor, AppendRequest, EventStore, ExpectedVersion, NewEvent, StoreError};
+use eventstore::{Actor, NewEvent};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::state::State;
+use crate::state::{PendingCharge, State};
 use crate::{Assignment, FileOutput, Orchestrator, OrchestratorError, metadata_traced};
 
 mod decide;
+mod pipeline;
+
+pub use pipeline::AppendHold;
+pub(crate) use pipeline::{HoldGate, committer};
 
 /// An operation waiting for the next batch.
 #[derive(Debug)]
@@ -119,28 +131,64 @@ impl Batch {
     }
 }
 
-enum Reply {
+/// How an operation is answered once its batch's appends are known.
+struct Reply {
+    /// The batch's streams the answer depends on (any refused: the
+    /// operation is answered [`OrchestratorError::Contention`]).
+    slots: Vec<usize>,
+    answer: Answer,
+}
+
+/// An operation's reply channel and what the view decided for it.
+enum Answer {
     Claim(
         oneshot::Sender<Result<Option<Assignment>, OrchestratorError>>,
-        Vec<usize>,
-        Option<Assignment>,
+        Result<Option<Assignment>, OrchestratorError>,
     ),
     Complete(
         oneshot::Sender<Result<(), OrchestratorError>>,
-        usize,
-        TaskId,
+        Result<TaskId, OrchestratorError>,
     ),
     Charge(Option<oneshot::Sender<Result<(), OrchestratorError>>>),
     Progress(
         oneshot::Sender<Result<(), OrchestratorError>>,
-        Option<usize>,
+        Result<(), OrchestratorError>,
     ),
     Output(
         oneshot::Sender<Result<FileId, OrchestratorError>>,
-        Option<usize>,
-        FileId,
+        Result<FileId, OrchestratorError>,
     ),
 }
+
+/// An operation decided on slots `Ok((slots, value))`, or refused.
+fn reply<T>(
+    decided: Result<(Vec<usize>, T), OrchestratorError>,
+    answer: impl FnOnce(Result<T, OrchestratorError>) -> Answer,
+) -> Reply {
+    match decided {
+        Ok((slots, value)) => Reply {
+            slots,
+            answer: answer(Ok(value)),
+        },
+        Err(e) => Reply {
+            slots: Vec::new(),
+            answer: answer(Err(e)),
+        },
+    }
+}
+
+/// A batch decided against the view (its events applied to the view),
+/// not yet known to be in the store.
+pub(crate) struct Decided {
+    batch: Batch,
+    replies: Vec<Reply>,
+    charges: Vec<(usize, TaskId, PendingCharge)>,
+    work: bool,
+}
+
+/// Per stream of a batch, in order: `None` if the store took its
+/// events, else why not.
+type Outcomes = Vec<Option<OrchestratorError>>;
 
 impl Orchestrator {
     /// Hands `op` to the committer; its answer comes on the op's channel.
@@ -170,120 +218,125 @@ impl Orchestrator {
         }
     }
 
-    async fn process(&self, st: &mut State, ops: Vec<(Op, Option<String>)>) {
-        if !st.dropped.is_empty() {
-            self.reload_dropped(st).await;
-        }
-        let now = self.now();
-        st.now = now;
+    /// Decides every operation against the view, applying their events to
+    /// it as it goes; nothing is answered yet (see [`Self::settle`]).
+    pub(super) fn decide_batch(&self, st: &mut State, ops: Vec<(Op, Option<String>)>) -> Decided {
+        st.now = self.now();
         let mut batch = Batch::default();
         let mut replies = Vec::with_capacity(ops.len());
         let mut work = false;
         for (op, trace) in ops {
             batch.trace = trace;
-            match op {
-                Op::Claim { node_id, reply } => {
-                    match self.decide_claim(st, &mut batch, node_id, &mut work) {
-                        Ok((slots, a)) => replies.push(Reply::Claim(reply, slots, a)),
-                        Err(e) => {
-                            let _ = reply.send(Err(e));
-                        }
-                    }
+            replies.push(match op {
+                Op::Claim { node_id, reply: tx } => {
+                    reply(self.decide_claim(st, &mut batch, node_id, &mut work), |r| {
+                        Answer::Claim(tx, r)
+                    })
                 }
-                Op::Complete { lease, reply } => {
-                    match self.decide_complete(st, &mut batch, lease, &mut work) {
-                        Ok(job_slot) => {
-                            replies.push(Reply::Complete(reply, job_slot, lease.task_id));
-                        }
-                        Err(e) => {
-                            let _ = reply.send(Err(e));
-                        }
-                    }
-                }
-                Op::Charge { reply } => replies.push(Reply::Charge(reply)),
+                Op::Complete { lease, reply: tx } => reply(
+                    self.decide_complete(st, &mut batch, lease, &mut work)
+                        .map(|slot| (vec![slot], lease.task_id)),
+                    |r| Answer::Complete(tx, r),
+                ),
+                Op::Charge { reply } => Reply {
+                    // Filled in once the batch's charges are decided.
+                    slots: Vec::new(),
+                    answer: Answer::Charge(reply),
+                },
                 Op::Progress {
                     lease,
                     frame,
-                    reply,
-                } => match self.decide_progress(st, &mut batch, lease, frame) {
-                    Ok(slot) => replies.push(Reply::Progress(reply, slot)),
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                },
+                    reply: tx,
+                } => reply(
+                    self.decide_progress(st, &mut batch, lease, frame)
+                        .map(|slot| (slot.into_iter().collect(), ())),
+                    |r| Answer::Progress(tx, r),
+                ),
                 Op::Output {
                     lease,
                     frame,
                     file,
-                    reply,
-                } => match self.decide_output(st, &mut batch, lease, frame, *file) {
-                    Ok((slot, file_id)) => replies.push(Reply::Output(reply, slot, file_id)),
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                },
-            }
+                    reply: tx,
+                } => reply(
+                    self.decide_output(st, &mut batch, lease, frame, *file)
+                        .map(|(slot, file_id)| (slot.into_iter().collect(), file_id)),
+                    |r| Answer::Output(tx, r),
+                ),
+            });
         }
         batch.trace = None;
         let charges = self.decide_charges(st, &mut batch);
-        if !charges.is_empty() {
-            work = true;
-        }
-        if batch.streams.is_empty() {
-            for r in replies {
-                match r {
-                    Reply::Claim(reply, _, a) => {
-                        let _ = reply.send(Ok(a));
-                    }
-                    Reply::Charge(Some(reply)) => {
-                        let _ = reply.send(Ok(()));
-                    }
-                    Reply::Progress(reply, None) => {
-                        let _ = reply.send(Ok(()));
-                    }
-                    Reply::Output(reply, None, file_id) => {
-                        let _ = reply.send(Ok(file_id));
-                    }
-                    _ => {}
-                }
+        work |= !charges.is_empty();
+        let charge_slots: Vec<usize> = charges.iter().map(|(slot, _, _)| *slot).collect();
+        for r in &mut replies {
+            if matches!(r.answer, Answer::Charge(_)) {
+                r.slots.clone_from(&charge_slots);
             }
-            return;
         }
-        let requests: Vec<AppendRequest> = batch
-            .streams
-            .iter_mut()
-            .map(|s| AppendRequest {
-                stream_id: s.stream_id,
-                stream_type: s.stream_type.into(),
-                tenant_id: s.tenant_id,
-                expected: if s.expected == 0 {
-                    ExpectedVersion::NoStream
-                } else {
-                    ExpectedVersion::Exact(s.expected)
-                },
-                events: std::mem::take(&mut s.events),
-            })
+        Decided {
+            batch,
+            replies,
+            charges,
+            work,
+        }
+    }
+
+    /// Forgets a stream the store refused (or that a refused batch built
+    /// on) and reads it again; completions of this instance already in
+    /// the log stay this instance's to charge.
+    async fn refresh(&self, st: &mut State, stream_type: &'static str, stream_id: Uuid) {
+        let mine: Vec<TaskId> = st
+            .uncharged
+            .iter()
+            .filter(|(_, c)| c.mine && c.job_id.as_uuid() == stream_id)
+            .map(|(t, _)| *t)
             .collect();
-        let started = std::time::Instant::now();
-        let results = self.inner.store.append_many(requests).await;
-        self.count_append(started.elapsed());
-        let mut failed: HashMap<usize, OrchestratorError> = HashMap::new();
-        for (slot, result) in results.into_iter().enumerate() {
-            if let Err(e) = result {
-                let s = &batch.streams[slot];
-                tracing::debug!(stream = %s.stream_id, error = %e, "batched append refused; reloading");
-                st.forget(s.stream_type, s.stream_id);
-                if let Err(reload) = self.reload(st, s.stream_type, s.stream_id).await {
-                    // Retried by the next catch-up or batch.
-                    tracing::error!(error = %reload, "reloading a stream failed");
-                    st.dropped.insert((s.stream_type.to_owned(), s.stream_id));
-                }
-                let error = match e {
-                    StoreError::WrongExpectedVersion { .. } => OrchestratorError::Contention,
-                    other => OrchestratorError::Storage(other.to_string()),
-                };
-                failed.insert(slot, error);
+        st.forget(stream_type, stream_id);
+        if let Err(reload) = self.reload(st, stream_type, stream_id).await {
+            // Retried by the next catch-up or batch.
+            tracing::error!(error = %reload, "reloading a stream failed");
+            st.dropped.insert((stream_type.to_owned(), stream_id));
+        }
+        for task_id in mine {
+            if let Some(pending) = st.uncharged.get_mut(&task_id) {
+                pending.mine = true;
             }
+        }
+    }
+
+    /// Takes a batch's append results into the view and answers its
+    /// operations. A refused stream is forgotten and reloaded, and every
+    /// operation that touched it is answered `Contention` so that its
+    /// caller decides again on fresh state. A `discarded` batch (decided
+    /// on the events of a batch the store then refused) is treated as
+    /// refused in every stream. Returns whether every stream was appended.
+    pub(super) async fn settle(
+        &self,
+        st: &mut State,
+        decided: Decided,
+        outcomes: Outcomes,
+        discarded: bool,
+    ) -> bool {
+        let Decided {
+            batch,
+            replies,
+            charges,
+            work,
+        } = decided;
+        let mut failed: HashMap<usize, OrchestratorError> = HashMap::new();
+        if discarded {
+            failed
+                .extend((0..batch.streams.len()).map(|slot| (slot, OrchestratorError::Contention)));
+        }
+        for (slot, outcome) in outcomes.into_iter().enumerate() {
+            if let Some(e) = outcome {
+                tracing::debug!(stream = %batch.streams[slot].stream_id, error = %e, "batched append refused; reloading");
+                failed.insert(slot, e);
+            }
+        }
+        for slot in failed.keys() {
+            let s = &batch.streams[*slot];
+            self.refresh(st, s.stream_type, s.stream_id).await;
         }
         // A refused charge is charged again by a later batch, unless the
         // reloaded tenant shows it was charged meanwhile (another instance).
@@ -297,71 +350,47 @@ impl Orchestrator {
                 st.uncharged.insert(*task_id, *pending);
             }
         }
-        let charge_slots: Vec<usize> = charges.iter().map(|(slot, _, _)| *slot).collect();
         let outcome = |slots: &[usize]| -> Result<(), OrchestratorError> {
+            if discarded {
+                return Err(OrchestratorError::Contention);
+            }
             match slots.iter().find_map(|s| failed.get(s)) {
                 None => Ok(()),
                 Some(OrchestratorError::Storage(m)) => Err(OrchestratorError::Storage(m.clone())),
                 Some(_) => Err(OrchestratorError::Contention),
             }
         };
-        for r in replies {
-            match r {
-                Reply::Claim(reply, slots, a) => {
-                    let _ = reply.send(outcome(&slots).map(|()| a));
+        for Reply { slots, answer } in replies {
+            let outcome = outcome(&slots);
+            match answer {
+                Answer::Claim(tx, decided) => {
+                    let _ = tx.send(outcome.and(decided));
                 }
-                Reply::Complete(reply, job_slot, task_id) => {
-                    let result = outcome(&[job_slot]);
-                    if result.is_ok()
+                Answer::Complete(tx, decided) => {
+                    let result = outcome.and(decided);
+                    if let Ok(task_id) = result
                         && let Some(pending) = st.uncharged.get_mut(&task_id)
                     {
                         // In the log now: this instance charges it next.
                         pending.mine = true;
                     }
-                    let _ = reply.send(result);
+                    let _ = tx.send(result.map(|_| ()));
                 }
-                Reply::Charge(Some(reply)) => {
-                    let _ = reply.send(outcome(&charge_slots));
+                Answer::Charge(Some(tx)) => {
+                    let _ = tx.send(outcome);
                 }
-                Reply::Charge(None) => {}
-                Reply::Progress(reply, slot) => {
-                    let _ = reply.send(outcome(slot.as_slice()));
+                Answer::Charge(None) => {}
+                Answer::Progress(tx, decided) => {
+                    let _ = tx.send(outcome.and(decided));
                 }
-                Reply::Output(reply, slot, file_id) => {
-                    let _ = reply.send(outcome(slot.as_slice()).map(|()| file_id));
+                Answer::Output(tx, decided) => {
+                    let _ = tx.send(outcome.and(decided));
                 }
             }
         }
         if work {
             self.signal_work();
         }
-    }
-}
-
-/// The most operations one group commit takes.
-const MAX_BATCH: usize = 4096;
-
-/// The committer: takes every operation waiting, processes them as one
-/// batch under the scheduler's lock, and waits for the next. It ends when
-/// the last [`Orchestrator`] handle is dropped.
-pub(crate) async fn committer(
-    inner: std::sync::Weak<crate::Inner>,
-    mut ops: tokio::sync::mpsc::UnboundedReceiver<(Op, Option<String>)>,
-) {
-    while let Some(first) = ops.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match ops.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
-        let Some(inner) = inner.upgrade() else {
-            return;
-        };
-        let orch = Orchestrator { inner };
-        let mut st = orch.inner.state.lock().await;
-        orch.process(&mut st, batch).await;
-        st.retire_settled();
+        failed.is_empty()
     }
 }

@@ -26,6 +26,7 @@ use uuid::Uuid;
 use pick::{any_capable_node, assignment, pick};
 use state::State;
 
+pub use batch::AppendHold;
 pub use metrics::{CounterTotals, Gauges, LATENCY_BOUNDS, LatencySnapshot};
 pub use snapshot::{SNAPSHOT_NAME, StartReport};
 
@@ -42,6 +43,10 @@ pub struct Config {
     pub prices_minor_per_second: BTreeMap<String, i64>,
     /// Price per render-second of a class without its own price.
     pub default_price_minor_per_second: i64,
+    /// Decide the next batch of claims and reports while the one before is
+    /// being appended (pipelined group commit; see `batch`). Off: one batch
+    /// at a time.
+    pub pipeline: bool,
 }
 
 impl Default for Config {
@@ -52,6 +57,7 @@ impl Default for Config {
             blocklist_after: 3,
             prices_minor_per_second: BTreeMap::new(),
             default_price_minor_per_second: 1,
+            pipeline: true,
         }
     }
 }
@@ -222,6 +228,8 @@ struct Inner {
     counters: metrics::Counters,
     /// How the view was built at start.
     start: std::sync::OnceLock<StartReport>,
+    /// A test's hold on the next batched append (see `batch::AppendHold`).
+    append_hold: std::sync::Mutex<Option<batch::HoldGate>>,
 }
 
 /// The scheduler. Cheap to clone; every clone shares one view.
@@ -293,6 +301,7 @@ impl Orchestrator {
                 ops,
                 counters: metrics::Counters::default(),
                 start: std::sync::OnceLock::new(),
+                append_hold: std::sync::Mutex::new(None),
             }),
         };
         eventstore::task::spawn_named(

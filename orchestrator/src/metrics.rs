@@ -15,6 +15,8 @@ pub(crate) struct Counters {
     pub leases_granted: AtomicU64,
     pub claims_empty: AtomicU64,
     pub lease_expiries: AtomicU64,
+    pub batches_pipelined: AtomicU64,
+    pub batches_discarded: AtomicU64,
     pub append: Latency,
 }
 
@@ -92,6 +94,12 @@ pub struct CounterTotals {
     pub claims_empty: u64,
     /// Leases this instance ended because they expired.
     pub lease_expiries: u64,
+    /// Batches of claims and reports decided while the batch before was
+    /// being appended (pipelined group commit).
+    pub batches_pipelined: u64,
+    /// Pipelined batches decided again because the store refused the
+    /// batch they were decided after (another instance wrote its streams).
+    pub batches_discarded: u64,
     /// How long the store took to answer this instance's appends (a
     /// group-committed batch counts once).
     pub append_latency: LatencySnapshot,
@@ -144,6 +152,8 @@ impl Orchestrator {
             leases_granted: c.leases_granted.load(Ordering::Relaxed),
             claims_empty: c.claims_empty.load(Ordering::Relaxed),
             lease_expiries: c.lease_expiries.load(Ordering::Relaxed),
+            batches_pipelined: c.batches_pipelined.load(Ordering::Relaxed),
+            batches_discarded: c.batches_discarded.load(Ordering::Relaxed),
             append_latency: c.append.snapshot(),
         }
     }
@@ -159,6 +169,20 @@ impl Orchestrator {
         self.inner
             .counters
             .claims_empty
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_pipelined(&self) {
+        self.inner
+            .counters
+            .batches_pipelined
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_discarded(&self) {
+        self.inner
+            .counters
+            .batches_discarded
             .fetch_add(1, Ordering::Relaxed);
     }
 

@@ -92,6 +92,16 @@ async fn race(instances: Vec<Orchestrator>, farm: &Farm, store: &AnyStore, tasks
     for w in workers {
         w.await.unwrap();
     }
+    // The race ran through the pipelined committer (24 claimers keep a
+    // batch waiting while the one before is appended).
+    let pipelined: u64 = instances
+        .iter()
+        .map(|o| o.counter_totals().batches_pipelined)
+        .sum();
+    assert!(
+        pipelined > 0,
+        "no batch was decided while another was appended"
+    );
     let events = log(store).await;
     let assigned = of(&events, "render.task.assigned.v1");
     let completed = of(&events, "render.task.completed.v1");
@@ -192,7 +202,7 @@ async fn many_claimers(db: TestDb) {
 }
 
 /// Two orchestrator instances over one database: a farm and a second one.
-async fn two_farms(db: &TestDb) -> (Farm, Orchestrator) {
+pub(crate) async fn two_farms(db: &TestDb) -> (Farm, Orchestrator) {
     let farm = Farm::open(db.store.clone(), db.clock.clone()).await;
     let second = Orchestrator::open(
         db.second_instance().await,

@@ -9,6 +9,7 @@ mod support;
 mod concurrency;
 mod history;
 mod outputs;
+mod pipeline;
 mod rules;
 mod snapshots;
 mod waiting;
