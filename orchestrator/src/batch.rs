@@ -125,9 +125,7 @@ impl Batch {
         self.streams[slot].events.extend(
             events
                 .iter()
-                // Time-ordered ids: each insert into the store's event-id
-                // index lands beside the last, not on a random page.
-                .map(|e| NewEvent::from_domain(Uuid::now_v7(), e, meta.clone())),
+                .map(|e| NewEvent::from_domain(Uuid::new_v4(), e, meta.clone())),
         );
         slot
     }

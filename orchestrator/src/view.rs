@@ -226,7 +226,7 @@ impl Orchestrator {
             },
             events: events
                 .iter()
-                .map(|e| NewEvent::from_domain(Uuid::now_v7(), e, meta.clone()))
+                .map(|e| NewEvent::from_domain(Uuid::new_v4(), e, meta.clone()))
                 .collect(),
         };
         let started = std::time::Instant::now();

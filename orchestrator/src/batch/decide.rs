@@ -200,9 +200,7 @@ impl Orchestrator {
         {
             return Ok((None, *stored));
         }
-        // Time-ordered, like event ids: a new output's stream lands beside
-        // the last one in the store's (stream, version) index.
-        let file_id = FileId::new(Uuid::now_v7()).map_err(domain::DomainError::from)?;
+        let file_id = FileId::new(Uuid::new_v4()).map_err(domain::DomainError::from)?;
         let command = FileCommand::StoreOutput(Box::new(OutputStored {
             file_id,
             tenant_id: live.tenant_id,
