@@ -500,8 +500,17 @@ fn logs(farm: &Farm, server: &Runtime, clients: &Runtime, agents: usize, seconds
 
 /// The scheduler's claim → complete loop with and without webhook
 /// notifications being requested and delivered at `rate` a second to a
-/// local receiver (10 tenants, one endpoint each).
-fn notifications(farm: &Farm, server: &Runtime, clients: &Runtime, rate: u64, seconds: f64) {
+/// local receiver (10 tenants, one endpoint each). With `hooked` false the
+/// same cancellations are appended but no endpoint is registered and no
+/// dispatcher runs: what the load alone costs the scheduler.
+fn notifications(
+    farm: &Farm,
+    server: &Runtime,
+    clients: &Runtime,
+    rate: u64,
+    seconds: f64,
+    hooked: bool,
+) {
     use std::sync::atomic::{AtomicU64, Ordering};
     let received = Arc::new(AtomicU64::new(0));
     let receiver_url = server.block_on(async {
@@ -520,15 +529,24 @@ fn notifications(farm: &Farm, server: &Runtime, clients: &Runtime, rate: u64, se
         tokio::spawn(async move { axum::serve(listener, app).await });
         url
     });
+    let defaults = api::webhooks::WebhookConfig::default();
     let config = api::webhooks::WebhookConfig {
         allow_private: true,
-        ..Default::default()
+        min_round: Duration::from_millis(env_or(
+            "FLATRENDER_BENCH_WEBHOOK_ROUND_MS",
+            defaults.min_round.as_millis() as u64,
+        )),
+        ..defaults
     };
     let state = farm.state.clone().with_webhooks(config.clone());
     let dispatcher = state.dispatcher.clone().expect("dispatcher");
     let mut tenants = Vec::new();
     for n in 0..10 {
         let (tenant, _) = server.block_on(farm.tenant(&format!("hooked-{n}")));
+        tenants.push(tenant);
+        if !hooked {
+            continue;
+        }
         server
             .block_on(api::webhooks::register(
                 &state.store,
@@ -542,10 +560,9 @@ fn notifications(farm: &Farm, server: &Runtime, clients: &Runtime, rate: u64, se
                 },
             ))
             .expect("register");
-        tenants.push(tenant);
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let running = server.spawn(dispatcher.clone().run(stopped));
+    let running = hooked.then(|| server.spawn(dispatcher.clone().run(stopped)));
     let (work_tenant, _) = server.block_on(farm.tenant("scheduled"));
     let tasks_needed = (4_000.0 * seconds * 3.0) as u32 + 1_000;
     server.block_on(farm.renders(work_tenant, 50, tasks_needed / 50, 10));
@@ -634,7 +651,8 @@ fn notifications(farm: &Farm, server: &Runtime, clients: &Runtime, rate: u64, se
     let after = scheduler(clients);
     let baseline = (quiet + after) / 2.0;
     println!(
-        "| {:>8.0} | {:>9.0} | {:>6.0} / {:<6.0} | {:>10.0} | {:>5.2} | {:>8} |",
+        "| {:>9} | {:>8.0} | {:>9.0} | {:>6.0} / {:<6.0} | {:>10.0} | {:>5.2} | {:>8} |",
+        if hooked { "delivered" } else { "load only" },
         requested as f64 / elapsed,
         delivered as f64 / elapsed,
         quiet,
@@ -644,7 +662,9 @@ fn notifications(farm: &Farm, server: &Runtime, clients: &Runtime, rate: u64, se
         received.load(Ordering::Relaxed),
     );
     stop.send(true).ok();
-    server.block_on(running).expect("dispatcher");
+    if let Some(running) = running {
+        server.block_on(running).expect("dispatcher");
+    }
 }
 
 fn main() {
@@ -718,16 +738,18 @@ fn main() {
     }
     println!();
     println!(
-        "| notifications requested/s | delivered/s | leases/s without (before / after) | leases/s with | ratio | received |"
+        "| webhooks | cancellations/s | delivered/s | leases/s without (before / after) | leases/s with | ratio | received |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     let rate = if full {
         env_or("FLATRENDER_BENCH_NOTIFICATIONS_PER_SECOND", 1000)
     } else {
         100
     };
     if runs("notifications") {
-        notifications(&farm, &server, &clients, rate, seconds);
+        // FLATRENDER_BENCH_WEBHOOKS=off: the same load with no endpoint.
+        let hooked = std::env::var("FLATRENDER_BENCH_WEBHOOKS").map_or(true, |v| v != "off");
+        notifications(&farm, &server, &clients, rate, seconds, hooked);
     }
     drop(farm);
     server.shutdown_timeout(Duration::from_secs(1));

@@ -249,12 +249,35 @@ pub struct Notification {
     pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
+impl NotificationCommand {
+    /// The notification the command is about, if it is about one.
+    pub fn notification_id(&self) -> Option<NotificationId> {
+        match self {
+            Self::Request {
+                notification_id, ..
+            }
+            | Self::RecordDelivery {
+                notification_id, ..
+            }
+            | Self::RecordFailedAttempt {
+                notification_id, ..
+            } => Some(*notification_id),
+            Self::RegisterEndpoint { .. } | Self::RemoveEndpoint { .. } => None,
+        }
+    }
+}
+
 /// A webhook endpoint and its notifications.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NotificationEndpoint {
     registered: Option<EndpointRegistered>,
     removed: bool,
-    notifications: BTreeMap<NotificationId, Notification>,
+    /// Notifications not yet delivered nor abandoned: what a dispatcher
+    /// scans each round, so it stays as small as the work in flight.
+    pending: BTreeMap<NotificationId, Notification>,
+    /// Delivered and abandoned notifications (kept so that a notification
+    /// is never requested twice).
+    finished: BTreeMap<NotificationId, Notification>,
 }
 
 impl NotificationEndpoint {
@@ -279,14 +302,12 @@ impl NotificationEndpoint {
 
     /// One notification.
     pub fn notification(&self, id: NotificationId) -> Option<&Notification> {
-        self.notifications.get(&id)
+        self.pending.get(&id).or_else(|| self.finished.get(&id))
     }
 
     /// The notifications not yet delivered nor abandoned.
     pub fn pending(&self) -> impl Iterator<Item = &Notification> {
-        self.notifications
-            .values()
-            .filter(|n| n.status == DeliveryStatus::Pending)
+        self.pending.values()
     }
 
     fn pending_one(
@@ -294,21 +315,20 @@ impl NotificationEndpoint {
         id: NotificationId,
         command: &'static str,
     ) -> Result<&Notification, DomainError> {
-        let n = self
-            .notifications
-            .get(&id)
-            .ok_or_else(|| DomainError::NotFound {
-                entity: "notification",
-                id: id.to_string(),
-            })?;
-        if n.status != DeliveryStatus::Pending {
-            return Err(DomainError::InvalidTransition {
+        if let Some(n) = self.pending.get(&id) {
+            return Ok(n);
+        }
+        match self.finished.get(&id) {
+            Some(n) => Err(DomainError::InvalidTransition {
                 entity: "notification",
                 from: n.status.as_str(),
                 command,
-            });
+            }),
+            None => Err(DomainError::NotFound {
+                entity: "notification",
+                id: id.to_string(),
+            }),
         }
-        Ok(n)
     }
 }
 
@@ -402,7 +422,7 @@ impl Aggregate for NotificationEndpoint {
                     )
                     .into());
                 }
-                if self.notifications.contains_key(&notification_id) {
+                if self.notification(notification_id).is_some() {
                     return Err(DomainError::AlreadyExists {
                         entity: "notification",
                         id: notification_id.to_string(),
@@ -497,7 +517,7 @@ impl Aggregate for NotificationEndpoint {
             E::EndpointRegistered(e) => self.registered = Some(e.clone()),
             E::EndpointRemoved(_) => self.removed = true,
             E::Requested(e) => {
-                self.notifications.insert(
+                self.pending.insert(
                     e.notification_id,
                     Notification {
                         requested: e.clone(),
@@ -508,22 +528,24 @@ impl Aggregate for NotificationEndpoint {
                 );
             }
             E::Delivered(e) => {
-                if let Some(n) = self.notifications.get_mut(&e.notification_id) {
+                if let Some(mut n) = self.pending.remove(&e.notification_id) {
                     n.status = DeliveryStatus::Delivered;
                     n.attempts = e.attempt;
                     n.next_attempt_at = None;
+                    self.finished.insert(e.notification_id, n);
                 }
             }
             E::AttemptFailed(e) => {
-                if let Some(n) = self.notifications.get_mut(&e.notification_id) {
+                if let Some(n) = self.pending.get_mut(&e.notification_id) {
                     n.attempts = e.attempt;
                     n.next_attempt_at = e.next_attempt_at;
                 }
             }
             E::Abandoned(e) => {
-                if let Some(n) = self.notifications.get_mut(&e.notification_id) {
+                if let Some(mut n) = self.pending.remove(&e.notification_id) {
                     n.status = DeliveryStatus::Abandoned;
                     n.next_attempt_at = None;
+                    self.finished.insert(e.notification_id, n);
                 }
             }
         }

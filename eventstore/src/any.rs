@@ -9,7 +9,7 @@ use crate::error::StoreError;
 use crate::event::{AppendRequest, AppendResult, RecordedEvent};
 use crate::postgres::{PgOptions, PgStore};
 use crate::sqlite::SqliteStore;
-use crate::store::EventStore;
+use crate::store::{EventStore, Filtered};
 
 /// The configured backend.
 #[derive(Debug, Clone)]
@@ -106,6 +106,15 @@ impl EventStore for AnyStore {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         delegate!(self, s => s.read_all(after_position, limit).await)
+    }
+
+    async fn read_all_of(
+        &self,
+        after_position: i64,
+        routing_keys: &[&str],
+        scan: usize,
+    ) -> Result<Filtered, StoreError> {
+        delegate!(self, s => s.read_all_of(after_position, routing_keys, scan).await)
     }
 
     async fn read_tenant(

@@ -73,6 +73,14 @@ impl Codes {
         self.read().by_key.get(routing_key).copied()
     }
 
+    /// The codes of those of `routing_keys` that have one.
+    pub fn codes_of(&self, routing_keys: &[&str]) -> Vec<i16> {
+        routing_keys
+            .iter()
+            .filter_map(|k| self.code_of(k))
+            .collect()
+    }
+
     /// The names behind a code.
     pub fn get(&self, code: i16) -> Option<Arc<EventType>> {
         self.read().by_code.get(&code).cloned()

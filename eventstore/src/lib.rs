@@ -33,6 +33,6 @@ pub use idempotency::{IdempotencyBegin, StoredAnswer};
 pub use postgres::{PgOptions, PgStore};
 pub use snapshots::{SnapshotRead, ViewSnapshot};
 pub use sqlite::SqliteStore;
-pub use store::EventStore;
+pub use store::{EventStore, Filtered};
 pub use subscription::Subscription;
 pub use vault::{MasterKey, Vault, VaultError};

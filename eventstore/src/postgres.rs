@@ -25,7 +25,7 @@ use crate::error::StoreError;
 use crate::event::{AppendRequest, AppendResult, ExpectedVersion, RecordedEvent};
 use crate::hashing::GENESIS;
 use crate::heads::{Head, Heads};
-use crate::store::{self, EventStore, Rows};
+use crate::store::{self, EventStore, Filtered, Rows};
 
 /// How often an append at any version retries after losing a race.
 const ANY_VERSION_ATTEMPTS: u32 = 100;
@@ -854,6 +854,50 @@ impl EventStore for PgStore {
             .fetch_all(&self.inner.pool)
             .await?;
         self.decode_all(rows).await
+    }
+
+    async fn read_all_of(
+        &self,
+        after_position: i64,
+        routing_keys: &[&str],
+        scan: usize,
+    ) -> Result<Filtered, StoreError> {
+        // How far the next `scan` settled events reach (positions only, from
+        // the primary key; the same snapshot bound as `read_all`), then the
+        // wanted ones among them: only those decoded. Everything at or below
+        // `through` is settled, so the second query sees the same events
+        // whatever its snapshot.
+        let through: Option<i64> = sqlx::query_scalar(
+            "SELECT max(global_position) FROM (SELECT global_position FROM events \
+             WHERE global_position > $1 \
+             AND global_position < (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint * 65536) \
+             ORDER BY global_position LIMIT $2) AS w",
+        )
+        .bind(after_position)
+        .bind(scan as i64)
+        .fetch_one(&self.inner.pool)
+        .await?;
+        let Some(through) = through else {
+            return Ok(Filtered::nothing(after_position));
+        };
+        let codes = self.inner.codes.codes_of(routing_keys);
+        if codes.is_empty() {
+            return Ok(Filtered::nothing(through));
+        }
+        let sql = format!(
+            "SELECT {COLUMNS} FROM events WHERE global_position > $1 AND global_position <= $2 \
+             AND type_code = ANY($3) ORDER BY global_position"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(after_position)
+            .bind(through)
+            .bind(codes)
+            .fetch_all(&self.inner.pool)
+            .await?;
+        Ok(Filtered {
+            events: self.decode_all(rows).await?,
+            through,
+        })
     }
 
     async fn read_tenant(

@@ -24,7 +24,7 @@ use crate::error::StoreError;
 use crate::event::{AppendRequest, AppendResult, RecordedEvent};
 use crate::hashing::{GENESIS, truncate_to_micros};
 use crate::heads::{Head, Heads};
-use crate::store::{self, EventStore, Rows};
+use crate::store::{self, EventStore, Filtered, Rows};
 use crate::task::{AbortOnDrop, spawn_named};
 
 /// How many stream heads a store remembers.
@@ -613,6 +613,50 @@ impl EventStore for SqliteStore {
             },
         )
         .await
+    }
+
+    async fn read_all_of(
+        &self,
+        after_position: i64,
+        routing_keys: &[&str],
+        scan: usize,
+    ) -> Result<Filtered, StoreError> {
+        // How far the next `scan` events reach (positions only, from the
+        // primary key), then the wanted ones among them: only those decoded.
+        let through: Option<i64> = sqlx::query_scalar(
+            "SELECT max(global_position) FROM (SELECT global_position FROM events \
+             WHERE global_position > ? ORDER BY global_position LIMIT ?)",
+        )
+        .bind(after_position)
+        .bind(scan as i64)
+        .fetch_one(&self.inner.readers)
+        .await?;
+        let Some(through) = through else {
+            return Ok(Filtered::nothing(after_position));
+        };
+        let codes: Vec<i64> = (self.inner.codes.codes_of(routing_keys).into_iter())
+            .map(i64::from)
+            .collect();
+        if codes.is_empty() {
+            return Ok(Filtered::nothing(through));
+        }
+        let placeholders = vec!["?"; codes.len()].join(", ");
+        let sql = format!(
+            "SELECT {COLUMNS} FROM events WHERE global_position > ? AND global_position <= ? \
+             AND type_code IN ({placeholders}) ORDER BY global_position"
+        );
+        let mut ints = vec![after_position, through];
+        ints.extend(codes);
+        let events = self
+            .fetch(
+                sql,
+                Binds {
+                    uuids: vec![],
+                    ints,
+                },
+            )
+            .await?;
+        Ok(Filtered { events, through })
     }
 
     async fn read_tenant(

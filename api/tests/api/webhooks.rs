@@ -265,12 +265,33 @@ async fn notifications_are_signed_retried_cut_off_and_recorded_as_events() {
 
     // A dispatcher started again from its checkpoint requests nothing twice.
     let before = crate::log(store).await.len();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let again = api.state.clone().with_webhooks(config.clone());
-    let running = tokio::spawn(again.dispatcher.clone().unwrap().run(stopped));
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    stop.send(true).unwrap();
-    running.await.unwrap();
+    let restart = || async {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let again = api.state.clone().with_webhooks(config.clone());
+        let running = tokio::spawn(again.dispatcher.clone().unwrap().run(stopped));
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        stop.send(true).unwrap();
+        running.await.unwrap();
+    };
+    restart().await;
+    assert_eq!(crate::log(store).await.len(), before);
+    // Nor one whose checkpoint is gone (the checkpoint moves lazily; the
+    // endpoints' streams are what keep a request from being made twice):
+    // it reads the whole log again and asks for nothing.
+    let eventstore::AnyStore::Sqlite(sqlite) = store else {
+        unreachable!("the API tests run on SQLite")
+    };
+    let deleted = sqlite
+        .with_writer(async |conn| {
+            sqlx::query("DELETE FROM follower_checkpoints WHERE name = 'webhooks'")
+                .execute(&mut *conn)
+                .await
+                .unwrap()
+                .rows_affected()
+        })
+        .await;
+    assert_eq!(deleted, 1, "the dispatcher kept a checkpoint");
+    restart().await;
     assert_eq!(crate::log(store).await.len(), before);
 }
 

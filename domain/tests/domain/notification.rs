@@ -144,6 +144,11 @@ fn record_delivery() {
         endpoint.notification(notification_id(1)).unwrap().status,
         DeliveryStatus::Delivered
     );
+    assert_eq!(
+        endpoint.pending().count(),
+        0,
+        "a delivered one is no longer pending"
+    );
     given::<NotificationEndpoint>([registered(), requested(1)])
         .when(NotificationCommand::RecordDelivery {
             notification_id: notification_id(1),

@@ -43,6 +43,7 @@ all_backends!(
     hash_chain_verifies_and_detects_tampering,
     stored_events_cannot_be_rewritten,
     read_all_in_batches_sees_everything_once_in_order,
+    read_all_of_keeps_the_keys_asked_for_and_says_how_far_it_read,
     read_tenant_sees_only_that_tenant,
     read_stream_as_of_version_position_and_time,
     subscription_catches_up_then_follows_live,
@@ -406,6 +407,96 @@ pub async fn read_all_in_batches_sees_everything_once_in_order(db: &TestDb) {
         }
     }
     assert_eq!(seen, written);
+}
+
+pub async fn read_all_of_keeps_the_keys_asked_for_and_says_how_far_it_read(db: &TestDb) {
+    // Three kinds of events, interleaved over a few streams.
+    let kinds = [
+        "tenant.credit_added",
+        "tenant.credit_charged",
+        "tenant.suspended",
+    ];
+    let streams: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+    let mut total = 0;
+    for n in 0..30 {
+        let mut event = tenant_event(n);
+        event.event_type = kinds[n as usize % 3].into();
+        total += 1;
+        db.store
+            .append(tenant_append(
+                streams[n as usize % streams.len()],
+                ExpectedVersion::Any,
+                vec![event],
+            ))
+            .await
+            .unwrap();
+    }
+    let all = all_events(db, total).await;
+    let last = all.last().unwrap().global_position;
+    let keys = ["tenant.credit_charged.v1", "tenant.suspended.v1"];
+    let expected: Vec<Uuid> = all
+        .iter()
+        .filter(|e| keys.contains(&e.routing_key.as_str()))
+        .map(|e| e.event_id)
+        .collect();
+    assert_eq!(expected.len(), 20);
+    // Windows of 7 positions: each read's events lie in its window, and
+    // the windows together give each wanted event once, in order.
+    let mut position = 0;
+    let mut seen = Vec::new();
+    let mut reads = 0;
+    loop {
+        let read = db.store.read_all_of(position, &keys, 7).await.unwrap();
+        if read.through == position {
+            break;
+        }
+        reads += 1;
+        let window: Vec<i64> = all
+            .iter()
+            .map(|e| e.global_position)
+            .filter(|p| *p > position)
+            .take(7)
+            .collect();
+        assert_eq!(
+            read.through,
+            *window.last().unwrap(),
+            "read through its window"
+        );
+        for event in &read.events {
+            assert!(event.global_position > position && event.global_position <= read.through);
+            assert!(
+                keys.contains(&event.routing_key.as_str()),
+                "only the keys asked for"
+            );
+            seen.push(event.event_id);
+        }
+        position = read.through;
+    }
+    assert_eq!(reads, 30usize.div_ceil(7));
+    assert_eq!(position, last);
+    assert_eq!(seen, expected, "each wanted event once, in position order");
+    // The whole envelope, as `read_all` gives it.
+    let one = db.store.read_all_of(0, &keys, 100).await.unwrap();
+    let from_all: Vec<_> = all
+        .iter()
+        .filter(|e| keys.contains(&e.routing_key.as_str()))
+        .cloned()
+        .collect();
+    assert_eq!(one.events, from_all);
+    // Keys with no events (or unknown to the catalog) still move the reader on.
+    let none = db
+        .store
+        .read_all_of(0, &["render.job.completed.v1", "no.such.key.v1"], 100)
+        .await
+        .unwrap();
+    assert!(none.events.is_empty());
+    assert_eq!(none.through, last);
+    let after = db.store.read_all_of(last, &keys, 100).await.unwrap();
+    assert!(after.events.is_empty());
+    assert_eq!(
+        after.through, last,
+        "nothing new: through stays where it was"
+    );
 }
 
 pub async fn read_tenant_sees_only_that_tenant(db: &TestDb) {

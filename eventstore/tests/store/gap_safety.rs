@@ -115,6 +115,38 @@ async fn tailing_reader_sees_every_committed_event_once_in_order() {
             }
         })
     };
+    // The filtered read must be gap-safe too (all events here are of the
+    // one key it asks for).
+    let filtered = {
+        let store = pg.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut position = 0;
+            let mut seen = Vec::new();
+            loop {
+                let finished = done.load(Ordering::Acquire);
+                let read = store
+                    .read_all_of(position, &["tenant.credit_added.v1"], 50)
+                    .await
+                    .unwrap();
+                if read.through == position {
+                    if finished && seen.len() >= expected {
+                        return seen;
+                    }
+                    tokio::time::sleep(Duration::from_millis(jitter(3))).await;
+                }
+                for event in read.events {
+                    assert!(
+                        event.global_position > position,
+                        "read_all_of went backwards"
+                    );
+                    position = event.global_position;
+                    seen.push(event.event_id);
+                }
+                position = read.through;
+            }
+        })
+    };
     let naive = {
         let pool = pg.pool().clone();
         let done = done.clone();
@@ -150,6 +182,10 @@ async fn tailing_reader_sees_every_committed_event_once_in_order() {
         .await
         .unwrap()
         .unwrap();
+    let filtered_seen = tokio::time::timeout(Duration::from_secs(60), filtered)
+        .await
+        .unwrap()
+        .unwrap();
     let naive_seen = naive.await.unwrap();
 
     let committed: Vec<Uuid> =
@@ -167,6 +203,10 @@ async fn tailing_reader_sees_every_committed_event_once_in_order() {
     assert_eq!(
         seen, committed,
         "every committed event, once, in position order"
+    );
+    assert_eq!(
+        filtered_seen, committed,
+        "the filtered read: every committed event, once, in position order"
     );
     let naive_missed = committed.len() - naive_seen.len();
     eprintln!(
